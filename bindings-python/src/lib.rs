@@ -1,0 +1,1 @@
+//! Python bindings for sansh: not yet built (see the Python-binding issue).

@@ -1,0 +1,81 @@
+//! Configuration of a connection. Plain data with OpenSSH-like defaults.
+
+use crate::time::Duration;
+use crate::transport::{CipherAlgorithm, HostKey, HostKeyAlgorithm, KexAlgorithm};
+
+/// Settings shared by both roles.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// Key-exchange methods in preference order.
+    pub kex_algorithms: Vec<KexAlgorithm>,
+    /// Host key algorithms in preference order. A client offers these; a
+    /// server offers those among them that its host keys can sign with.
+    pub host_key_algorithms: Vec<HostKeyAlgorithm>,
+    /// Ciphers in preference order (both directions).
+    pub ciphers: Vec<CipherAlgorithm>,
+    /// Offer strict key exchange (OpenSSH's Terrapin countermeasure). It is
+    /// used only when the peer offers it too.
+    pub strict_kex: bool,
+    /// When to start a new key exchange.
+    pub rekey: RekeyLimits,
+    /// Largest inbound `packet_length` accepted (OpenSSH: 256 KiB). Checked
+    /// before the packet body is buffered.
+    pub max_packet_len: u32,
+    /// Give up on a key exchange (the first or a rekey) after this long.
+    pub kex_timeout: Option<Duration>,
+    /// The software part of our version line (`SSH-2.0-<this>`).
+    pub software_version: String,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            kex_algorithms: KexAlgorithm::ALL.to_vec(),
+            host_key_algorithms: HostKeyAlgorithm::ALL.to_vec(),
+            ciphers: CipherAlgorithm::ALL.to_vec(),
+            strict_kex: true,
+            rekey: RekeyLimits::default(),
+            max_packet_len: 256 * 1024,
+            kex_timeout: Some(Duration::from_secs(120)),
+            software_version: format!("sansh_{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// When to rekey. Whichever limit is reached first starts a key exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RekeyLimits {
+    /// Bytes in either direction since the last kex. `None` uses the cipher's
+    /// own limit: 1 GiB for chacha20-poly1305, 64 GiB for AES-GCM (OpenSSH's).
+    pub bytes: Option<u64>,
+    /// Packets in either direction since the last kex (2^31, as OpenSSH).
+    pub packets: u64,
+    /// Time since the last kex (off by default, like OpenSSH's RekeyLimit).
+    pub time: Option<Duration>,
+}
+
+impl Default for RekeyLimits {
+    fn default() -> Self {
+        RekeyLimits {
+            bytes: None,
+            packets: 1 << 31,
+            time: None,
+        }
+    }
+}
+
+/// A client connection's settings.
+#[derive(Clone, Debug, Default)]
+pub struct ClientConfig {
+    /// Transport settings.
+    pub transport: TransportConfig,
+}
+
+/// A server connection's settings.
+#[derive(Clone, Debug, Default)]
+pub struct ServerConfig {
+    /// Transport settings.
+    pub transport: TransportConfig,
+    /// Host keys; at least one is required.
+    pub host_keys: Vec<HostKey>,
+}

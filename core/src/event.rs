@@ -1,0 +1,69 @@
+//! Events: what a connection reports to its application. Events own their
+//! data (no lifetimes), so they cross into C and Python unchanged.
+
+use crate::error::CloseReason;
+use crate::transport::{HostKeyAlgorithm, Negotiated};
+
+/// A connection's lifecycle, as monitoring sees it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Exchanging version lines.
+    Connecting,
+    /// The first key exchange (rekeys do not change the state).
+    Kex,
+    /// Keys are in place; service request and user authentication.
+    Auth,
+    /// Authenticated: the connection protocol runs.
+    Active,
+    /// Closed, with a DISCONNECT still waiting in `pending_transmit`.
+    Closing,
+    /// Closed; nothing more will be sent.
+    Closed,
+}
+
+/// The server's host key, for the application to accept or reject
+/// (`Connection::accept_host_key` / `reject_host_key` with `id`). The
+/// signature over the exchange hash has already been verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostKeyCheck {
+    /// Answer with this id.
+    pub id: u64,
+    /// The key.
+    pub key: ssh_key::PublicKey,
+    /// The negotiated signature algorithm.
+    pub algorithm: HostKeyAlgorithm,
+    /// `SHA256:…` fingerprint, as OpenSSH prints it.
+    pub fingerprint: String,
+}
+
+/// Something the application should know or decide.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+#[allow(missing_docs)] // fields are described by each variant
+pub enum Event {
+    /// The connection entered a new state.
+    StateChanged { state: State },
+    /// Client: decide whether to trust the server's host key.
+    HostKey(HostKeyCheck),
+    /// A key exchange finished. `rekey` is false for the first one.
+    KexCompleted { algorithms: Negotiated, rekey: bool },
+    /// The service request succeeded (client: the server accepted it;
+    /// server: we accepted the client's request).
+    ServiceAccepted { service: String },
+    /// Client: the server's extensions (RFC 8308 EXT_INFO).
+    ExtInfo {
+        server_sig_algs: Option<Vec<String>>,
+        ping: bool,
+    },
+    /// The peer sent SSH_MSG_DEBUG.
+    Debug {
+        always_display: bool,
+        message: String,
+    },
+    /// The peer answered our `ping` (OpenSSH's SSH_MSG_PONG).
+    Pong { data: Vec<u8> },
+    /// The peer did not understand our packet with this sequence number.
+    Unimplemented { seq: u32 },
+    /// The connection ended. Emitted exactly once.
+    Closed { reason: CloseReason },
+}

@@ -1,0 +1,321 @@
+//! Packet ciphers: `none` (the first key exchange), chacha20-poly1305@openssh.com
+//! and aes{128,256}-gcm@openssh.com. Each seals and opens one whole packet in
+//! place, so framing never copies a payload twice.
+
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::aead::consts::U12;
+use aes_gcm::{Aes128Gcm, Aes256Gcm, KeyInit};
+use chacha20::ChaCha20Legacy;
+use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+use poly1305::Poly1305;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
+
+/// A cipher the transport can negotiate.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CipherAlgorithm {
+    /// `chacha20-poly1305@openssh.com` (PROTOCOL.chacha20poly1305).
+    ChaCha20Poly1305,
+    /// `aes128-gcm@openssh.com` (RFC 5647 with OpenSSH's naming and MAC rule).
+    Aes128Gcm,
+    /// `aes256-gcm@openssh.com`.
+    Aes256Gcm,
+}
+
+impl CipherAlgorithm {
+    /// Every cipher we implement, in our default preference order (OpenSSH's).
+    pub const ALL: [CipherAlgorithm; 3] = [
+        CipherAlgorithm::ChaCha20Poly1305,
+        CipherAlgorithm::Aes128Gcm,
+        CipherAlgorithm::Aes256Gcm,
+    ];
+
+    /// The name used on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            CipherAlgorithm::ChaCha20Poly1305 => "chacha20-poly1305@openssh.com",
+            CipherAlgorithm::Aes128Gcm => "aes128-gcm@openssh.com",
+            CipherAlgorithm::Aes256Gcm => "aes256-gcm@openssh.com",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// Bytes of key material per direction.
+    pub(crate) fn key_len(self) -> usize {
+        match self {
+            CipherAlgorithm::ChaCha20Poly1305 => 64,
+            CipherAlgorithm::Aes128Gcm => 16,
+            CipherAlgorithm::Aes256Gcm => 32,
+        }
+    }
+
+    /// Bytes of IV per direction.
+    pub(crate) fn iv_len(self) -> usize {
+        match self {
+            CipherAlgorithm::ChaCha20Poly1305 => 0,
+            CipherAlgorithm::Aes128Gcm | CipherAlgorithm::Aes256Gcm => 12,
+        }
+    }
+
+    /// Bytes after which OpenSSH rekeys with this cipher (PROTOCOL-NOTES):
+    /// 2^32 blocks for AES (64 GiB) and 1 GiB for chacha20-poly1305.
+    pub fn default_rekey_bytes(self) -> u64 {
+        match self {
+            CipherAlgorithm::ChaCha20Poly1305 => 1 << 30,
+            CipherAlgorithm::Aes128Gcm | CipherAlgorithm::Aes256Gcm => 1 << 36,
+        }
+    }
+}
+
+/// A packet failed authentication (corrupted or forged on the wire).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TagMismatch;
+
+/// The cipher state for one direction.
+pub(crate) enum PacketCipher {
+    /// No encryption: before the first NEWKEYS.
+    None,
+    ChaCha {
+        /// K_2: payload and Poly1305 key.
+        main: [u8; 32],
+        /// K_1: packet length only.
+        header: [u8; 32],
+    },
+    Aes128Gcm {
+        aead: Box<Aes128Gcm>,
+        iv: [u8; 12],
+    },
+    Aes256Gcm {
+        aead: Box<Aes256Gcm>,
+        iv: [u8; 12],
+    },
+}
+
+impl core::fmt::Debug for PacketCipher {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Never print key material.
+        f.write_str(match self {
+            PacketCipher::None => "none",
+            PacketCipher::ChaCha { .. } => "chacha20-poly1305",
+            PacketCipher::Aes128Gcm { .. } => "aes128-gcm",
+            PacketCipher::Aes256Gcm { .. } => "aes256-gcm",
+        })
+    }
+}
+
+impl Drop for PacketCipher {
+    fn drop(&mut self) {
+        match self {
+            PacketCipher::ChaCha { main, header } => {
+                main.zeroize();
+                header.zeroize();
+            }
+            PacketCipher::Aes128Gcm { iv, .. } | PacketCipher::Aes256Gcm { iv, .. } => iv.zeroize(),
+            PacketCipher::None => {}
+        }
+    }
+}
+
+/// The AES-GCM nonce for this packet: a fixed 4-byte field and a 64-bit
+/// invocation counter, incremented after every packet (RFC 5647 §7.1).
+fn gcm_step(iv: &mut [u8; 12]) -> aes_gcm::Nonce<U12> {
+    let nonce = *aes_gcm::Nonce::<U12>::from_slice(iv);
+    let mut counter = [0u8; 8];
+    counter.copy_from_slice(&iv[4..]);
+    let next = u64::from_be_bytes(counter).wrapping_add(1);
+    iv[4..].copy_from_slice(&next.to_be_bytes());
+    nonce
+}
+
+impl PacketCipher {
+    /// Builds the cipher from derived key material (`key.len() == alg.key_len()`).
+    pub(crate) fn new(alg: CipherAlgorithm, key: &[u8], iv: &[u8]) -> Self {
+        match alg {
+            CipherAlgorithm::ChaCha20Poly1305 => {
+                let mut main = [0u8; 32];
+                let mut header = [0u8; 32];
+                main.copy_from_slice(&key[..32]);
+                header.copy_from_slice(&key[32..64]);
+                PacketCipher::ChaCha { main, header }
+            }
+            CipherAlgorithm::Aes128Gcm => PacketCipher::Aes128Gcm {
+                aead: Box::new(Aes128Gcm::new_from_slice(key).expect("16-byte key")),
+                iv: iv.try_into().expect("12-byte iv"),
+            },
+            CipherAlgorithm::Aes256Gcm => PacketCipher::Aes256Gcm {
+                aead: Box::new(Aes256Gcm::new_from_slice(key).expect("32-byte key")),
+                iv: iv.try_into().expect("12-byte iv"),
+            },
+        }
+    }
+
+    /// Block size that the padded packet must be a multiple of.
+    pub(crate) fn block_size(&self) -> usize {
+        match self {
+            PacketCipher::None | PacketCipher::ChaCha { .. } => 8,
+            PacketCipher::Aes128Gcm { .. } | PacketCipher::Aes256Gcm { .. } => 16,
+        }
+    }
+
+    /// Whether the 4-byte length field counts toward block alignment
+    /// (it does for unencrypted packets; AEAD modes exclude it).
+    pub(crate) fn length_in_alignment(&self) -> bool {
+        matches!(self, PacketCipher::None)
+    }
+
+    /// Authentication tag length.
+    pub(crate) fn tag_len(&self) -> usize {
+        match self {
+            PacketCipher::None => 0,
+            _ => 16,
+        }
+    }
+
+    /// Encrypts `packet` (4-byte length, then padding length, payload and
+    /// padding) in place and writes the tag into `tag` (`tag_len()` bytes).
+    pub(crate) fn seal(&mut self, seq: u32, packet: &mut [u8], tag: &mut [u8]) {
+        match self {
+            PacketCipher::None => {}
+            PacketCipher::ChaCha { main, header } => {
+                let nonce = u64::from(seq).to_be_bytes();
+                let (len, body) = packet.split_at_mut(4);
+                ChaCha20Legacy::new(&(*header).into(), &nonce.into()).apply_keystream(len);
+                let mut body_cipher = ChaCha20Legacy::new(&(*main).into(), &nonce.into());
+                let mut poly_key = [0u8; 32];
+                body_cipher.apply_keystream(&mut poly_key);
+                body_cipher.seek(64u64);
+                body_cipher.apply_keystream(body);
+                let t = Poly1305::new(&poly_key.into()).compute_unpadded(packet);
+                poly_key.zeroize();
+                tag.copy_from_slice(&t);
+            }
+            PacketCipher::Aes128Gcm { aead, iv } => {
+                let nonce = gcm_step(iv);
+                let (len, body) = packet.split_at_mut(4);
+                let t = aead
+                    .encrypt_in_place_detached(&nonce, len, body)
+                    .expect("packet under GCM's size limit");
+                tag.copy_from_slice(&t);
+            }
+            PacketCipher::Aes256Gcm { aead, iv } => {
+                let nonce = gcm_step(iv);
+                let (len, body) = packet.split_at_mut(4);
+                let t = aead
+                    .encrypt_in_place_detached(&nonce, len, body)
+                    .expect("packet under GCM's size limit");
+                tag.copy_from_slice(&t);
+            }
+        }
+    }
+
+    /// The packet length from the first 4 bytes on the wire, without
+    /// consuming them (chacha20-poly1305 encrypts it; the others do not).
+    pub(crate) fn peek_length(&self, seq: u32, first4: &[u8; 4]) -> u32 {
+        match self {
+            PacketCipher::ChaCha { header, .. } => {
+                let mut len = *first4;
+                let nonce = u64::from(seq).to_be_bytes();
+                ChaCha20Legacy::new(&(*header).into(), &nonce.into()).apply_keystream(&mut len);
+                u32::from_be_bytes(len)
+            }
+            _ => u32::from_be_bytes(*first4),
+        }
+    }
+
+    /// Verifies `tag` over `packet` and decrypts the body (`packet[4..]`) in place.
+    /// The length field is left as it arrived. Nothing is decrypted when the tag is bad.
+    pub(crate) fn open(
+        &mut self,
+        seq: u32,
+        packet: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), TagMismatch> {
+        match self {
+            PacketCipher::None => Ok(()),
+            PacketCipher::ChaCha { main, .. } => {
+                let nonce = u64::from(seq).to_be_bytes();
+                let mut body_cipher = ChaCha20Legacy::new(&(*main).into(), &nonce.into());
+                let mut poly_key = [0u8; 32];
+                body_cipher.apply_keystream(&mut poly_key);
+                let expected = Poly1305::new(&poly_key.into()).compute_unpadded(packet);
+                poly_key.zeroize();
+                if !bool::from(expected.as_slice().ct_eq(tag)) {
+                    return Err(TagMismatch);
+                }
+                body_cipher.seek(64u64);
+                body_cipher.apply_keystream(&mut packet[4..]);
+                Ok(())
+            }
+            PacketCipher::Aes128Gcm { aead, iv } => {
+                let nonce = gcm_step(iv);
+                let (len, body) = packet.split_at_mut(4);
+                aead.decrypt_in_place_detached(&nonce, len, body, tag.into())
+                    .map_err(|_| TagMismatch)
+            }
+            PacketCipher::Aes256Gcm { aead, iv } => {
+                let nonce = gcm_step(iv);
+                let (len, body) = packet.split_at_mut(4);
+                aead.decrypt_in_place_detached(&nonce, len, body, tag.into())
+                    .map_err(|_| TagMismatch)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(alg: CipherAlgorithm) {
+        let key: Vec<u8> = (0..alg.key_len() as u8).collect();
+        let iv: Vec<u8> = (100..100 + alg.iv_len() as u8).collect();
+        let mut tx = PacketCipher::new(alg, &key, &iv);
+        let mut rx = PacketCipher::new(alg, &key, &iv);
+        for seq in [0u32, 1, 7, u32::MAX] {
+            let body_len = 32u32;
+            let mut pkt = body_len.to_be_bytes().to_vec();
+            pkt.extend((0..body_len).map(|i| i as u8));
+            let plain = pkt.clone();
+            let mut tag = [0u8; 16];
+            tx.seal(seq, &mut pkt, &mut tag);
+            assert_ne!(pkt[4..], plain[4..], "{alg:?} body must be encrypted");
+            let first4: [u8; 4] = pkt[..4].try_into().unwrap();
+            assert_eq!(rx.peek_length(seq, &first4), body_len);
+            // A flipped bit anywhere is caught, and leaves the body untouched.
+            let mut bad = pkt.clone();
+            bad[10] ^= 1;
+            let mut rx_bad = PacketCipher::new(alg, &key, &iv);
+            assert_eq!(rx_bad.open(seq, &mut bad, &tag), Err(TagMismatch));
+            rx.open(seq, &mut pkt, &tag).unwrap();
+            assert_eq!(pkt[4..], plain[4..]);
+        }
+    }
+
+    #[test]
+    fn chacha_round_trip() {
+        round_trip(CipherAlgorithm::ChaCha20Poly1305);
+    }
+
+    #[test]
+    fn gcm_round_trip() {
+        round_trip(CipherAlgorithm::Aes128Gcm);
+        round_trip(CipherAlgorithm::Aes256Gcm);
+    }
+
+    #[test]
+    fn gcm_counter_increments_big_endian() {
+        let mut iv = [0u8; 12];
+        iv[11] = 0xff;
+        gcm_step(&mut iv);
+        assert_eq!(&iv[4..], &[0, 0, 0, 0, 0, 0, 1, 0]);
+        let mut iv = [1u8; 12];
+        iv[4..].copy_from_slice(&u64::MAX.to_be_bytes());
+        gcm_step(&mut iv);
+        assert_eq!(&iv[..4], &[1, 1, 1, 1], "fixed field never changes");
+        assert_eq!(&iv[4..], &[0; 8]);
+    }
+}

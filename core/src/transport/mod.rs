@@ -1,0 +1,1221 @@
+//! The transport layer (RFC 4253): version exchange, binary packets, key
+//! exchange with strict kex, rekeying, service request, and the transport
+//! messages (IGNORE, DEBUG, UNIMPLEMENTED, DISCONNECT, EXT_INFO, PING/PONG).
+//!
+//! [`Transport::poll`] decrypts inbound packets, handles transport messages
+//! itself and hands every upper-layer payload (authentication, connection)
+//! back to the caller as a range of the input buffer, so nothing is copied.
+
+mod cipher;
+mod hostkey;
+mod kex;
+mod packet;
+mod version;
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+pub use cipher::CipherAlgorithm;
+pub use hostkey::{HostKey, HostKeyAlgorithm};
+pub use kex::{KexAlgorithm, Negotiated};
+
+use kex::{Ephemeral, ExchangeHashInput, KexInit};
+use packet::{Opener, Sealer};
+use version::VersionReader;
+
+use crate::config::TransportConfig;
+use crate::error::{CloseReason, DisconnectCode, Error};
+use crate::event::{Event, HostKeyCheck, State};
+use crate::rng::Rng;
+use crate::time::Timestamp;
+use crate::wire::{MessageClass, Reader, Writer, msg};
+
+/// Which end of the connection we are.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// We dialled and verify the server's host key.
+    Client,
+    /// We accepted and prove our host key.
+    Server,
+}
+
+/// The layer above the transport, which decides which upper-layer messages
+/// may arrive.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Upper {
+    /// First kex not finished, or the service not yet accepted.
+    PreService,
+    /// `ssh-userauth` accepted: authentication messages flow.
+    Auth,
+    /// Authenticated: connection-protocol messages flow.
+    Authenticated,
+}
+
+/// State every layer reads and writes: clock, RNG, events, counters.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) now: Timestamp,
+    pub(crate) rng: Rng,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) state: State,
+    pub(crate) stats: crate::connection::Stats,
+}
+
+impl Shared {
+    pub(crate) fn set_state(&mut self, state: State) {
+        if self.state != state {
+            self.state = state;
+            self.events.push_back(Event::StateChanged { state });
+        }
+    }
+}
+
+/// Bytes buffered while the application decides on the host key. A
+/// well-behaved server sends at most NEWKEYS and EXT_INFO in that time.
+const PAUSED_INPUT_LIMIT: usize = 512 * 1024;
+/// Compact the input buffer once this much consumed space sits at its front.
+const COMPACT_THRESHOLD: usize = 64 * 1024;
+
+/// Inbound bytes and the packet opener.
+#[derive(Debug)]
+pub(crate) struct Input {
+    /// Received bytes; `buf[start..]` is not processed yet.
+    pub(crate) buf: Vec<u8>,
+    start: usize,
+    opener: Opener,
+    /// Stop decrypting until the application answers (host key check).
+    paused: bool,
+    bytes_since_kex: u64,
+    packets_since_kex: u64,
+}
+
+impl Input {
+    fn append(&mut self, bytes: &[u8]) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start >= COMPACT_THRESHOLD {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+}
+
+/// Outbound packets: sealed straight into the transmit buffer, or held while
+/// our key exchange runs (RFC 4253 §7.1 allows only kex messages then).
+#[derive(Debug)]
+pub(crate) struct Output {
+    buf: Vec<u8>,
+    /// `buf[sent..]` is what the adapter still has to write.
+    sent: usize,
+    sealer: Sealer,
+    /// Between our KEXINIT and our NEWKEYS: only kex messages and DISCONNECT go out.
+    holding: bool,
+    held: VecDeque<Vec<u8>>,
+    /// After DISCONNECT (or EOF) nothing more is sent.
+    closed: bool,
+    bytes_since_kex: u64,
+    packets_since_kex: u64,
+    pub(crate) bytes_total: u64,
+    pub(crate) packets_total: u64,
+}
+
+impl Output {
+    /// Bytes waiting to be written.
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.buf[self.sent..]
+    }
+
+    /// Marks `n` pending bytes as written.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.sent = (self.sent + n).min(self.buf.len());
+        if self.sent == self.buf.len() {
+            self.buf.clear();
+            self.sent = 0;
+        } else if self.sent >= COMPACT_THRESHOLD && self.sent * 2 >= self.buf.len() {
+            self.buf.drain(..self.sent);
+            self.sent = 0;
+        }
+    }
+
+    /// Sends a message now or, during our key exchange, once it is done.
+    pub(crate) fn send(&mut self, payload: &[u8], rng: &mut Rng) {
+        if self.closed {
+            return;
+        }
+        let n = payload[0];
+        if self.holding && !(MessageClass::of(n) == MessageClass::Kex || n == msg::DISCONNECT) {
+            self.held.push_back(payload.to_vec());
+        } else {
+            self.seal(payload, rng);
+        }
+    }
+
+    fn seal(&mut self, payload: &[u8], rng: &mut Rng) {
+        let start = Sealer::begin(&mut self.buf);
+        self.buf.extend_from_slice(payload);
+        let wire = self.sealer.finish(&mut self.buf, start, rng) as u64;
+        self.bytes_since_kex += wire;
+        self.packets_since_kex += 1;
+        self.bytes_total += wire;
+        self.packets_total += 1;
+    }
+
+    fn release_held(&mut self, rng: &mut Rng) {
+        self.holding = false;
+        while let Some(p) = self.held.pop_front() {
+            self.seal(&p, rng);
+        }
+    }
+}
+
+/// A key exchange in progress.
+#[derive(Debug)]
+struct KexRun {
+    first: bool,
+    /// Our KEXINIT payload, as sent (hashed into H).
+    ours: Vec<u8>,
+    /// The peer's KEXINIT payload.
+    theirs: Option<Vec<u8>>,
+    /// Sequence number the peer's KEXINIT arrived with (strict kex wants 0).
+    theirs_seq: u32,
+    neg: Option<Negotiated>,
+    ephemeral: Option<Ephemeral>,
+    /// The peer guessed the algorithms wrong and sent a kex packet early.
+    skip_next_kex_packet: bool,
+    /// Derived keys waiting for NEWKEYS in each direction.
+    keys_out: Option<(CipherAlgorithm, kex::DerivedKeys)>,
+    keys_in_ready: bool,
+    newkeys_sent: bool,
+    newkeys_received: bool,
+    /// Client: the exchange is verified and waits for the host key decision.
+    awaiting_host_key: Option<u64>,
+    exchange_hash: Option<[u8; 32]>,
+}
+
+/// What the peer told us in EXT_INFO.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerExtensions {
+    /// `server-sig-algs`: the signature algorithms the server accepts for
+    /// user authentication.
+    pub server_sig_algs: Option<Vec<String>>,
+    /// `ping@openssh.com`: SSH_MSG_PING is understood.
+    pub ping: bool,
+    /// `publickey-hostbound@openssh.com` is supported.
+    pub publickey_hostbound: bool,
+}
+
+/// Where the service request stands.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Service {
+    None,
+    Requested,
+    Accepted,
+}
+
+/// The transport layer of one connection.
+#[derive(Debug)]
+pub(crate) struct Transport {
+    role: Role,
+    config: TransportConfig,
+    host_keys: Vec<HostKey>,
+    our_version: String,
+    peer_version: Option<String>,
+    version_reader: VersionReader,
+    pub(crate) input: Input,
+    pub(crate) output: Output,
+    pub(crate) upper: Upper,
+    kex: Option<Box<KexRun>>,
+    first_kex_done: bool,
+    strict: bool,
+    session_id: Option<[u8; 32]>,
+    /// Client: the server host key accepted in the first kex (blob).
+    host_key_blob: Option<Vec<u8>>,
+    negotiated: Option<Negotiated>,
+    /// The inbound cipher derived by the current kex, installed on the peer's NEWKEYS.
+    pending_in: Option<cipher::PacketCipher>,
+    service: Service,
+    pub(crate) peer_ext: PeerExtensions,
+    next_id: u64,
+    kex_deadline: Option<Timestamp>,
+    rekey_deadline: Option<Timestamp>,
+    rekey_bytes: u64,
+}
+
+impl Transport {
+    pub(crate) fn new(
+        role: Role,
+        config: TransportConfig,
+        host_keys: Vec<HostKey>,
+        shared: &mut Shared,
+    ) -> Result<Self, Error> {
+        if role == Role::Server && host_keys.is_empty() {
+            return Err(Error::Config {
+                what: "a server needs at least one host key".into(),
+            });
+        }
+        for (what, empty) in [
+            ("kex_algorithms", config.kex_algorithms.is_empty()),
+            ("host_key_algorithms", config.host_key_algorithms.is_empty()),
+            ("ciphers", config.ciphers.is_empty()),
+        ] {
+            if empty {
+                return Err(Error::Config {
+                    what: format!("{what} is empty"),
+                });
+            }
+        }
+        let sv = &config.software_version;
+        if sv.is_empty()
+            || sv.len() > 200
+            || sv.bytes().any(|b| !(0x21..0x7f).contains(&b) || b == b'-')
+        {
+            return Err(Error::Config {
+                what: format!(
+                    "software_version {sv:?} must be 1-200 printable characters without spaces or '-'"
+                ),
+            });
+        }
+        let our_version = format!("SSH-2.0-{sv}");
+        let max_packet_len = config.max_packet_len.max(35_000);
+        let mut t = Transport {
+            role,
+            our_version,
+            peer_version: None,
+            version_reader: VersionReader::new(role == Role::Client),
+            input: Input {
+                buf: Vec::new(),
+                start: 0,
+                opener: Opener::new(max_packet_len),
+                paused: false,
+                bytes_since_kex: 0,
+                packets_since_kex: 0,
+            },
+            output: Output {
+                buf: Vec::with_capacity(4096),
+                sent: 0,
+                sealer: Sealer::new(),
+                holding: false,
+                held: VecDeque::new(),
+                closed: false,
+                bytes_since_kex: 0,
+                packets_since_kex: 0,
+                bytes_total: 0,
+                packets_total: 0,
+            },
+            upper: Upper::PreService,
+            kex: None,
+            first_kex_done: false,
+            strict: false,
+            session_id: None,
+            host_key_blob: None,
+            negotiated: None,
+            pending_in: None,
+            service: Service::None,
+            peer_ext: PeerExtensions::default(),
+            next_id: 1,
+            kex_deadline: config.kex_timeout.map(|d| shared.now + d),
+            rekey_deadline: None,
+            rekey_bytes: u64::MAX,
+            config,
+            host_keys,
+        };
+        if t.role == Role::Server && t.offered_host_key_algorithms().is_empty() {
+            return Err(Error::Config {
+                what: "no configured host_key_algorithms fits the server's host keys".into(),
+            });
+        }
+        // Our version line goes out at once; so does our KEXINIT (RFC 4253
+        // §7.1 allows sending it without waiting for the peer's).
+        t.output.buf.extend_from_slice(t.our_version.as_bytes());
+        t.output.buf.extend_from_slice(b"\r\n");
+        t.output.bytes_total += t.output.buf.len() as u64;
+        t.start_kex(shared);
+        Ok(t)
+    }
+
+    // ---------------------------------------------------------------- getters
+
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
+    pub(crate) fn session_id(&self) -> Option<&[u8; 32]> {
+        self.session_id.as_ref()
+    }
+
+    pub(crate) fn negotiated(&self) -> Option<&Negotiated> {
+        self.negotiated.as_ref()
+    }
+
+    pub(crate) fn peer_version(&self) -> Option<&str> {
+        self.peer_version.as_deref()
+    }
+
+    pub(crate) fn banner_lines(&self) -> &[String] {
+        &self.version_reader.pre_lines
+    }
+
+    pub(crate) fn is_rekeying(&self) -> bool {
+        self.first_kex_done && self.kex.is_some()
+    }
+
+    pub(crate) fn first_kex_done(&self) -> bool {
+        self.first_kex_done
+    }
+
+    /// Whether a DISCONNECT could still be sent.
+    fn can_send(&self) -> bool {
+        self.peer_version.is_some() && !self.output.closed
+    }
+
+    /// The earliest transport deadline.
+    pub(crate) fn poll_timeout(&self) -> Option<Timestamp> {
+        match (self.kex_deadline, self.rekey_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Bytes in flight in the input (for EOF handling).
+    pub(crate) fn mid_packet(&self) -> bool {
+        let buffered = self.input.buffered();
+        if self.peer_version.is_none() {
+            return buffered > 0;
+        }
+        self.input.opener.mid_packet(buffered)
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// Appends received bytes. They are processed by [`Transport::poll`].
+    pub(crate) fn receive(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.input.append(bytes);
+        if self.input.paused && self.input.buffered() > PAUSED_INPUT_LIMIT {
+            return Err(Error::InputOverflow {
+                limit: PAUSED_INPUT_LIMIT,
+            });
+        }
+        Ok(())
+    }
+
+    /// Processes buffered input until an upper-layer payload is found
+    /// (returned as a range of `self.input.buf`), the peer disconnects, or
+    /// more input is needed.
+    pub(crate) fn poll(&mut self, shared: &mut Shared) -> Result<Option<Inbound>, Error> {
+        if self.peer_version.is_none() && !self.read_version(shared)? {
+            return Ok(None);
+        }
+        loop {
+            if self.input.paused || self.output.closed {
+                return Ok(None);
+            }
+            let start = self.input.start;
+            let Some(opened) = self.input.opener.poll(&mut self.input.buf[start..])? else {
+                return Ok(None);
+            };
+            self.input.start += opened.consumed;
+            self.input.bytes_since_kex += opened.consumed as u64;
+            self.input.packets_since_kex += 1;
+            shared.stats.packets_received += 1;
+            shared.stats.last_received = Some(shared.now);
+            let range = start + opened.payload.start..start + opened.payload.end;
+            // Split borrows: the payload stays in `input.buf` while the
+            // handlers write to `output`.
+            let buf = std::mem::take(&mut self.input.buf);
+            let result = self.handle_packet(&buf[range.clone()], opened.seq, shared);
+            self.input.buf = buf;
+            match result? {
+                Handled::Done => {}
+                Handled::Upper => return Ok(Some(Inbound::Upper(range))),
+                Handled::Disconnect { code, description } => {
+                    return Ok(Some(Inbound::Disconnect { code, description }));
+                }
+            }
+        }
+    }
+
+    fn read_version(&mut self, shared: &mut Shared) -> Result<bool, Error> {
+        let (consumed, version) = self
+            .version_reader
+            .poll(&self.input.buf[self.input.start..])?;
+        self.input.start += consumed;
+        let Some(v) = version else {
+            return Ok(false);
+        };
+        self.peer_version = Some(v.line);
+        shared.set_state(State::Kex);
+        Ok(true)
+    }
+
+    /// Handles one packet.
+    fn handle_packet(
+        &mut self,
+        payload: &[u8],
+        seq: u32,
+        shared: &mut Shared,
+    ) -> Result<Handled, Error> {
+        let n = payload[0];
+        let class = MessageClass::of(n);
+        self.check_allowed(n, class)?;
+        match class {
+            MessageClass::Generic => return self.handle_generic(payload, shared),
+            MessageClass::Kex => self.handle_kex(payload, seq, shared)?,
+            MessageClass::Service => self.handle_service(payload, shared)?,
+            MessageClass::ExtInfo => self.handle_ext_info(payload, shared)?,
+            MessageClass::Ping => self.handle_ping(payload, shared)?,
+            MessageClass::Auth | MessageClass::Connection => return Ok(Handled::Upper),
+            MessageClass::Unknown => {
+                let mut p = Vec::with_capacity(5);
+                p.put_u8(msg::UNIMPLEMENTED);
+                p.put_u32(seq);
+                self.output.send(&p, &mut shared.rng);
+            }
+        }
+        Ok(Handled::Done)
+    }
+
+    /// The message-phase table: which classes may arrive now.
+    fn check_allowed(&self, n: u8, class: MessageClass) -> Result<(), Error> {
+        let unexpected = |phase: &'static str| Error::UnexpectedMessage {
+            number: n,
+            message: msg::name(n),
+            phase,
+        };
+        let peer_in_kex = self.kex.as_ref().is_some_and(|k| k.theirs.is_some());
+        if n == msg::DISCONNECT {
+            return Ok(());
+        }
+        if !self.first_kex_done {
+            let strict = self
+                .kex
+                .as_ref()
+                .and_then(|k| k.neg.as_ref())
+                .is_some_and(|neg| neg.strict);
+            return match class {
+                MessageClass::Kex => Ok(()),
+                // Strict kex forbids everything but kex messages until NEWKEYS.
+                MessageClass::Generic if strict => Err(Error::StrictKex {
+                    what: format!("{} received during the initial key exchange", msg::name(n)),
+                }),
+                MessageClass::Generic => Ok(()),
+                MessageClass::Unknown if !strict => Ok(()),
+                MessageClass::Unknown => Err(Error::StrictKex {
+                    what: format!("message {n} received during the initial key exchange"),
+                }),
+                _ => Err(unexpected("before the first key exchange completed")),
+            };
+        }
+        match class {
+            MessageClass::Generic | MessageClass::Kex => Ok(()),
+            _ if peer_in_kex => Err(unexpected("during key exchange")),
+            MessageClass::Service => match (n, self.role, self.service) {
+                (msg::SERVICE_REQUEST, Role::Server, Service::None) => Ok(()),
+                (msg::SERVICE_ACCEPT, Role::Client, Service::Requested) => Ok(()),
+                _ => Err(unexpected("without a matching service request")),
+            },
+            MessageClass::ExtInfo => match (self.role, self.upper) {
+                (Role::Client, Upper::PreService | Upper::Auth) => Ok(()),
+                _ => Err(unexpected("outside the points RFC 8308 allows")),
+            },
+            MessageClass::Auth if self.upper == Upper::Auth => Ok(()),
+            MessageClass::Auth => Err(unexpected("outside user authentication")),
+            MessageClass::Connection if self.upper == Upper::Authenticated => Ok(()),
+            MessageClass::Connection => Err(unexpected("before authentication completed")),
+            MessageClass::Ping | MessageClass::Unknown => Ok(()),
+        }
+    }
+
+    fn handle_generic(&mut self, payload: &[u8], shared: &mut Shared) -> Result<Handled, Error> {
+        let n = payload[0];
+        let malformed = |reason| Error::Malformed {
+            message: msg::name(n),
+            reason,
+        };
+        let mut r = Reader::new(&payload[1..]);
+        match n {
+            msg::DISCONNECT => {
+                let code = r.u32("reason code").map_err(malformed)?;
+                // Lenient with the text: the peer is leaving either way.
+                let description = r
+                    .string("description")
+                    .map(|d| String::from_utf8_lossy(d).into_owned())
+                    .unwrap_or_default();
+                return Ok(Handled::Disconnect {
+                    code: DisconnectCode(code),
+                    description,
+                });
+            }
+            msg::IGNORE => {
+                r.string("data").map_err(malformed)?;
+            }
+            msg::UNIMPLEMENTED => {
+                let seq = r.u32("sequence number").map_err(malformed)?;
+                shared.events.push_back(Event::Unimplemented { seq });
+            }
+            msg::DEBUG => {
+                let always_display = r.bool("always_display").map_err(malformed)?;
+                let message = r.string("message").map_err(malformed)?;
+                shared.events.push_back(Event::Debug {
+                    always_display,
+                    message: String::from_utf8_lossy(message).into_owned(),
+                });
+            }
+            _ => {
+                return Err(Error::Internal {
+                    what: format!("generic message {n}"),
+                });
+            }
+        }
+        Ok(Handled::Done)
+    }
+
+    fn handle_service(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
+        let n = payload[0];
+        let mut r = Reader::new(&payload[1..]);
+        let name = r.utf8("service name").map_err(|reason| Error::Malformed {
+            message: msg::name(n),
+            reason,
+        })?;
+        match n {
+            msg::SERVICE_REQUEST => {
+                if name != SERVICE_USERAUTH {
+                    return Err(Error::ServiceNotAvailable {
+                        service: name.to_owned(),
+                    });
+                }
+                let mut p = Vec::new();
+                p.put_u8(msg::SERVICE_ACCEPT);
+                p.put_str(name);
+                self.output.send(&p, &mut shared.rng);
+            }
+            _ => {
+                if name != SERVICE_USERAUTH {
+                    return Err(Error::UnexpectedMessage {
+                        number: n,
+                        message: msg::name(n),
+                        phase: "for a service we did not request",
+                    });
+                }
+            }
+        }
+        self.service = Service::Accepted;
+        self.upper = Upper::Auth;
+        shared.events.push_back(Event::ServiceAccepted {
+            service: name.to_owned(),
+        });
+        Ok(())
+    }
+
+    fn handle_ext_info(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
+        let malformed = |reason| Error::Malformed {
+            message: "EXT_INFO",
+            reason,
+        };
+        let mut r = Reader::new(&payload[1..]);
+        let count = r.u32("extension count").map_err(malformed)?;
+        let mut ext = PeerExtensions::default();
+        // Each extension takes at least 8 bytes, so the payload bounds the loop.
+        for _ in 0..count {
+            let name = r.string("extension name").map_err(malformed)?;
+            let value = r.string("extension value").map_err(malformed)?;
+            match name {
+                b"server-sig-algs" => {
+                    let list = core::str::from_utf8(value).map_err(|_| {
+                        malformed(crate::wire::DecodeError::NotUtf8("server-sig-algs"))
+                    })?;
+                    ext.server_sig_algs = Some(
+                        list.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
+                    );
+                }
+                b"ping@openssh.com" => ext.ping = value == b"0",
+                b"publickey-hostbound@openssh.com" => ext.publickey_hostbound = value == b"0",
+                _ => {}
+            }
+        }
+        shared.events.push_back(Event::ExtInfo {
+            server_sig_algs: ext.server_sig_algs.clone(),
+            ping: ext.ping,
+        });
+        self.peer_ext = ext;
+        Ok(())
+    }
+
+    fn handle_ping(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
+        let n = payload[0];
+        let mut r = Reader::new(&payload[1..]);
+        let data = r.string("data").map_err(|reason| Error::Malformed {
+            message: msg::name(n),
+            reason,
+        })?;
+        if n == msg::PING {
+            // Replies would pile up while our own rekey holds output (the
+            // memory exhaustion OpenSSH fixed in 9.9p2): drop pings then.
+            if !self.output.holding {
+                let mut p = Vec::with_capacity(data.len() + 5);
+                p.put_u8(msg::PONG);
+                p.put_string(data);
+                self.output.send(&p, &mut shared.rng);
+            }
+        } else {
+            shared.events.push_back(Event::Pong {
+                data: data.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ key exchange
+
+    fn our_kexinit(&self, first: bool, shared: &mut Shared) -> KexInit {
+        let names = |v: Vec<&str>| v.into_iter().map(str::to_owned).collect::<Vec<_>>();
+        let mut kex_list: Vec<&str> = self
+            .config
+            .kex_algorithms
+            .iter()
+            .map(|k| k.name())
+            .collect();
+        // Pseudo-algorithms: only in the first KEXINIT (OpenSSH does the same).
+        if first {
+            match self.role {
+                Role::Client => {
+                    kex_list.push(kex::EXT_INFO_C);
+                    if self.config.strict_kex {
+                        kex_list.push(kex::STRICT_KEX_C);
+                    }
+                }
+                Role::Server => {
+                    if self.config.strict_kex {
+                        kex_list.push(kex::STRICT_KEX_S);
+                    }
+                }
+            }
+        }
+        let host_key: Vec<&str> = match self.role {
+            Role::Client => self
+                .config
+                .host_key_algorithms
+                .iter()
+                .map(|a| a.name())
+                .collect(),
+            Role::Server => self
+                .offered_host_key_algorithms()
+                .iter()
+                .map(|a| a.name())
+                .collect(),
+        };
+        let ciphers: Vec<&str> = self.config.ciphers.iter().map(|c| c.name()).collect();
+        KexInit {
+            cookie: kex::cookie(&mut shared.rng),
+            kex: names(kex_list),
+            host_key: names(host_key),
+            cipher_c2s: names(ciphers.clone()),
+            cipher_s2c: names(ciphers),
+            // Every cipher we implement is an AEAD: OpenSSH then ignores the
+            // MAC, but some peers insist on a non-empty list.
+            mac_c2s: names(MAC_NAMES.to_vec()),
+            mac_s2c: names(MAC_NAMES.to_vec()),
+            comp_c2s: names(vec!["none"]),
+            comp_s2c: names(vec!["none"]),
+            first_kex_follows: false,
+        }
+    }
+
+    fn offered_host_key_algorithms(&self) -> Vec<HostKeyAlgorithm> {
+        self.config
+            .host_key_algorithms
+            .iter()
+            .copied()
+            .filter(|a| {
+                self.host_keys
+                    .iter()
+                    .any(|k| a.fits_key(k.public_key().key_data()))
+            })
+            .collect()
+    }
+
+    /// Sends our KEXINIT, starting an exchange (first, or a rekey we decided on).
+    fn start_kex(&mut self, shared: &mut Shared) {
+        if self.kex.is_some() || self.output.closed {
+            return;
+        }
+        let first = !self.first_kex_done;
+        let init = self.our_kexinit(first, shared);
+        let ours = init.encode();
+        self.output.send(&ours, &mut shared.rng);
+        self.output.holding = true;
+        if !first {
+            self.kex_deadline = self.config.kex_timeout.map(|d| shared.now + d);
+        }
+        self.kex = Some(Box::new(KexRun {
+            first,
+            ours,
+            theirs: None,
+            theirs_seq: 0,
+            neg: None,
+            ephemeral: None,
+            skip_next_kex_packet: false,
+            keys_out: None,
+            keys_in_ready: false,
+            newkeys_sent: false,
+            newkeys_received: false,
+            awaiting_host_key: None,
+            exchange_hash: None,
+        }));
+    }
+
+    /// Starts a rekey now (application command). No-op while one runs.
+    pub(crate) fn rekey(&mut self, shared: &mut Shared) -> Result<(), Error> {
+        if !self.first_kex_done {
+            return Err(Error::InvalidState {
+                what: "rekey before the first key exchange completed",
+            });
+        }
+        self.start_kex(shared);
+        Ok(())
+    }
+
+    fn handle_kex(&mut self, payload: &[u8], seq: u32, shared: &mut Shared) -> Result<(), Error> {
+        let n = payload[0];
+        let unexpected = |phase| Error::UnexpectedMessage {
+            number: n,
+            message: msg::name(n),
+            phase,
+        };
+        if n == msg::KEXINIT {
+            if self.kex.as_ref().is_some_and(|k| k.theirs.is_some()) {
+                return Err(unexpected("twice in one key exchange"));
+            }
+            // The peer starts a rekey: answer with ours.
+            self.start_kex(shared);
+            return self.on_kexinit(payload, seq, shared);
+        }
+        let Some(run) = self.kex.as_mut() else {
+            return Err(unexpected("outside key exchange"));
+        };
+        if run.theirs.is_none() {
+            return Err(unexpected("before the peer's KEXINIT"));
+        }
+        if run.skip_next_kex_packet {
+            run.skip_next_kex_packet = false;
+            return Ok(());
+        }
+        match (n, self.role) {
+            (msg::KEX_ECDH_INIT, Role::Server) if run.exchange_hash.is_none() => {
+                self.on_ecdh_init(payload, shared)
+            }
+            (msg::KEX_ECDH_REPLY, Role::Client) if run.ephemeral.is_some() => {
+                self.on_ecdh_reply(payload, shared)
+            }
+            (msg::NEWKEYS, _) if run.keys_in_ready && !run.newkeys_received => {
+                self.on_newkeys(shared)
+            }
+            _ => Err(unexpected("at this point of the key exchange")),
+        }
+    }
+
+    fn on_kexinit(&mut self, payload: &[u8], seq: u32, shared: &mut Shared) -> Result<(), Error> {
+        let theirs = KexInit::decode(payload).map_err(|reason| Error::Malformed {
+            message: "KEXINIT",
+            reason,
+        })?;
+        let run = self.kex.as_mut().expect("start_kex ran");
+        let ours = KexInit::decode(&run.ours).expect("our own KEXINIT decodes");
+        let (client, server) = match self.role {
+            Role::Client => (&ours, &theirs),
+            Role::Server => (&theirs, &ours),
+        };
+        let neg = kex::negotiate(client, server, run.first)?;
+        if neg.strict && seq != 0 {
+            return Err(Error::StrictKex {
+                what: format!("KEXINIT was packet {seq}, not the first"),
+            });
+        }
+        run.skip_next_kex_packet = theirs.first_kex_follows && kex::guess_was_wrong(client, server);
+        run.theirs = Some(payload.to_vec());
+        run.theirs_seq = seq;
+        if self.role == Role::Client {
+            let eph = Ephemeral::generate(&mut shared.rng);
+            let mut p = Vec::with_capacity(40);
+            p.put_u8(msg::KEX_ECDH_INIT);
+            p.put_string(&eph.public);
+            run.ephemeral = Some(eph);
+            self.output.send(&p, &mut shared.rng);
+        }
+        run.neg = Some(neg);
+        Ok(())
+    }
+
+    fn on_ecdh_init(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
+        let malformed = |reason| Error::Malformed {
+            message: "KEX_ECDH_INIT",
+            reason,
+        };
+        let mut r = Reader::new(&payload[1..]);
+        let q_c = r.string("client public key").map_err(malformed)?;
+        r.finish().map_err(malformed)?;
+        let run = self.kex.as_mut().expect("checked");
+        let neg = run.neg.clone().expect("negotiated with KEXINIT");
+        let host_key = self
+            .host_keys
+            .iter()
+            .find(|k| neg.host_key.fits_key(k.public_key().key_data()))
+            .ok_or_else(|| Error::Internal {
+                what: "negotiated a host key we lack".into(),
+            })?;
+        let eph = Ephemeral::generate(&mut shared.rng);
+        let q_s = eph.public;
+        let k = eph.agree(q_c)?;
+        let k_mpint = kex::shared_secret_mpint(&*k);
+        let h = kex::exchange_hash(
+            &ExchangeHashInput {
+                client_version: self.peer_version.as_deref().unwrap_or_default(),
+                server_version: &self.our_version,
+                client_kexinit: run.theirs.as_deref().expect("checked"),
+                server_kexinit: &run.ours,
+                host_key_blob: host_key.blob(),
+                client_public: q_c,
+                server_public: &q_s,
+            },
+            &k_mpint,
+        );
+        let sig = host_key.sign(neg.host_key, &h, &mut shared.rng)?;
+        let mut p = Vec::with_capacity(host_key.blob().len() + sig.len() + 64);
+        p.put_u8(msg::KEX_ECDH_REPLY);
+        p.put_string(host_key.blob());
+        p.put_string(&q_s);
+        p.put_string(&sig);
+        self.output.send(&p, &mut shared.rng);
+        let session_id = *self.session_id.get_or_insert(h);
+        let keys = kex::derive_keys(&k_mpint, &h, &session_id, &neg);
+        run.exchange_hash = Some(h);
+        self.install_keys(keys, &neg);
+        self.send_newkeys(shared);
+        Ok(())
+    }
+
+    fn on_ecdh_reply(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
+        let malformed = |reason| Error::Malformed {
+            message: "KEX_ECDH_REPLY",
+            reason,
+        };
+        let mut r = Reader::new(&payload[1..]);
+        let k_s = r.string("host key").map_err(malformed)?;
+        let q_s = r.string("server public key").map_err(malformed)?;
+        let sig = r.string("signature").map_err(malformed)?;
+        r.finish().map_err(malformed)?;
+        let run = self.kex.as_mut().expect("checked");
+        let neg = run.neg.clone().expect("negotiated with KEXINIT");
+        let eph = run.ephemeral.take().expect("checked");
+        let q_c = eph.public;
+        let k = eph.agree(q_s)?;
+        let k_mpint = kex::shared_secret_mpint(&*k);
+        let h = kex::exchange_hash(
+            &ExchangeHashInput {
+                client_version: &self.our_version,
+                server_version: self.peer_version.as_deref().unwrap_or_default(),
+                client_kexinit: &run.ours,
+                server_kexinit: run.theirs.as_deref().expect("checked"),
+                host_key_blob: k_s,
+                client_public: &q_c,
+                server_public: q_s,
+            },
+            &k_mpint,
+        );
+        let key = hostkey::verify(neg.host_key, k_s, sig, &h)?;
+        run.exchange_hash = Some(h);
+        let session_id = *self.session_id.get_or_insert(h);
+        let keys = kex::derive_keys(&k_mpint, &h, &session_id, &neg);
+        self.install_keys(keys, &neg);
+        match &self.host_key_blob {
+            // Rekey: the host key may not change (OpenSSH checks this too).
+            Some(blob) if blob.as_slice() != k_s => Err(Error::HostKeyChanged),
+            Some(_) => {
+                self.send_newkeys(shared);
+                Ok(())
+            }
+            None => {
+                let id = self.next_id;
+                self.next_id += 1;
+                let run = self.kex.as_mut().expect("checked");
+                run.awaiting_host_key = Some(id);
+                self.host_key_blob = Some(k_s.to_vec());
+                self.input.paused = true;
+                shared.events.push_back(Event::HostKey(HostKeyCheck {
+                    id,
+                    fingerprint: key.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
+                    key,
+                    algorithm: neg.host_key,
+                }));
+                Ok(())
+            }
+        }
+    }
+
+    /// Prepares the inbound cipher (installed on the peer's NEWKEYS) and
+    /// keeps the outbound one for our NEWKEYS.
+    fn install_keys(&mut self, keys: kex::DerivedKeys, neg: &Negotiated) {
+        let run = self.kex.as_mut().expect("in kex");
+        let (in_alg, in_key, in_iv) = match self.role {
+            Role::Client => (neg.cipher_s2c, &keys.key_s2c, &keys.iv_s2c),
+            Role::Server => (neg.cipher_c2s, &keys.key_c2s, &keys.iv_c2s),
+        };
+        // The inbound cipher is built now and swapped in by on_newkeys.
+        self.pending_in = Some(cipher::PacketCipher::new(in_alg, in_key, in_iv));
+        let out_alg = match self.role {
+            Role::Client => neg.cipher_c2s,
+            Role::Server => neg.cipher_s2c,
+        };
+        run.keys_in_ready = true;
+        run.keys_out = Some((out_alg, keys));
+    }
+
+    fn send_newkeys(&mut self, shared: &mut Shared) {
+        let run = self.kex.as_mut().expect("in kex");
+        let (alg, keys) = run.keys_out.take().expect("keys derived");
+        self.output.send(&[msg::NEWKEYS], &mut shared.rng);
+        let (key, iv) = match self.role {
+            Role::Client => (&keys.key_c2s, &keys.iv_c2s),
+            Role::Server => (&keys.key_s2c, &keys.iv_s2c),
+        };
+        self.output.sealer.cipher = cipher::PacketCipher::new(alg, key, iv);
+        let strict = self.strict || run.neg.as_ref().is_some_and(|n| n.strict);
+        if strict {
+            self.output.sealer.seq = 0;
+        }
+        run.newkeys_sent = true;
+        let first = run.first;
+        let client_ext_info = run.neg.as_ref().is_some_and(|n| n.client_ext_info);
+        let done = run.newkeys_received;
+        // RFC 8308: EXT_INFO goes right after the server's first NEWKEYS.
+        if first && self.role == Role::Server && client_ext_info {
+            self.send_ext_info(shared);
+        }
+        self.output.release_held(&mut shared.rng);
+        if done {
+            self.finish_kex(shared);
+        }
+    }
+
+    fn send_ext_info(&mut self, shared: &mut Shared) {
+        let mut p = Vec::with_capacity(160);
+        p.put_u8(msg::EXT_INFO);
+        p.put_u32(2);
+        p.put_str("server-sig-algs");
+        let algs: Vec<&str> = HostKeyAlgorithm::ALL.iter().map(|a| a.name()).collect();
+        p.put_name_list(&algs);
+        p.put_str("ping@openssh.com");
+        p.put_str("0");
+        self.output.seal(&p, &mut shared.rng);
+    }
+
+    fn on_newkeys(&mut self, shared: &mut Shared) -> Result<(), Error> {
+        let run = self.kex.as_mut().expect("checked");
+        let cipher = self.pending_in.take().expect("keys_in_ready");
+        self.input.opener.cipher = cipher;
+        let strict = self.strict || run.neg.as_ref().is_some_and(|n| n.strict);
+        if strict {
+            self.input.opener.seq = 0;
+        }
+        run.newkeys_received = true;
+        if run.newkeys_sent {
+            self.finish_kex(shared);
+        }
+        Ok(())
+    }
+
+    fn finish_kex(&mut self, shared: &mut Shared) {
+        let run = self.kex.take().expect("in kex");
+        let neg = run.neg.expect("negotiated");
+        let rekey = !run.first;
+        if run.first {
+            self.strict = neg.strict;
+            self.first_kex_done = true;
+            shared.set_state(State::Auth);
+            if self.role == Role::Client {
+                let mut p = Vec::with_capacity(20);
+                p.put_u8(msg::SERVICE_REQUEST);
+                p.put_str(SERVICE_USERAUTH);
+                self.output.send(&p, &mut shared.rng);
+                self.service = Service::Requested;
+            }
+        } else {
+            shared.stats.rekeys += 1;
+        }
+        self.rekey_bytes = self.config.rekey.bytes.unwrap_or_else(|| {
+            neg.cipher_c2s
+                .default_rekey_bytes()
+                .min(neg.cipher_s2c.default_rekey_bytes())
+        });
+        self.input.bytes_since_kex = 0;
+        self.input.packets_since_kex = 0;
+        self.output.bytes_since_kex = 0;
+        self.output.packets_since_kex = 0;
+        self.kex_deadline = None;
+        self.rekey_deadline = self.config.rekey.time.map(|d| shared.now + d);
+        shared.stats.last_kex = Some(shared.now);
+        self.negotiated = Some(neg.clone());
+        shared.events.push_back(Event::KexCompleted {
+            algorithms: neg,
+            rekey,
+        });
+    }
+
+    /// Starts a rekey when a byte or packet limit is reached.
+    pub(crate) fn check_rekey_limits(&mut self, shared: &mut Shared) {
+        if !self.first_kex_done || self.kex.is_some() || self.output.closed {
+            return;
+        }
+        let bytes = self.input.bytes_since_kex.max(self.output.bytes_since_kex);
+        let packets = self
+            .input
+            .packets_since_kex
+            .max(self.output.packets_since_kex);
+        if bytes >= self.rekey_bytes || packets >= self.config.rekey.packets {
+            self.start_kex(shared);
+        }
+    }
+
+    /// Fires expired transport timers. Returns the close reason for a kex timeout.
+    pub(crate) fn handle_timeout(&mut self, shared: &mut Shared) -> Option<CloseReason> {
+        if self.kex_deadline.is_some_and(|d| d <= shared.now) {
+            self.kex_deadline = None;
+            return Some(CloseReason::KexTimeout);
+        }
+        if self.rekey_deadline.is_some_and(|d| d <= shared.now) {
+            self.rekey_deadline = None;
+            self.start_kex(shared);
+        }
+        None
+    }
+
+    // -------------------------------------------------------------- commands
+
+    /// The application's answer to a host key check.
+    pub(crate) fn answer_host_key(
+        &mut self,
+        id: u64,
+        accept: bool,
+        shared: &mut Shared,
+    ) -> Result<(), Error> {
+        let pending = self.kex.as_ref().and_then(|k| k.awaiting_host_key);
+        if pending != Some(id) {
+            return Err(Error::UnknownId {
+                what: "host key check",
+                id,
+            });
+        }
+        if !accept {
+            return Err(Error::Internal {
+                what: "reject is handled by the caller".into(),
+            });
+        }
+        let run = self.kex.as_mut().expect("checked");
+        run.awaiting_host_key = None;
+        self.input.paused = false;
+        self.send_newkeys(shared);
+        Ok(())
+    }
+
+    /// Whether `id` is the pending host key check.
+    pub(crate) fn host_key_pending(&self, id: u64) -> bool {
+        self.kex.as_ref().and_then(|k| k.awaiting_host_key) == Some(id)
+    }
+
+    /// Sends SSH_MSG_PING (OpenSSH extension).
+    pub(crate) fn ping(&mut self, data: &[u8], shared: &mut Shared) -> Result<(), Error> {
+        if !self.first_kex_done {
+            return Err(Error::InvalidState {
+                what: "ping before the first key exchange completed",
+            });
+        }
+        if !self.peer_ext.ping {
+            return Err(Error::InvalidState {
+                what: "ping: the peer did not offer ping@openssh.com",
+            });
+        }
+        let mut p = Vec::with_capacity(data.len() + 5);
+        p.put_u8(msg::PING);
+        p.put_string(data);
+        self.output.send(&p, &mut shared.rng);
+        Ok(())
+    }
+
+    /// Sends SSH_MSG_IGNORE with `data`.
+    pub(crate) fn ignore(&mut self, data: &[u8], shared: &mut Shared) {
+        let mut p = Vec::with_capacity(data.len() + 5);
+        p.put_u8(msg::IGNORE);
+        p.put_string(data);
+        self.output.send(&p, &mut shared.rng);
+    }
+
+    /// Sends SSH_MSG_DEBUG.
+    pub(crate) fn debug(&mut self, always_display: bool, message: &str, shared: &mut Shared) {
+        let mut p = Vec::with_capacity(message.len() + 10);
+        p.put_u8(msg::DEBUG);
+        p.put_bool(always_display);
+        p.put_str(message);
+        p.put_str("");
+        self.output.send(&p, &mut shared.rng);
+    }
+
+    /// Sends DISCONNECT if the protocol allows it, and stops all output.
+    pub(crate) fn close(
+        &mut self,
+        disconnect: Option<(DisconnectCode, &str)>,
+        shared: &mut Shared,
+    ) {
+        if let Some((code, description)) = disconnect
+            && self.can_send()
+        {
+            let mut p = Vec::with_capacity(description.len() + 16);
+            p.put_u8(msg::DISCONNECT);
+            p.put_u32(code.0);
+            p.put_str(description);
+            p.put_str("");
+            self.output.seal(&p, &mut shared.rng);
+        }
+        self.output.closed = true;
+        self.output.held.clear();
+        self.input.paused = true;
+        self.kex_deadline = None;
+        self.rekey_deadline = None;
+    }
+}
+
+/// The only service this crate offers or requests.
+pub(crate) const SERVICE_USERAUTH: &str = "ssh-userauth";
+
+/// MAC names for KEXINIT: never chosen (AEAD ciphers only), but present
+/// because some implementations reject an empty list.
+const MAC_NAMES: [&str; 2] = ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-256"];
+
+/// What `poll` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Inbound {
+    /// An authentication or connection message at this range of `input.buf`.
+    Upper(Range<usize>),
+    /// The peer sent DISCONNECT.
+    Disconnect {
+        code: DisconnectCode,
+        description: String,
+    },
+}
+
+/// What `handle_packet` did.
+enum Handled {
+    Done,
+    Upper,
+    Disconnect {
+        code: DisconnectCode,
+        description: String,
+    },
+}

@@ -182,6 +182,10 @@ pub enum Error {
     /// A key exchange did not finish in time.
     #[error("key exchange did not complete within {secs} s")]
     KexTimeout { secs: u64 },
+    /// The peer answered our KEXINIT with UNIMPLEMENTED (OpenSSH does so
+    /// before authentication): the re-exchange can never finish.
+    #[error("peer refused key re-exchange (UNIMPLEMENTED for our KEXINIT)")]
+    RekeyRefused,
     /// The peer asked for a service we do not offer.
     #[error("peer requested unavailable service {service:?}")]
     ServiceNotAvailable { service: String },

@@ -178,6 +178,9 @@ impl Output {
 #[derive(Debug)]
 struct KexRun {
     first: bool,
+    /// Sequence number our KEXINIT went out with: an UNIMPLEMENTED naming it
+    /// means the peer will never answer (OpenSSH before authentication).
+    ours_seq: u32,
     /// Our KEXINIT payload, as sent (hashed into H).
     ours: Vec<u8>,
     /// The peer's KEXINIT payload.
@@ -363,10 +366,6 @@ impl Transport {
 
     pub(crate) fn is_rekeying(&self) -> bool {
         self.first_kex_done && self.kex.is_some()
-    }
-
-    pub(crate) fn first_kex_done(&self) -> bool {
-        self.first_kex_done
     }
 
     /// Whether a DISCONNECT could still be sent.
@@ -556,6 +555,13 @@ impl Transport {
             }
             msg::UNIMPLEMENTED => {
                 let seq = r.u32("sequence number").map_err(malformed)?;
+                if self
+                    .kex
+                    .as_ref()
+                    .is_some_and(|k| !k.first && k.theirs.is_none() && k.ours_seq == seq)
+                {
+                    return Err(Error::RekeyRefused);
+                }
                 shared.events.push_back(Event::Unimplemented { seq });
             }
             msg::DEBUG => {
@@ -750,6 +756,7 @@ impl Transport {
         let first = !self.first_kex_done;
         let init = self.our_kexinit(first, shared);
         let ours = init.encode();
+        let ours_seq = self.output.sealer.seq;
         self.output.send(&ours, &mut shared.rng);
         self.output.holding = true;
         if !first {
@@ -757,6 +764,7 @@ impl Transport {
         }
         self.kex = Some(Box::new(KexRun {
             first,
+            ours_seq,
             ours,
             theirs: None,
             theirs_seq: 0,
@@ -773,6 +781,8 @@ impl Transport {
     }
 
     /// Starts a rekey now (application command). No-op while one runs.
+    /// Before authentication OpenSSH answers UNIMPLEMENTED, which closes
+    /// the connection with [`Error::RekeyRefused`].
     pub(crate) fn rekey(&mut self, shared: &mut Shared) -> Result<(), Error> {
         if !self.first_kex_done {
             return Err(Error::InvalidState {
@@ -1069,9 +1079,11 @@ impl Transport {
         });
     }
 
-    /// Starts a rekey when a byte or packet limit is reached.
+    /// Starts a rekey when a byte or packet limit is reached. Only after
+    /// authentication: OpenSSH refuses KEXINIT before it, and the
+    /// pre-authentication phase is short anyway.
     pub(crate) fn check_rekey_limits(&mut self, shared: &mut Shared) {
-        if !self.first_kex_done || self.kex.is_some() || self.output.closed {
+        if self.upper != Upper::Authenticated || self.kex.is_some() || self.output.closed {
             return;
         }
         let bytes = self.input.bytes_since_kex.max(self.output.bytes_since_kex);
@@ -1091,8 +1103,13 @@ impl Transport {
             return Some(CloseReason::KexTimeout);
         }
         if self.rekey_deadline.is_some_and(|d| d <= shared.now) {
-            self.rekey_deadline = None;
-            self.start_kex(shared);
+            if self.upper == Upper::Authenticated {
+                self.rekey_deadline = None;
+                self.start_kex(shared);
+            } else if let Some(d) = self.config.rekey.time {
+                // Not yet authenticated: try again a period later.
+                self.rekey_deadline = Some(shared.now + d);
+            }
         }
         None
     }

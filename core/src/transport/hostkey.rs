@@ -108,6 +108,8 @@ pub struct HostKey {
     blob: Vec<u8>,
     /// ed25519 keys expanded once rather than on every signature.
     ed25519: Option<ed25519_dalek::SigningKey>,
+    /// RSA keys converted once (with their CRT values precomputed).
+    rsa: Option<rsa::RsaPrivateKey>,
 }
 
 impl core::fmt::Debug for HostKey {
@@ -147,10 +149,15 @@ impl HostKey {
             )),
             _ => None,
         };
+        let rsa = match private.key_data() {
+            KeypairData::Rsa(kp) => Some(rsa_private_key(kp)?),
+            _ => None,
+        };
         Ok(HostKey {
             private,
             blob,
             ed25519,
+            rsa,
         })
     }
 
@@ -186,21 +193,12 @@ impl HostKey {
                 Signature::new(Algorithm::Ed25519, key.sign(data).to_bytes().to_vec())
                     .map_err(|e| fail(&e))?
             }
-            (HostKeyAlgorithm::RsaSha512 | HostKeyAlgorithm::RsaSha256, KeypairData::Rsa(kp)) => {
-                // Randomized (blinded) signing: the RNG is ours, so it stays deterministic per seed.
-                let bytes = if alg == HostKeyAlgorithm::RsaSha512 {
-                    pkcs1v15::SigningKey::<Sha512>::try_from(kp)
-                        .map_err(|e| fail(&e))?
-                        .try_sign_with_rng(rng, data)
-                        .map_err(|e| fail(&e))?
-                        .to_vec()
-                } else {
-                    pkcs1v15::SigningKey::<Sha256>::try_from(kp)
-                        .map_err(|e| fail(&e))?
-                        .try_sign_with_rng(rng, data)
-                        .map_err(|e| fail(&e))?
-                        .to_vec()
-                };
+            (HostKeyAlgorithm::RsaSha512 | HostKeyAlgorithm::RsaSha256, KeypairData::Rsa(_)) => {
+                let key = self.rsa.clone().ok_or_else(|| Error::Internal {
+                    what: "rsa key not prepared".into(),
+                })?;
+                let bytes = rsa_sign(key, alg == HostKeyAlgorithm::RsaSha512, data, rng)
+                    .map_err(|e| fail(&e))?;
                 Signature::new(alg.signature_algorithm(), bytes).map_err(|e| fail(&e))?
             }
             (HostKeyAlgorithm::EcdsaP256 | HostKeyAlgorithm::EcdsaP384, KeypairData::Ecdsa(_)) => {
@@ -217,6 +215,54 @@ impl HostKey {
         ssh_encoding::Encode::encode(&sig, &mut out).map_err(|e| fail(&e))?;
         Ok(out)
     }
+}
+
+/// Converts an OpenSSH RSA keypair for the `rsa` crate.
+///
+/// Not `rsa::RsaPrivateKey::try_from(&RsaKeypair)`: ssh-key 0.6.7 passes
+/// the prime `p` twice instead of `p` and `q`, so every key fails validation.
+pub(crate) fn rsa_private_key(
+    kp: &ssh_key::private::RsaKeypair,
+) -> Result<rsa::RsaPrivateKey, Error> {
+    let int = |m: &ssh_key::Mpint| {
+        m.as_positive_bytes()
+            .map(rsa::BigUint::from_bytes_be)
+            .ok_or_else(|| Error::UnsupportedHostKey {
+                algorithm: "RSA key with a negative component".into(),
+            })
+    };
+    let mut key = rsa::RsaPrivateKey::from_components(
+        int(&kp.public.n)?,
+        int(&kp.public.e)?,
+        int(&kp.private.d)?,
+        vec![int(&kp.private.p)?, int(&kp.private.q)?],
+    )
+    .map_err(|e| Error::UnsupportedHostKey {
+        algorithm: format!("invalid RSA key: {e}"),
+    })?;
+    key.precompute().map_err(|e| Error::UnsupportedHostKey {
+        algorithm: format!("invalid RSA key: {e}"),
+    })?;
+    Ok(key)
+}
+
+/// PKCS#1 v1.5 signature with SHA-512 or SHA-256 (RFC 8332). Blinded: the
+/// RNG is ours, so it stays deterministic for a given seed.
+pub(crate) fn rsa_sign(
+    key: rsa::RsaPrivateKey,
+    sha512: bool,
+    data: &[u8],
+    rng: &mut Rng,
+) -> Result<Vec<u8>, rsa::signature::Error> {
+    Ok(if sha512 {
+        pkcs1v15::SigningKey::<Sha512>::new(key)
+            .try_sign_with_rng(rng, data)?
+            .to_vec()
+    } else {
+        pkcs1v15::SigningKey::<Sha256>::new(key)
+            .try_sign_with_rng(rng, data)?
+            .to_vec()
+    })
 }
 
 /// Verifies an encoded signature over `data` with the host key `blob`, which

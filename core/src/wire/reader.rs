@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn name_lists() {
-        let data = b"\0\0\0\x0ba,b,,c-d@x";
+        let data = b"\0\0\0\x0aa,b,,c-d@x";
         let mut r = Reader::new(data);
         assert_eq!(r.name_list("l").unwrap(), vec!["a", "b", "c-d@x"]);
         let bad = b"\0\0\0\x02\xc3\xa9";

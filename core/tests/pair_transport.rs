@@ -1,0 +1,176 @@
+//! In-memory transport properties over `testing::Pair`: kex, service
+//! request and rekey over a link that fragments at random, for every cipher
+//! and host key type; determinism; ordering of data queued during a rekey.
+
+use proptest::prelude::*;
+use sansh::testing::{LinkConfig, Pair, host_key};
+use sansh::{CipherAlgorithm, ClientConfig, Event, HostKeyAlgorithm, Role, ServerConfig};
+
+fn pair(cipher: CipherAlgorithm, alg: HostKeyAlgorithm, max_fragment: usize, seed: u64) -> Pair {
+    let mut client = ClientConfig::default();
+    client.transport.ciphers = vec![cipher];
+    client.transport.host_key_algorithms = vec![alg];
+    let mut server = ServerConfig {
+        host_keys: vec![host_key(alg)],
+        ..ServerConfig::default()
+    };
+    server.transport.ciphers = vec![cipher];
+    Pair::new(client, server, LinkConfig::fragmenting(max_fragment), seed).expect("valid config")
+}
+
+fn count(pair: &Pair, role: Role, f: impl Fn(&Event) -> bool) -> usize {
+    pair.events(role).into_iter().filter(|e| f(e)).count()
+}
+
+/// Handshake, then a rekey started by `initiator` with DEBUG messages queued
+/// on both sides during it; returns the pair for further checks.
+fn handshake_and_rekey(
+    cipher: CipherAlgorithm,
+    alg: HostKeyAlgorithm,
+    max_fragment: usize,
+    seed: u64,
+    initiator: Role,
+) -> Result<Pair, TestCaseError> {
+    let mut p = pair(cipher, alg, max_fragment, seed);
+    p.handshake().map_err(TestCaseError::fail)?;
+    let neg = p.client.negotiated().unwrap().clone();
+    prop_assert_eq!(neg.cipher_c2s, cipher);
+    prop_assert_eq!(neg.host_key, alg);
+    prop_assert!(neg.strict);
+    prop_assert_eq!(p.client.session_id(), p.server.session_id());
+
+    p.client.send_debug(false, "before 0").unwrap();
+    match initiator {
+        Role::Client => p.client.rekey().unwrap(),
+        Role::Server => p.server.rekey().unwrap(),
+    }
+    prop_assert!(p.client.is_rekeying() || p.server.is_rekeying());
+    for i in 1..=5 {
+        p.client.send_debug(false, &format!("during {i}")).unwrap();
+        p.server.send_debug(false, &format!("during {i}")).unwrap();
+    }
+    let limit = p.now + sansh::Duration::from_secs(60);
+    let done = |p: &Pair| {
+        count(p, Role::Client, |e| {
+            matches!(e, Event::KexCompleted { rekey: true, .. })
+        }) == 1
+            && count(p, Role::Server, |e| {
+                matches!(e, Event::KexCompleted { rekey: true, .. })
+            }) == 1
+    };
+    prop_assert!(
+        p.run_until(limit, done),
+        "rekey did not complete: {:?}",
+        p.client_events
+    );
+    p.run_idle(p.now + sansh::Duration::from_secs(1));
+    // Nothing queued during the rekey was lost or reordered.
+    let debugs = |role| -> Vec<String> {
+        p.events(role)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Debug { message, .. } => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut expected_at_server = vec!["before 0".to_string()];
+    expected_at_server.extend((1..=5).map(|i| format!("during {i}")));
+    prop_assert_eq!(debugs(Role::Server), expected_at_server);
+    prop_assert_eq!(
+        debugs(Role::Client),
+        (1..=5).map(|i| format!("during {i}")).collect::<Vec<_>>()
+    );
+    prop_assert_eq!(p.client.stats().rekeys, 1);
+    prop_assert_eq!(p.server.stats().rekeys, 1);
+    prop_assert!(!p.client.is_closed() && !p.server.is_closed());
+    prop_assert!(p.client_errors.is_empty() && p.server_errors.is_empty());
+    Ok(p)
+}
+
+const CIPHERS: [CipherAlgorithm; 3] = CipherAlgorithm::ALL;
+const HOST_KEYS: [HostKeyAlgorithm; 5] = HostKeyAlgorithm::ALL;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Every cipher × host key type, random fragment sizes (1..=64 bytes per
+    /// piece, often 1), either side starting the rekey.
+    #[test]
+    fn kex_service_and_rekey_over_fragmenting_link(
+        seed in any::<u64>(),
+        cipher in 0..CIPHERS.len(),
+        alg in 0..HOST_KEYS.len(),
+        max_fragment in 1usize..64,
+        server_starts in any::<bool>(),
+    ) {
+        let initiator = if server_starts { Role::Server } else { Role::Client };
+        handshake_and_rekey(CIPHERS[cipher], HOST_KEYS[alg], max_fragment, seed, initiator)?;
+    }
+
+    /// The same seed gives byte-identical transcripts in both directions.
+    #[test]
+    fn same_seed_same_bytes(seed in any::<u64>(), cipher in 0..CIPHERS.len(), max_fragment in 1usize..16) {
+        let run = || {
+            let p = handshake_and_rekey(CIPHERS[cipher], HostKeyAlgorithm::Ed25519, max_fragment, seed, Role::Client)
+                .expect("run");
+            let (c2s, s2c) = p.transcripts();
+            (c2s.to_vec(), s2c.to_vec(), p.now)
+        };
+        let a = run();
+        let b = run();
+        prop_assert!(a == b, "transcripts differ for seed {}", seed);
+    }
+}
+
+#[test]
+fn every_combination_at_least_once() {
+    // proptest samples; this makes sure none of the 15 is ever skipped.
+    for (i, cipher) in CIPHERS.into_iter().enumerate() {
+        for (j, alg) in HOST_KEYS.into_iter().enumerate() {
+            let seed = (i * 10 + j) as u64;
+            handshake_and_rekey(cipher, alg, 7, seed, Role::Client).unwrap();
+        }
+    }
+}
+
+#[test]
+fn different_seeds_give_different_bytes() {
+    let t = |seed| {
+        let mut p = pair(
+            CipherAlgorithm::ChaCha20Poly1305,
+            HostKeyAlgorithm::Ed25519,
+            0,
+            seed,
+        );
+        p.handshake().unwrap();
+        p.transcripts().0.to_vec()
+    };
+    assert_ne!(t(1), t(2));
+}
+
+#[test]
+fn rekey_triggered_by_byte_limit_after_many_packets() {
+    // The byte limit applies once authenticated; before that only explicit
+    // rekeys run (OpenSSH refuses pre-auth rekeys), so here we check the
+    // explicit path with a large volume of traffic straddling the exchange.
+    let mut p = pair(
+        CipherAlgorithm::Aes128Gcm,
+        HostKeyAlgorithm::Ed25519,
+        1500,
+        9,
+    );
+    p.handshake().unwrap();
+    let payload = vec![7u8; 30_000];
+    for round in 0..20 {
+        if round == 10 {
+            p.client.rekey().unwrap();
+        }
+        p.client.send_ignore(&payload).unwrap();
+        p.step();
+    }
+    p.run_idle(p.now + sansh::Duration::from_secs(5));
+    assert_eq!(p.client.stats().rekeys, 1);
+    assert!(p.server_errors.is_empty(), "{:?}", p.server_errors);
+    assert!(!p.server.is_closed());
+}

@@ -1,5 +1,7 @@
 //! Configuration of a connection. Plain data with OpenSSH-like defaults.
 
+use crate::auth::Credential;
+use crate::keys::SignatureAlgorithm;
 use crate::time::Duration;
 use crate::transport::{CipherAlgorithm, HostKey, HostKeyAlgorithm, KexAlgorithm};
 
@@ -56,26 +58,81 @@ pub struct RekeyLimits {
 
 impl Default for RekeyLimits {
     fn default() -> Self {
-        RekeyLimits {
-            bytes: None,
-            packets: 1 << 31,
-            time: None,
-        }
+        RekeyLimits { bytes: None, packets: 1 << 31, time: None }
     }
 }
 
 /// A client connection's settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Transport settings.
     pub transport: TransportConfig,
+    /// The user to log in as.
+    pub user: String,
+    /// Credentials, tried in this order among the methods the server offers.
+    pub credentials: Vec<Credential>,
+    /// Signature algorithms we may use with user keys, in preference order
+    /// (OpenSSH's PubkeyAcceptedAlgorithms). The server's `server-sig-algs`
+    /// narrows it further. SHA-1 `ssh-rsa` is left out by default, as
+    /// OpenSSH does since 8.8: add it only for servers that know nothing else.
+    pub user_key_algorithms: Vec<SignatureAlgorithm>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            transport: TransportConfig::default(),
+            user: String::new(),
+            credentials: Vec::new(),
+            user_key_algorithms: SignatureAlgorithm::ALL
+                .into_iter()
+                .filter(|a| *a != SignatureAlgorithm::RsaSha1)
+                .collect(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// A config for `user` with these credentials and default transport settings.
+    pub fn new(user: impl Into<String>, credentials: Vec<Credential>) -> Self {
+        ClientConfig { user: user.into(), credentials, ..ClientConfig::default() }
+    }
 }
 
 /// A server connection's settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// Transport settings.
     pub transport: TransportConfig,
     /// Host keys; at least one is required.
     pub host_keys: Vec<HostKey>,
+    /// Methods listed to clients as able to continue.
+    pub auth_methods: Vec<String>,
+    /// Failed attempts before disconnecting (OpenSSH's MaxAuthTries, 6).
+    pub max_auth_failures: u32,
+    /// Time from connection start to successful authentication (OpenSSH's
+    /// LoginGraceTime, 120 s).
+    pub auth_timeout: Option<Duration>,
+    /// Text sent as USERAUTH_BANNER before the first authentication reply.
+    pub banner: Option<String>,
+    /// Signature algorithms accepted for user keys, announced to clients as
+    /// `server-sig-algs` (OpenSSH's PubkeyAcceptedAlgorithms).
+    pub user_key_algorithms: Vec<SignatureAlgorithm>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            transport: TransportConfig::default(),
+            host_keys: Vec::new(),
+            auth_methods: vec!["publickey".into(), "password".into(), "keyboard-interactive".into()],
+            max_auth_failures: 6,
+            auth_timeout: Some(Duration::from_secs(120)),
+            banner: None,
+            user_key_algorithms: SignatureAlgorithm::ALL
+                .into_iter()
+                .filter(|a| *a != SignatureAlgorithm::RsaSha1)
+                .collect(),
+        }
+    }
 }

@@ -3,12 +3,17 @@
 //! Inputs (`handle_*`), commands, then drain the outputs (`pending_transmit`,
 //! `poll_event`, `poll_timeout`) after every input or command.
 
-use crate::config::{ClientConfig, ServerConfig, TransportConfig};
+use crate::auth::client::{ClientAuth, Ctx, Step};
+use crate::auth::server::ServerAuth;
+use crate::auth::{Prompt, Secret};
+use crate::channel::{ConnectionProtocol, ReplyTo};
+use crate::config::{ClientConfig, ServerConfig};
 use crate::error::{CloseReason, DisconnectCode, Error};
 use crate::event::{Event, State};
 use crate::rng::{Rng, Seed};
 use crate::time::Timestamp;
-use crate::transport::{HostKey, Inbound, Negotiated, PeerExtensions, Role, Shared, Transport};
+use crate::transport::{Inbound, Negotiated, PeerExtensions, Role, Shared, Transport, Upper};
+use crate::wire::{MessageClass, msg};
 use std::collections::VecDeque;
 
 /// Counters for monitoring.
@@ -30,46 +35,83 @@ pub struct Stats {
     pub last_received: Option<Timestamp>,
 }
 
+/// The authentication machine for our role.
+#[derive(Debug)]
+enum Auth {
+    Client(ClientAuth),
+    Server(ServerAuth),
+}
+
 /// One SSH connection's state machine. It never touches a socket or a
 /// clock: bytes and time go in, bytes, events and deadlines come out.
 #[derive(Debug)]
 pub struct Connection {
     shared: Shared,
     transport: Transport,
+    auth: Auth,
+    /// Global requests and channels, once authenticated.
+    proto: ConnectionProtocol,
+    /// Server: when authentication must have succeeded.
+    auth_deadline: Option<Timestamp>,
+    /// The authenticated user (server: as the client named it).
+    user: Option<String>,
     /// Set once `Event::Closed` has been queued.
     closed: bool,
+}
+
+fn new_shared(now: Timestamp, seed: Seed) -> Shared {
+    Shared {
+        now,
+        rng: Rng::from_seed(seed),
+        events: VecDeque::new(),
+        state: State::Connecting,
+        stats: Stats::default(),
+        next_id: 0,
+    }
 }
 
 impl Connection {
     /// A client connection. Its version line and KEXINIT are ready in
     /// `pending_transmit` at once.
     pub fn client(config: ClientConfig, now: Timestamp, seed: Seed) -> Result<Self, Error> {
-        Self::new(Role::Client, config.transport, Vec::new(), now, seed)
+        let mut shared = new_shared(now, seed);
+        let transport = Transport::new(Role::Client, config.transport, Vec::new(), Vec::new(), &mut shared)?;
+        let auth = Auth::Client(ClientAuth::new(config.user, config.credentials, config.user_key_algorithms));
+        Ok(Connection {
+            shared,
+            transport,
+            auth,
+            proto: ConnectionProtocol::default(),
+            auth_deadline: None,
+            user: None,
+            closed: false,
+        })
     }
 
     /// A server connection for one accepted client.
     pub fn server(config: ServerConfig, now: Timestamp, seed: Seed) -> Result<Self, Error> {
-        Self::new(Role::Server, config.transport, config.host_keys, now, seed)
-    }
-
-    fn new(
-        role: Role,
-        config: TransportConfig,
-        host_keys: Vec<HostKey>,
-        now: Timestamp,
-        seed: Seed,
-    ) -> Result<Self, Error> {
-        let mut shared = Shared {
-            now,
-            rng: Rng::from_seed(seed),
-            events: VecDeque::new(),
-            state: State::Connecting,
-            stats: Stats::default(),
-        };
-        let transport = Transport::new(role, config, host_keys, &mut shared)?;
+        let mut shared = new_shared(now, seed);
+        let transport = Transport::new(
+            Role::Server,
+            config.transport,
+            config.host_keys,
+            config.user_key_algorithms.clone(),
+            &mut shared,
+        )?;
+        let auth = Auth::Server(ServerAuth::new(
+            config.auth_methods,
+            config.user_key_algorithms,
+            config.max_auth_failures,
+            config.banner,
+        ));
+        let auth_deadline = config.auth_timeout.map(|d| now + d);
         Ok(Connection {
             shared,
             transport,
+            auth,
+            proto: ConnectionProtocol::default(),
+            auth_deadline,
+            user: None,
             closed: false,
         })
     }
@@ -148,22 +190,96 @@ impl Connection {
 
     fn process(&mut self) -> Result<(), Error> {
         while let Some(inbound) = self.transport.poll(&mut self.shared)? {
-            match inbound {
+            let step = match inbound {
                 Inbound::Upper(range) => {
-                    let payload = &self.transport.input.buf[range];
-                    return Err(Error::UnexpectedMessage {
-                        number: payload[0],
-                        message: crate::wire::msg::name(payload[0]),
-                        phase: "(authentication is not implemented yet)",
-                    });
+                    let t = &mut self.transport;
+                    let payload = &t.input.buf[range];
+                    let mut ctx = Ctx {
+                        out: &mut t.output,
+                        shared: &mut self.shared,
+                        session_id: t.session_id.unwrap_or_default(),
+                        server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
+                    };
+                    match (MessageClass::of(payload[0]), &mut self.auth) {
+                        (MessageClass::Auth, Auth::Client(a)) => a.handle(payload, &mut ctx)?,
+                        (MessageClass::Auth, Auth::Server(a)) => a.handle(payload, &mut ctx)?,
+                        (MessageClass::Connection, _) => {
+                            self.proto.handle(payload, &mut ctx)?;
+                            Step::Continue
+                        }
+                        _ => {
+                            return Err(Error::Internal {
+                                what: format!("message {} routed to the upper layers", msg::name(payload[0])),
+                            });
+                        }
+                    }
+                }
+                Inbound::ServiceAccepted => {
+                    let t = &mut self.transport;
+                    if let Auth::Client(a) = &mut self.auth {
+                        a.start(&mut Ctx {
+                            out: &mut t.output,
+                            shared: &mut self.shared,
+                            session_id: t.session_id.unwrap_or_default(),
+                            server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
+                        });
+                    }
+                    Step::Continue
                 }
                 Inbound::Disconnect { code, description } => {
                     self.close_with(CloseReason::PeerDisconnect { code, description }, None);
                     return Ok(());
                 }
+            };
+            self.apply(step);
+            if self.closed {
+                return Ok(());
             }
         }
         self.transport.check_rekey_limits(&mut self.shared);
+        Ok(())
+    }
+
+    /// Carries out what an authentication step decided.
+    fn apply(&mut self, step: Step) {
+        match step {
+            Step::Continue => {}
+            Step::Authenticated { user, method } => {
+                self.transport.upper = Upper::Authenticated;
+                self.auth_deadline = None;
+                self.user = Some(user.clone());
+                self.shared.set_state(State::Active);
+                self.shared.events.push_back(Event::Authenticated { user, method });
+            }
+            Step::Close { reason, code, description } => self.close_with(reason, Some((code, &description))),
+        }
+    }
+
+    /// Runs an auth command, then processes input it may have unblocked.
+    fn auth_command(
+        &mut self,
+        f: impl FnOnce(&mut Auth, &mut Ctx<'_>) -> Result<Step, Error>,
+    ) -> Result<(), Error> {
+        self.ensure_open()?;
+        let t = &mut self.transport;
+        let mut ctx = Ctx {
+            out: &mut t.output,
+            shared: &mut self.shared,
+            session_id: t.session_id.unwrap_or_default(),
+            server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
+        };
+        let step = f(&mut self.auth, &mut ctx)?;
+        // A server decision may release requests the client pipelined.
+        let queued = match &mut self.auth {
+            Auth::Server(a) if matches!(step, Step::Continue) => a.resume(&mut ctx),
+            _ => Ok(Step::Continue),
+        };
+        self.apply(step);
+        match queued {
+            Ok(step) if !self.closed => self.apply(step),
+            Ok(_) => {}
+            Err(e) => self.fail(e),
+        }
         Ok(())
     }
 
@@ -174,9 +290,7 @@ impl Connection {
         }
         self.shared.now = now;
         let reason = if self.transport.mid_packet() {
-            CloseReason::Error(Error::Truncated {
-                buffered: self.transport.input.buf.len(),
-            })
+            CloseReason::Error(Error::Truncated { buffered: self.transport.buffered() })
         } else {
             CloseReason::Eof
         };
@@ -192,6 +306,11 @@ impl Connection {
         if let Some(reason) = self.transport.handle_timeout(&mut self.shared) {
             let desc = "key exchange timed out";
             self.close_with(reason, Some((DisconnectCode::KEY_EXCHANGE_FAILED, desc)));
+            return;
+        }
+        if self.auth_deadline.is_some_and(|d| d <= now) {
+            let desc = "authentication timed out";
+            self.close_with(CloseReason::AuthTimeout, Some((DisconnectCode::BY_APPLICATION, desc)));
         }
     }
 
@@ -201,31 +320,141 @@ impl Connection {
     pub fn accept_host_key(&mut self, id: u64) -> Result<(), Error> {
         self.ensure_open()?;
         self.transport.answer_host_key(id, true, &mut self.shared)?;
-        // Input buffered during the decision can be processed now.
+        // Input buffered during the decision can be processed now; its
+        // errors close the connection and are returned, as from handle_input.
         let result = self.process();
         if let Err(e) = &result {
             self.fail(e.clone());
         }
-        Ok(())
+        result
     }
 
     /// Refuse the host key: the connection closes with `HostKeyRejected`.
     pub fn reject_host_key(&mut self, id: u64) -> Result<(), Error> {
         self.ensure_open()?;
         if !self.transport.host_key_pending(id) {
-            return Err(Error::UnknownId {
-                what: "host key check",
-                id,
-            });
+            return Err(Error::UnknownId { what: "host key check", id });
         }
         self.close_with(
             CloseReason::HostKeyRejected,
-            Some((
-                DisconnectCode::HOST_KEY_NOT_VERIFIABLE,
-                "host key not accepted",
-            )),
+            Some((DisconnectCode::HOST_KEY_NOT_VERIFIABLE, "host key not accepted")),
         );
         Ok(())
+    }
+
+    // ---------------------------------------------- client authentication
+
+    /// Answer `Event::SignRequest`: the encoded signature (`string algorithm,
+    /// string blob`, as an ssh-agent returns it), or `None` to skip the key.
+    pub fn provide_signature(&mut self, id: u64, signature: Option<&[u8]>) -> Result<(), Error> {
+        self.auth_command(|a, ctx| match a {
+            Auth::Client(a) => a.provide_signature(id, signature, ctx),
+            Auth::Server(_) => Err(Error::InvalidState { what: "provide_signature is a client command" }),
+        })
+    }
+
+    /// Answer `Event::PasswordRequest` with a password, or `None` to skip.
+    pub fn provide_password(&mut self, id: u64, password: Option<Secret>) -> Result<(), Error> {
+        self.auth_command(|a, ctx| match a {
+            Auth::Client(a) => a.provide_password(id, password, ctx),
+            Auth::Server(_) => Err(Error::InvalidState { what: "provide_password is a client command" }),
+        })
+    }
+
+    /// Answer `Event::PasswordChangeRequest` with a new password, or `None`.
+    pub fn change_password(&mut self, id: u64, new_password: Option<Secret>) -> Result<(), Error> {
+        self.auth_command(|a, ctx| match a {
+            Auth::Client(a) => a.change_password(id, new_password, ctx),
+            Auth::Server(_) => Err(Error::InvalidState { what: "change_password is a client command" }),
+        })
+    }
+
+    /// Answer `Event::KeyboardInteractive`: one answer per prompt, or `None`
+    /// to abandon the method.
+    pub fn answer_keyboard_interactive(
+        &mut self,
+        id: u64,
+        answers: Option<Vec<Secret>>,
+    ) -> Result<(), Error> {
+        self.auth_command(|a, ctx| match a {
+            Auth::Client(a) => a.answer_keyboard_interactive(id, answers, ctx),
+            Auth::Server(_) => {
+                Err(Error::InvalidState { what: "answer_keyboard_interactive is a client command" })
+            }
+        })
+    }
+
+    // ---------------------------------------------- server authentication
+
+    fn server_auth(
+        &mut self,
+        f: impl FnOnce(&mut ServerAuth, &mut Ctx<'_>) -> Result<Step, Error>,
+    ) -> Result<(), Error> {
+        self.auth_command(|a, ctx| match a {
+            Auth::Server(a) => f(a, ctx),
+            Auth::Client(_) => {
+                Err(Error::InvalidState { what: "server authentication commands need a server" })
+            }
+        })
+    }
+
+    /// Accept `Event::AuthRequest { id, .. }`: success (or PK_OK for a key query).
+    pub fn auth_accept(&mut self, id: u64) -> Result<(), Error> {
+        self.server_auth(|a, ctx| a.accept(id, ctx))
+    }
+
+    /// Refuse it. `methods` (if given) replaces the methods that can continue.
+    pub fn auth_reject(&mut self, id: u64, methods: Option<Vec<String>>) -> Result<(), Error> {
+        self.server_auth(|a, ctx| a.reject(id, methods, ctx))
+    }
+
+    /// This factor passed, but the client must also pass one of `methods`.
+    pub fn auth_partial_success(&mut self, id: u64, methods: Vec<String>) -> Result<(), Error> {
+        self.server_auth(|a, ctx| a.partial_success(id, methods, ctx))
+    }
+
+    /// The password is right but expired: ask for a new one.
+    pub fn auth_request_password_change(&mut self, id: u64, prompt: &str) -> Result<(), Error> {
+        self.server_auth(|a, ctx| a.request_password_change(id, prompt, ctx))
+    }
+
+    /// keyboard-interactive: send prompts; answers arrive as `Event::AuthInfoResponse`.
+    pub fn auth_info_request(
+        &mut self,
+        id: u64,
+        name: &str,
+        instruction: &str,
+        prompts: &[Prompt],
+    ) -> Result<(), Error> {
+        self.server_auth(|a, ctx| a.info_request(id, name, instruction, prompts, ctx))
+    }
+
+    /// The authenticated user, once authentication succeeded.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    // ------------------------------------------------ connection protocol
+
+    /// Sends a global request (RFC 4254 §4) once authenticated. With
+    /// `want_reply`, the answer arrives as `Event::GlobalReply` with the
+    /// returned id. `data` is the request-specific data, already encoded.
+    pub fn global_request(&mut self, name: &str, want_reply: bool, data: &[u8]) -> Result<u64, Error> {
+        self.ensure_open()?;
+        if self.transport.upper != Upper::Authenticated {
+            return Err(Error::InvalidState { what: "global requests need an authenticated connection" });
+        }
+        self.shared.next_id += 1;
+        let id = self.shared.next_id;
+        let t = &mut self.transport;
+        let mut ctx = Ctx {
+            out: &mut t.output,
+            shared: &mut self.shared,
+            session_id: t.session_id.unwrap_or_default(),
+            server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
+        };
+        self.proto.global_request(name, want_reply, data, ReplyTo::App(id), &mut ctx);
+        Ok(id)
     }
 
     /// Start a key re-exchange now (no-op if one is running).
@@ -252,28 +481,28 @@ impl Connection {
     /// Send SSH_MSG_DEBUG.
     pub fn send_debug(&mut self, always_display: bool, message: &str) -> Result<(), Error> {
         self.ensure_open()?;
-        self.transport
-            .debug(always_display, message, &mut self.shared);
+        self.transport.debug(always_display, message, &mut self.shared);
         Ok(())
+    }
+
+    /// Sends an arbitrary payload as the next packet, bypassing every check:
+    /// tests use it to play a hostile peer. Only with feature `testing`.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn inject_payload(&mut self, payload: &[u8]) {
+        self.transport.output.send(payload, &mut self.shared.rng);
     }
 
     /// Close: queue DISCONNECT with `code` and `description`, emit `Closed`.
     pub fn disconnect(&mut self, code: DisconnectCode, description: &str) -> Result<(), Error> {
         self.ensure_open()?;
-        let reason = CloseReason::Local {
-            code,
-            description: description.to_owned(),
-        };
+        let reason = CloseReason::Local { code, description: description.to_owned() };
         self.close_with(reason, Some((code, description)));
         Ok(())
     }
 
     fn ensure_open(&self) -> Result<(), Error> {
-        if self.closed {
-            Err(Error::Closed)
-        } else {
-            Ok(())
-        }
+        if self.closed { Err(Error::Closed) } else { Ok(()) }
     }
 
     /// Closes because of `err`, telling the peer why where possible.
@@ -289,11 +518,7 @@ impl Connection {
         }
         self.closed = true;
         self.transport.close(disconnect, &mut self.shared);
-        let state = if self.transport.output.pending().is_empty() {
-            State::Closed
-        } else {
-            State::Closing
-        };
+        let state = if self.transport.output.pending().is_empty() { State::Closed } else { State::Closing };
         self.shared.set_state(state);
         self.shared.events.push_back(Event::Closed { reason });
     }
@@ -328,6 +553,6 @@ impl Connection {
         if self.closed {
             return None;
         }
-        self.transport.poll_timeout()
+        [self.transport.poll_timeout(), self.auth_deadline].into_iter().flatten().min()
     }
 }

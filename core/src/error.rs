@@ -141,20 +141,13 @@ pub enum Error {
     // ---- messages ----
     /// A message's fields did not decode.
     #[error("malformed {message} message from peer: {reason}")]
-    Malformed {
-        message: &'static str,
-        reason: crate::wire::DecodeError,
-    },
+    Malformed { message: &'static str, reason: crate::wire::DecodeError },
     /// A packet with an empty payload, or similar framing-level nonsense.
     #[error("peer sent an empty message")]
     EmptyMessage,
     /// A known message arrived where the protocol does not allow it.
     #[error("peer sent {message} (message {number}) {phase}")]
-    UnexpectedMessage {
-        number: u8,
-        message: &'static str,
-        phase: &'static str,
-    },
+    UnexpectedMessage { number: u8, message: &'static str, phase: &'static str },
     /// A strict-kex rule was broken (OpenSSH's Terrapin countermeasure).
     #[error("strict kex violation: {what}")]
     StrictKex { what: String },
@@ -162,11 +155,7 @@ pub enum Error {
     // ---- key exchange ----
     /// The two KEXINITs share no algorithm in one category.
     #[error("no common {kind} algorithm: client offers [{client}], server offers [{server}]")]
-    NoCommonAlgorithm {
-        kind: AlgorithmKind,
-        client: String,
-        server: String,
-    },
+    NoCommonAlgorithm { kind: AlgorithmKind, client: String, server: String },
     /// The peer's ephemeral public value is malformed or of low order.
     #[error("peer's key-exchange public value is invalid ({len} bytes or low order)")]
     BadKexPublicKey { len: usize },
@@ -186,6 +175,10 @@ pub enum Error {
     /// before authentication): the re-exchange can never finish.
     #[error("peer refused key re-exchange (UNIMPLEMENTED for our KEXINIT)")]
     RekeyRefused,
+    /// The peer broke the authentication protocol (e.g. PK_OK for a key we
+    /// never offered, too many keyboard-interactive prompts).
+    #[error("authentication protocol violation: {what}")]
+    AuthProtocol { what: String },
     /// The peer asked for a service we do not offer.
     #[error("peer requested unavailable service {service:?}")]
     ServiceNotAvailable { service: String },
@@ -222,9 +215,7 @@ impl Error {
             | Error::PreVersionLineTooLong { .. }
             | Error::TooManyPreVersionLines { .. }
             | Error::BadVersionLine { .. }
-            | Error::UnsupportedProtocolVersion { .. } => {
-                DisconnectCode::PROTOCOL_VERSION_NOT_SUPPORTED
-            }
+            | Error::UnsupportedProtocolVersion { .. } => DisconnectCode::PROTOCOL_VERSION_NOT_SUPPORTED,
             Error::BadMac { .. } => DisconnectCode::MAC_ERROR,
             Error::NoCommonAlgorithm { .. }
             | Error::BadKexPublicKey { .. }
@@ -267,15 +258,9 @@ impl Error {
 #[allow(missing_docs)] // fields are described by each variant
 pub enum CloseReason {
     /// Our application closed the connection (we sent this DISCONNECT).
-    Local {
-        code: DisconnectCode,
-        description: String,
-    },
+    Local { code: DisconnectCode, description: String },
     /// The peer sent SSH_MSG_DISCONNECT.
-    PeerDisconnect {
-        code: DisconnectCode,
-        description: String,
-    },
+    PeerDisconnect { code: DisconnectCode, description: String },
     /// The byte stream ended (TCP FIN or an I/O error reported by the adapter)
     /// between packets, without a DISCONNECT.
     Eof,
@@ -283,6 +268,12 @@ pub enum CloseReason {
     HostKeyRejected,
     /// The key exchange (first or rekey) did not finish in time.
     KexTimeout,
+    /// Client: every credential was refused or skipped.
+    AuthFailed { offered: Vec<String>, attempts: Vec<crate::auth::AuthAttempt> },
+    /// Server: the client failed authentication too many times.
+    TooManyAuthFailures { failures: u32 },
+    /// Server: the client did not authenticate in time (OpenSSH's LoginGraceTime).
+    AuthTimeout,
     /// The peer broke the protocol, or the exchange failed; we sent a
     /// DISCONNECT with [`Error::disconnect_code`] where the protocol allowed.
     Error(Error),
@@ -302,9 +293,12 @@ impl CloseReason {
                     | DisconnectCode::RESERVED
             ),
             CloseReason::Error(Error::Truncated { .. } | Error::BadMac { .. }) => true,
-            CloseReason::Local { .. } | CloseReason::HostKeyRejected | CloseReason::Error(_) => {
-                false
-            }
+            CloseReason::Local { .. }
+            | CloseReason::HostKeyRejected
+            | CloseReason::AuthFailed { .. }
+            | CloseReason::TooManyAuthFailures { .. }
+            | CloseReason::AuthTimeout
+            | CloseReason::Error(_) => false,
         }
     }
 }
@@ -321,6 +315,18 @@ impl fmt::Display for CloseReason {
             CloseReason::Eof => f.write_str("connection closed by peer without DISCONNECT"),
             CloseReason::HostKeyRejected => f.write_str("host key rejected"),
             CloseReason::KexTimeout => f.write_str("key exchange timed out"),
+            CloseReason::AuthFailed { offered, attempts } => {
+                write!(f, "authentication failed (server offers {})", offered.join(","))?;
+                for (i, a) in attempts.iter().enumerate() {
+                    f.write_str(if i == 0 { ": " } else { "; " })?;
+                    write!(f, "{a}")?;
+                }
+                Ok(())
+            }
+            CloseReason::TooManyAuthFailures { failures } => {
+                write!(f, "too many authentication failures ({failures})")
+            }
+            CloseReason::AuthTimeout => f.write_str("authentication timed out"),
             CloseReason::Error(e) => write!(f, "{e}"),
         }
     }
@@ -338,10 +344,7 @@ mod tests {
 
     #[test]
     fn errors_map_to_disconnect_codes() {
-        assert_eq!(
-            Error::BadMac { seq: 3 }.disconnect_code(),
-            DisconnectCode::MAC_ERROR
-        );
+        assert_eq!(Error::BadMac { seq: 3 }.disconnect_code(), DisconnectCode::MAC_ERROR);
         assert_eq!(
             Error::PacketTooLarge { len: 1, max: 0 }.disconnect_code(),
             DisconnectCode::PROTOCOL_ERROR

@@ -1,7 +1,9 @@
 //! Events: what a connection reports to its application. Events own their
 //! data (no lifetimes), so they cross into C and Python unchanged.
 
+use crate::auth::{AuthAttempt, AuthMethod, Prompt, Secret};
 use crate::error::CloseReason;
+use crate::keys::SignatureAlgorithm;
 use crate::transport::{HostKeyAlgorithm, Negotiated};
 
 /// A connection's lifecycle, as monitoring sees it.
@@ -51,15 +53,32 @@ pub enum Event {
     /// server: we accepted the client's request).
     ServiceAccepted { service: String },
     /// Client: the server's extensions (RFC 8308 EXT_INFO).
-    ExtInfo {
-        server_sig_algs: Option<Vec<String>>,
-        ping: bool,
-    },
+    ExtInfo { server_sig_algs: Option<Vec<String>>, ping: bool },
+    /// Client: the server's USERAUTH_BANNER (show it to the user, sanitised).
+    AuthBanner { message: String, language: String },
+    /// Client: one authentication attempt's outcome.
+    AuthProgress(AuthAttempt),
+    /// Client: an external key was accepted in principle; sign `data` with
+    /// `key` using `algorithm` and answer with `Connection::provide_signature`.
+    SignRequest { id: u64, key: ssh_key::PublicKey, algorithm: SignatureAlgorithm, data: Vec<u8> },
+    /// Client: the server offers `password`; answer with `provide_password`.
+    PasswordRequest { id: u64, user: String },
+    /// Client: the password expired; answer with `change_password`.
+    PasswordChangeRequest { id: u64, prompt: String },
+    /// Client: keyboard-interactive prompts; answer with `answer_keyboard_interactive`.
+    KeyboardInteractive { id: u64, name: String, instruction: String, prompts: Vec<Prompt> },
+    /// Server: a client's authentication attempt; answer with `auth_accept`,
+    /// `auth_reject`, `auth_partial_success`, `auth_request_password_change`
+    /// or (keyboard-interactive) `auth_info_request`.
+    AuthRequest { id: u64, user: String, method: AuthMethod },
+    /// Server: answers to our keyboard-interactive prompts for request `id`.
+    AuthInfoResponse { id: u64, answers: Vec<Secret> },
+    /// Authentication succeeded (both roles): the connection is active.
+    Authenticated { user: String, method: String },
+    /// The peer answered our global request `id` (`data`: request-specific reply data).
+    GlobalReply { id: u64, success: bool, data: Vec<u8> },
     /// The peer sent SSH_MSG_DEBUG.
-    Debug {
-        always_display: bool,
-        message: String,
-    },
+    Debug { always_display: bool, message: String },
     /// The peer answered our `ping` (OpenSSH's SSH_MSG_PONG).
     Pong { data: Vec<u8> },
     /// The peer did not understand our packet with this sequence number.

@@ -142,13 +142,9 @@ impl KnownHosts {
             let raw = raw.strip_suffix('\r').unwrap_or(raw);
             match parse_line(raw) {
                 Ok(None) => {}
-                Ok(Some((marker, hosts, key, comment))) => known.entries.push(Entry {
-                    line,
-                    marker,
-                    hosts,
-                    key,
-                    comment,
-                }),
+                Ok(Some((marker, hosts, key, comment))) => {
+                    known.entries.push(Entry { line, marker, hosts, key, comment })
+                }
                 Err(message) => known.errors.push(LineError { line, message }),
             }
         }
@@ -216,19 +212,13 @@ impl KnownHosts {
     /// own key should also be checked with [`KnownHosts::revoked`].
     pub fn cert_authorities(&self, host: &str, port: u16) -> Vec<&Entry> {
         let name = host_name_for(host, port);
-        let matching: Vec<&Entry> = self
-            .entries
-            .iter()
-            .filter(|e| e.hosts.matches(&name))
-            .collect();
+        let matching: Vec<&Entry> = self.entries.iter().filter(|e| e.hosts.matches(&name)).collect();
         matching
             .iter()
             .copied()
             .filter(|ca| ca.marker == Marker::CertAuthority)
             .filter(|ca| {
-                !matching
-                    .iter()
-                    .any(|r| r.marker == Marker::Revoked && r.key.key_data() == ca.key.key_data())
+                !matching.iter().any(|r| r.marker == Marker::Revoked && r.key.key_data() == ca.key.key_data())
             })
             .collect()
     }
@@ -240,9 +230,7 @@ impl KnownHosts {
         self.entries
             .iter()
             .find(|e| {
-                e.marker == Marker::Revoked
-                    && e.key.key_data() == key.key_data()
-                    && e.hosts.matches(&name)
+                e.marker == Marker::Revoked && e.key.key_data() == key.key_data() && e.hosts.matches(&name)
             })
             .map(|e| e.line)
     }
@@ -254,10 +242,7 @@ impl KnownHosts {
     /// that a different key of any algorithm means the host key changed.
     pub fn known_keys(&self, host: &str, port: u16) -> Vec<&Entry> {
         let name = host_name_for(host, port);
-        self.entries
-            .iter()
-            .filter(|e| e.marker == Marker::None && e.hosts.matches(&name))
-            .collect()
+        self.entries.iter().filter(|e| e.marker == Marker::None && e.hosts.matches(&name)).collect()
     }
 }
 
@@ -267,11 +252,7 @@ impl KnownHosts {
 /// Port 0 is treated like 22, as OpenSSH's `put_host_port` does.
 pub fn host_name_for(host: &str, port: u16) -> String {
     let host = host.to_ascii_lowercase();
-    if port == 22 || port == 0 {
-        host
-    } else {
-        format!("[{host}]:{port}")
-    }
+    if port == 22 || port == 0 { host } else { format!("[{host}]:{port}") }
 }
 
 /// HMAC-SHA1 keyed by `salt` over `name`: the hash of a hashed entry.
@@ -298,12 +279,7 @@ pub fn hash_host_name(name: &str, salt: &[u8]) -> [u8; 20] {
 /// real host names and addresses: a name containing whitespace or `,`, `*`,
 /// `?`, or starting with `!`, `#`, `@` or `|`, would read back differently.
 /// The hashed form has no such limit.
-pub fn line_to_append(
-    host: &str,
-    port: u16,
-    key: &PublicKey,
-    hash_salt: Option<&[u8; 20]>,
-) -> String {
+pub fn line_to_append(host: &str, port: u16, key: &PublicKey, hash_salt: Option<&[u8; 20]>) -> String {
     let name = host_name_for(host, port);
     let hosts = match hash_salt {
         Some(salt) => format!(
@@ -316,16 +292,9 @@ pub fn line_to_append(
     // Encoding an in-memory key does not fail in practice; an empty blob
     // would only make the line unreadable, never panic.
     let blob = key.to_bytes().unwrap_or_default();
-    let mut line = format!(
-        "{hosts} {} {}",
-        key.algorithm().as_str(),
-        Base64::encode_string(&blob)
-    );
-    let comment: String = key
-        .comment()
-        .chars()
-        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
-        .collect();
+    let mut line = format!("{hosts} {} {}", key.algorithm().as_str(), Base64::encode_string(&blob));
+    let comment: String =
+        key.comment().chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }).collect();
     let comment = comment.trim_matches([' ', '\t']);
     if !comment.is_empty() {
         line.push(' ');
@@ -395,23 +364,16 @@ fn parse_hosts(field: &str) -> Result<HostPatterns, String> {
     let rest = field
         .strip_prefix(HASH_MAGIC)
         .ok_or_else(|| format!("unsupported hashed host name {}", snippet(field)))?;
-    let (salt_b64, hash_b64) = rest
-        .split_once('|')
-        .ok_or("hashed host name has no '|' after the salt")?;
+    let (salt_b64, hash_b64) = rest.split_once('|').ok_or("hashed host name has no '|' after the salt")?;
     let salt = Base64::decode_vec(salt_b64).map_err(|_| "hashed host salt is not valid base64")?;
     if salt.len() != HASH_LEN {
-        return Err(format!(
-            "hashed host salt is {} bytes, expected {HASH_LEN}",
-            salt.len()
-        ));
+        return Err(format!("hashed host salt is {} bytes, expected {HASH_LEN}", salt.len()));
     }
     let hash = Base64::decode_vec(hash_b64).map_err(|_| "hashed host hash is not valid base64")?;
-    let hash: [u8; HASH_LEN] = hash.as_slice().try_into().map_err(|_| {
-        format!(
-            "hashed host hash is {} bytes, expected {HASH_LEN}",
-            hash.len()
-        )
-    })?;
+    let hash: [u8; HASH_LEN] = hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("hashed host hash is {} bytes, expected {HASH_LEN}", hash.len()))?;
     Ok(HostPatterns::Hashed { salt, hash })
 }
 
@@ -496,9 +458,7 @@ fn glob_match(name: &[u8], pattern: &[u8]) -> bool {
             },
         }
     }
-    pattern
-        .get(p..)
-        .is_some_and(|tail| tail.iter().all(|&c| c == b'*'))
+    pattern.get(p..).is_some_and(|tail| tail.iter().all(|&c| c == b'*'))
 }
 
 fn skip_ws(s: &str) -> &str {
@@ -529,8 +489,7 @@ mod tests {
     use proptest::prelude::*;
 
     // Real keys from `ssh-keygen -t … -N ''` (comments dropped).
-    const ED25519: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOjc3JaqrQBk/1E2SO07UtsLiPdEFcsh0Xr2BI6njKG7";
+    const ED25519: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOjc3JaqrQBk/1E2SO07UtsLiPdEFcsh0Xr2BI6njKG7";
     const ED25519_B: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICd6yzgZ3OQKb57IExmuxvFgTP+kd5XK/1SsuQeUrIpN";
     const CA_ED25519: &str =
@@ -573,10 +532,7 @@ mod tests {
         let entry = &known.entries()[0];
         assert_eq!(entry.line, 1);
         assert_eq!(entry.marker, Marker::None);
-        assert_eq!(
-            entry.hosts,
-            HostPatterns::Plain(vec!["example.com".into(), "192.0.2.10".into()])
-        );
+        assert_eq!(entry.hosts, HostPatterns::Plain(vec!["example.com".into(), "192.0.2.10".into()]));
         assert_eq!(entry.key, key(ED25519));
         assert_eq!(entry.key.comment(), "");
         assert_eq!(entry.comment.as_deref(), Some("my host key"));
@@ -600,10 +556,7 @@ mod tests {
         let text = format!("example.com\t \tssh-ed25519\t{b64}\t  a  comment \t\r\n");
         let known = parse_ok(&text);
         assert_eq!(known.entries()[0].comment.as_deref(), Some("a  comment"));
-        assert_eq!(
-            known.lookup("example.com", 22, &key(ED25519)),
-            Lookup::Match { line: 1 }
-        );
+        assert_eq!(known.lookup("example.com", 22, &key(ED25519)), Lookup::Match { line: 1 });
     }
 
     #[test]
@@ -625,50 +578,30 @@ mod tests {
     fn plain_lookup_is_case_insensitive() {
         let known = parse_ok(&format!("Example.COM {ED25519}"));
         for host in ["example.com", "EXAMPLE.com", "Example.COM"] {
-            assert_eq!(
-                known.lookup(host, 22, &key(ED25519)),
-                Lookup::Match { line: 1 }
-            );
+            assert_eq!(known.lookup(host, 22, &key(ED25519)), Lookup::Match { line: 1 });
         }
-        assert_eq!(
-            known.lookup("example.org", 22, &key(ED25519)),
-            Lookup::Unknown
-        );
-        assert_eq!(
-            known.lookup("example.com.evil", 22, &key(ED25519)),
-            Lookup::Unknown
-        );
+        assert_eq!(known.lookup("example.org", 22, &key(ED25519)), Lookup::Unknown);
+        assert_eq!(known.lookup("example.com.evil", 22, &key(ED25519)), Lookup::Unknown);
     }
 
     #[test]
     fn key_comment_is_ignored_when_comparing() {
         let known = parse_ok(&format!("example.com {ED25519} on file"));
         let presented = key(&format!("{ED25519} different comment"));
-        assert_eq!(
-            known.lookup("example.com", 22, &presented),
-            Lookup::Match { line: 1 }
-        );
+        assert_eq!(known.lookup("example.com", 22, &presented), Lookup::Match { line: 1 });
     }
 
     #[test]
     fn non_standard_port() {
-        let known = parse_ok(&format!(
-            "[example.com]:2222 {ED25519}\nexample.net {ED25519}"
-        ));
+        let known = parse_ok(&format!("[example.com]:2222 {ED25519}\nexample.net {ED25519}"));
         let k = key(ED25519);
-        assert_eq!(
-            known.lookup("example.com", 2222, &k),
-            Lookup::Match { line: 1 }
-        );
+        assert_eq!(known.lookup("example.com", 2222, &k), Lookup::Match { line: 1 });
         assert_eq!(known.lookup("example.com", 22, &k), Lookup::Unknown);
         assert_eq!(known.lookup("example.com", 2223, &k), Lookup::Unknown);
         // A bare name does not cover other ports (OpenSSH's fallback to the
         // bare name is the caller's policy).
         assert_eq!(known.lookup("example.net", 2222, &k), Lookup::Unknown);
-        assert_eq!(
-            known.lookup("example.net", 22, &k),
-            Lookup::Match { line: 2 }
-        );
+        assert_eq!(known.lookup("example.net", 22, &k), Lookup::Match { line: 2 });
     }
 
     #[test]
@@ -687,50 +620,32 @@ mod tests {
         let star = parse_ok(&format!("* {ED25519}"));
         assert_eq!(star.lookup("anything", 2222, &k), Lookup::Match { line: 1 });
         let ported = parse_ok(&format!("[*.example.com]:* {ED25519}"));
-        assert_eq!(
-            ported.lookup("a.example.com", 2222, &k),
-            Lookup::Match { line: 1 }
-        );
+        assert_eq!(ported.lookup("a.example.com", 2222, &k), Lookup::Match { line: 1 });
         assert_eq!(ported.lookup("a.example.com", 22, &k), Lookup::Unknown);
     }
 
     #[test]
     fn negation() {
         let k = key(ED25519);
-        for patterns in [
-            "*.example.com,!bad.example.com",
-            "!bad.example.com,*.example.com",
-        ] {
+        for patterns in ["*.example.com,!bad.example.com", "!bad.example.com,*.example.com"] {
             let known = parse_ok(&format!("{patterns} {ED25519}"));
-            assert_eq!(
-                known.lookup("good.example.com", 22, &k),
-                Lookup::Match { line: 1 }
-            );
+            assert_eq!(known.lookup("good.example.com", 22, &k), Lookup::Match { line: 1 });
             assert_eq!(known.lookup("bad.example.com", 22, &k), Lookup::Unknown);
             assert_eq!(known.lookup("BAD.example.com", 22, &k), Lookup::Unknown);
         }
         // A negated pattern alone never selects anything.
         let only_negated = parse_ok(&format!("!bad.example.com {ED25519}"));
-        assert_eq!(
-            only_negated.lookup("good.example.com", 22, &k),
-            Lookup::Unknown
-        );
+        assert_eq!(only_negated.lookup("good.example.com", 22, &k), Lookup::Unknown);
         // Only one `!` is special.
         let double = parse_ok(&format!("!!x {ED25519}"));
-        assert_eq!(
-            double.entries()[0].hosts,
-            HostPatterns::Plain(vec!["!!x".into()])
-        );
+        assert_eq!(double.entries()[0].hosts, HostPatterns::Plain(vec!["!!x".into()]));
     }
 
     #[test]
     fn pattern_list_edge_cases() {
         let plain = |s: &str| parse_hosts(s).unwrap();
         assert_eq!(plain("a,"), HostPatterns::Plain(vec!["a".into()]));
-        assert_eq!(
-            plain(",a"),
-            HostPatterns::Plain(vec!["".into(), "a".into()])
-        );
+        assert_eq!(plain(",a"), HostPatterns::Plain(vec!["".into(), "a".into()]));
         assert!(plain("a,,b").matches("b"));
         assert!(!plain("a,,b").matches("c"));
         // OpenSSH gives up on the whole list at an over-long pattern.
@@ -762,9 +677,7 @@ mod tests {
 
     #[test]
     fn hashed_entries_from_ssh_keygen() {
-        let known = parse_ok(&format!(
-            "{HASHED_EXAMPLE_COM}\n{HASHED_EXAMPLE_ORG_2222}\n"
-        ));
+        let known = parse_ok(&format!("{HASHED_EXAMPLE_COM}\n{HASHED_EXAMPLE_ORG_2222}\n"));
         match &known.entries()[0].hosts {
             HostPatterns::Hashed { salt, hash } => {
                 assert_eq!(salt.len(), 20);
@@ -774,27 +687,15 @@ mod tests {
         }
         let ed = key(ED25519);
         let ec = key(ECDSA_P256);
-        assert_eq!(
-            known.lookup("example.com", 22, &ed),
-            Lookup::Match { line: 1 }
-        );
-        assert_eq!(
-            known.lookup("EXAMPLE.COM", 22, &ed),
-            Lookup::Match { line: 1 }
-        );
+        assert_eq!(known.lookup("example.com", 22, &ed), Lookup::Match { line: 1 });
+        assert_eq!(known.lookup("EXAMPLE.COM", 22, &ed), Lookup::Match { line: 1 });
         assert_eq!(known.lookup("example.com", 2222, &ed), Lookup::Unknown);
         assert_eq!(known.lookup("example.net", 22, &ed), Lookup::Unknown);
-        assert_eq!(
-            known.lookup("example.org", 2222, &ec),
-            Lookup::Match { line: 2 }
-        );
+        assert_eq!(known.lookup("example.org", 2222, &ec), Lookup::Match { line: 2 });
         assert_eq!(known.lookup("example.org", 22, &ec), Lookup::Unknown);
         assert_eq!(
             known.lookup("example.com", 22, &key(ED25519_B)),
-            Lookup::Mismatch {
-                lines: vec![1],
-                known: vec![ed]
-            }
+            Lookup::Mismatch { lines: vec![1], known: vec![ed] }
         );
     }
 
@@ -802,27 +703,18 @@ mod tests {
     fn hashed_marker_lines() {
         let known = parse_ok(&format!("@revoked {HASHED_EXAMPLE_COM}"));
         assert_eq!(known.entries()[0].marker, Marker::Revoked);
-        assert_eq!(
-            known.lookup("example.com", 22, &key(ED25519)),
-            Lookup::Revoked { line: 1 }
-        );
+        assert_eq!(known.lookup("example.com", 22, &key(ED25519)), Lookup::Revoked { line: 1 });
     }
 
     #[test]
     fn line_to_append_plain() {
         let k = key(&format!("{ED25519} laptop key"));
-        assert_eq!(
-            line_to_append("Example.COM", 22, &key(ED25519), None),
-            format!("example.com {ED25519}")
-        );
+        assert_eq!(line_to_append("Example.COM", 22, &key(ED25519), None), format!("example.com {ED25519}"));
         assert_eq!(
             line_to_append("example.com", 2222, &key(RSA_3072), None),
             format!("[example.com]:2222 {RSA_3072}")
         );
-        assert_eq!(
-            line_to_append("h", 22, &k, None),
-            format!("h {ED25519} laptop key")
-        );
+        assert_eq!(line_to_append("h", 22, &k, None), format!("h {ED25519} laptop key"));
         let mut evil = key(ED25519);
         evil.set_comment("a\nb\r\nc ");
         let line = line_to_append("h", 22, &evil, None);
@@ -835,16 +727,10 @@ mod tests {
         let line = line_to_append("Example.COM", 2222, &key(ED25519), Some(&[7; 20]));
         assert_eq!(line, APPENDED_HASHED);
         let known = parse_ok(&line);
-        assert_eq!(
-            known.lookup("example.com", 2222, &key(ED25519)),
-            Lookup::Match { line: 1 }
-        );
+        assert_eq!(known.lookup("example.com", 2222, &key(ED25519)), Lookup::Match { line: 1 });
         assert_eq!(
             known.entries()[0].hosts,
-            HostPatterns::Hashed {
-                salt: vec![7; 20],
-                hash: hash_host_name("[example.com]:2222", &[7; 20]),
-            }
+            HostPatterns::Hashed { salt: vec![7; 20], hash: hash_host_name("[example.com]:2222", &[7; 20]) }
         );
     }
 
@@ -852,18 +738,12 @@ mod tests {
     fn revoked_beats_match() {
         let text = format!("example.com {ED25519}\n@revoked * {ED25519}\n");
         let known = parse_ok(&text);
-        assert_eq!(
-            known.lookup("example.com", 22, &key(ED25519)),
-            Lookup::Revoked { line: 2 }
-        );
+        assert_eq!(known.lookup("example.com", 22, &key(ED25519)), Lookup::Revoked { line: 2 });
         assert_eq!(known.revoked("example.com", 22, &key(ED25519)), Some(2));
         // A revoked line for another key has no effect on this one.
         assert_eq!(
             known.lookup("example.com", 22, &key(ED25519_B)),
-            Lookup::Mismatch {
-                lines: vec![1],
-                known: vec![key(ED25519)]
-            }
+            Lookup::Mismatch { lines: vec![1], known: vec![key(ED25519)] }
         );
         assert_eq!(known.revoked("example.com", 22, &key(ED25519_B)), None);
     }
@@ -872,15 +752,9 @@ mod tests {
     fn revoked_only_for_matching_hosts() {
         let text = format!("example.com {ED25519}\n@revoked other.example {ED25519}\n");
         let known = parse_ok(&text);
-        assert_eq!(
-            known.lookup("example.com", 22, &key(ED25519)),
-            Lookup::Match { line: 1 }
-        );
+        assert_eq!(known.lookup("example.com", 22, &key(ED25519)), Lookup::Match { line: 1 });
         // Revoked even without any plain entry for the host.
-        assert_eq!(
-            known.lookup("other.example", 22, &key(ED25519)),
-            Lookup::Revoked { line: 2 }
-        );
+        assert_eq!(known.lookup("other.example", 22, &key(ED25519)), Lookup::Revoked { line: 2 });
     }
 
     #[test]
@@ -900,19 +774,10 @@ mod tests {
         assert!(known.cert_authorities("example.net", 22).is_empty());
         // The revoked CA is withheld, and reported by `revoked`.
         assert!(known.cert_authorities("host.example.org", 22).is_empty());
-        assert_eq!(
-            known.revoked("host.example.org", 22, &key(ECDSA_P256)),
-            Some(3)
-        );
+        assert_eq!(known.revoked("host.example.org", 22, &key(ECDSA_P256)), Some(3));
         // A CA line never vouches for, or conflicts with, a plain key.
-        assert_eq!(
-            known.lookup("host.example.com", 22, &key(CA_ED25519)),
-            Lookup::Unknown
-        );
-        assert_eq!(
-            known.lookup("host.example.com", 22, &key(ED25519)),
-            Lookup::Unknown
-        );
+        assert_eq!(known.lookup("host.example.com", 22, &key(CA_ED25519)), Lookup::Unknown);
+        assert_eq!(known.lookup("host.example.com", 22, &key(ED25519)), Lookup::Unknown);
         assert!(known.known_keys("host.example.com", 22).is_empty());
     }
 
@@ -924,27 +789,15 @@ mod tests {
         let known = parse_ok(&text);
         assert_eq!(
             known.lookup("example.com", 22, &key(ED25519_B)),
-            Lookup::Mismatch {
-                lines: vec![1, 3],
-                known: vec![key(ED25519), key(ED25519)]
-            }
+            Lookup::Mismatch { lines: vec![1, 3], known: vec![key(ED25519), key(ED25519)] }
         );
-        assert_eq!(
-            known.lookup("example.com", 22, &key(ECDSA_P384)),
-            Lookup::Unknown
-        );
+        assert_eq!(known.lookup("example.com", 22, &key(ECDSA_P384)), Lookup::Unknown);
         assert_eq!(
             known.lookup("example.com", 22, &key(RSA_1024)),
-            Lookup::Mismatch {
-                lines: vec![4],
-                known: vec![key(RSA_3072)]
-            }
+            Lookup::Mismatch { lines: vec![4], known: vec![key(RSA_3072)] }
         );
         // A match anywhere wins over mismatching lines.
-        assert_eq!(
-            known.lookup("example.com", 22, &key(RSA_3072)),
-            Lookup::Match { line: 4 }
-        );
+        assert_eq!(known.lookup("example.com", 22, &key(RSA_3072)), Lookup::Match { line: 4 });
         assert_eq!(known.known_keys("example.com", 22).len(), 4);
         assert_eq!(known.known_keys("example.org", 22).len(), 0);
     }
@@ -952,10 +805,7 @@ mod tests {
     #[test]
     fn ed25519_known_ecdsa_presented_is_unknown() {
         let known = parse_ok(&format!("example.com {ED25519}"));
-        assert_eq!(
-            known.lookup("example.com", 22, &key(ECDSA_P256)),
-            Lookup::Unknown
-        );
+        assert_eq!(known.lookup("example.com", 22, &key(ECDSA_P256)), Lookup::Unknown);
         assert_eq!(known.known_keys("example.com", 22)[0].line, 1);
     }
 
@@ -965,16 +815,10 @@ mod tests {
         let text = format!("a rsa-sha2-256 {rsa_b64}\nb rsa-sha2-512 {rsa_b64}\n");
         let known = parse_ok(&text);
         assert_eq!(known.entries()[0].key, key(RSA_3072));
-        assert_eq!(
-            known.lookup("b", 22, &key(RSA_3072)),
-            Lookup::Match { line: 2 }
-        );
+        assert_eq!(known.lookup("b", 22, &key(RSA_3072)), Lookup::Match { line: 2 });
         assert_eq!(
             known.lookup("a", 22, &key(RSA_1024)),
-            Lookup::Mismatch {
-                lines: vec![1],
-                known: vec![key(RSA_3072)]
-            }
+            Lookup::Mismatch { lines: vec![1], known: vec![key(RSA_3072)] }
         );
     }
 
@@ -986,23 +830,15 @@ mod tests {
         assert_eq!(lines, [1, 3]);
         let errors: Vec<usize> = known.errors().iter().map(|e| e.line).collect();
         assert_eq!(errors, [2, 4]);
-        assert_eq!(
-            known.errors()[0].to_string(),
-            "known_hosts line 2: unknown marker \"@bogus\""
-        );
+        assert_eq!(known.errors()[0].to_string(), "known_hosts line 2: unknown marker \"@bogus\"");
     }
 
     #[test]
     fn malformed_markers() {
         assert!(single_error(&format!("@bogus host {ED25519}")).contains("unknown marker"));
         assert!(single_error(&format!("@Revoked host {ED25519}")).contains("unknown marker"));
-        assert!(
-            single_error(&format!("@revoked @revoked host {ED25519}")).contains("more than one")
-        );
-        assert!(
-            single_error(&format!("@revoked @cert-authority host {ED25519}"))
-                .contains("more than one")
-        );
+        assert!(single_error(&format!("@revoked @revoked host {ED25519}")).contains("more than one"));
+        assert!(single_error(&format!("@revoked @cert-authority host {ED25519}")).contains("more than one"));
         assert_eq!(single_error("@revoked"), "missing host names");
         assert_eq!(single_error("@revoked   "), "missing host names");
         assert!(single_error(&format!("@revokedhost {ED25519}")).contains("unknown marker"));
@@ -1012,15 +848,9 @@ mod tests {
     fn missing_fields() {
         assert_eq!(single_error("example.com"), "missing key type");
         assert_eq!(single_error("example.com  \t "), "missing key type");
-        assert_eq!(
-            single_error(&format!("example.com #{ED25519}")),
-            "missing key type"
-        );
+        assert_eq!(single_error(&format!("example.com #{ED25519}")), "missing key type");
         assert_eq!(single_error("example.com ssh-ed25519"), "missing key data");
-        assert_eq!(
-            single_error("example.com ssh-ed25519 \t"),
-            "missing key data"
-        );
+        assert_eq!(single_error("example.com ssh-ed25519 \t"), "missing key data");
         // A bare key (no host field) reads as host `ssh-ed25519`.
         assert_eq!(single_error(ED25519), "missing key data");
     }
@@ -1053,9 +883,7 @@ mod tests {
         // Declared type disagrees with the blob.
         assert!(single_error(&format!("h ssh-rsa {ed_b64}")).contains("does not match"));
         let p256_b64 = ECDSA_P256.split(' ').nth(1).unwrap();
-        assert!(
-            single_error(&format!("h ecdsa-sha2-nistp384 {p256_b64}")).contains("does not match")
-        );
+        assert!(single_error(&format!("h ecdsa-sha2-nistp384 {p256_b64}")).contains("does not match"));
     }
 
     #[test]
@@ -1082,11 +910,7 @@ mod tests {
         noncanonical.replace_range(26..27, "z");
         assert!(with(&format!("|1|{salt}|{noncanonical}")).contains("not valid base64"));
         // And a well-formed one parses.
-        assert!(
-            KnownHosts::parse(&format!("|1|{salt}|{hash} {ED25519}"))
-                .errors()
-                .is_empty()
-        );
+        assert!(KnownHosts::parse(&format!("|1|{salt}|{hash} {ED25519}")).errors().is_empty());
     }
 
     #[test]
@@ -1099,33 +923,18 @@ mod tests {
 
     #[test]
     fn non_ascii_input_does_not_break_parsing() {
-        let known = KnownHosts::parse(&format!(
-            "ü.example,Ä* {ED25519} ¢omment\n@é x {ED25519}\nh ssh-ed25519 ✓\n"
-        ));
+        let known =
+            KnownHosts::parse(&format!("ü.example,Ä* {ED25519} ¢omment\n@é x {ED25519}\nh ssh-ed25519 ✓\n"));
         assert_eq!(known.entries().len(), 1);
         assert_eq!(known.errors().len(), 2);
-        assert_eq!(
-            known.lookup("ü.example", 22, &key(ED25519)),
-            Lookup::Match { line: 1 }
-        );
+        assert_eq!(known.lookup("ü.example", 22, &key(ED25519)), Lookup::Match { line: 1 });
         // Only ASCII is case-folded, as in OpenSSH.
-        assert_eq!(
-            known.lookup("Ü.example", 22, &key(ED25519)),
-            Lookup::Unknown
-        );
-        assert_eq!(
-            known.lookup("Äbc", 22, &key(ED25519)),
-            Lookup::Match { line: 1 }
-        );
+        assert_eq!(known.lookup("Ü.example", 22, &key(ED25519)), Lookup::Unknown);
+        assert_eq!(known.lookup("Äbc", 22, &key(ED25519)), Lookup::Match { line: 1 });
     }
 
     fn test_keys() -> Vec<PublicKey> {
-        [
-            ED25519, ED25519_B, RSA_3072, RSA_1024, ECDSA_P256, ECDSA_P384,
-        ]
-        .into_iter()
-        .map(key)
-        .collect()
+        [ED25519, ED25519_B, RSA_3072, RSA_1024, ECDSA_P256, ECDSA_P384].into_iter().map(key).collect()
     }
 
     /// Text built from the tokens a known_hosts line is made of, to reach

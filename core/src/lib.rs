@@ -34,10 +34,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
+mod channel;
 pub mod config;
 pub mod connection;
 pub mod error;
 pub mod event;
+pub mod keys;
 pub mod known_hosts;
 pub mod rng;
 pub mod time;
@@ -47,10 +50,12 @@ pub mod wire;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use auth::{AuthAttempt, AuthMethod, AuthOutcome, Credential, Prompt, Secret};
 pub use config::{ClientConfig, RekeyLimits, ServerConfig, TransportConfig};
 pub use connection::{Connection, Stats};
 pub use error::{CloseReason, DisconnectCode, Error};
 pub use event::{Event, HostKeyCheck, State};
+pub use keys::{KeyError, SignatureAlgorithm, load_private_key};
 pub use rng::{Rng, Seed};
 pub use time::{Duration, Timestamp};
 pub use transport::{

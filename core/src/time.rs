@@ -82,10 +82,7 @@ mod tests {
     #[test]
     fn arithmetic_saturates() {
         let t = Timestamp::from_secs(2);
-        assert_eq!(
-            t + Duration::from_millis(1500),
-            Timestamp::from_micros(3_500_000)
-        );
+        assert_eq!(t + Duration::from_millis(1500), Timestamp::from_micros(3_500_000));
         assert_eq!(Timestamp::ZERO - t, Duration::ZERO);
         assert_eq!(t - Timestamp::from_secs(1), Duration::from_secs(1));
         assert_eq!(Timestamp::MAX + Duration::from_secs(1), Timestamp::MAX);

@@ -35,13 +35,7 @@ impl Driver {
     pub fn connect(addr: SocketAddr, conn: Connection) -> std::io::Result<Driver> {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         stream.set_nodelay(true)?;
-        Ok(Driver {
-            conn,
-            stream,
-            origin: Instant::now(),
-            events: Vec::new(),
-            eof: false,
-        })
+        Ok(Driver { conn, stream, origin: Instant::now(), events: Vec::new(), eof: false })
     }
 
     /// The connection's clock: microseconds since the driver started.
@@ -99,8 +93,7 @@ impl Driver {
             }
             let mut wait = deadline - now;
             if let Some(t) = self.conn.poll_timeout() {
-                let due =
-                    Duration::from_micros(t.as_micros().saturating_sub(self.now().as_micros()));
+                let due = Duration::from_micros(t.as_micros().saturating_sub(self.now().as_micros()));
                 wait = wait.min(due);
             }
             self.stream

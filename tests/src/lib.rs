@@ -13,11 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the peer to take).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -49,11 +45,49 @@ impl Drop for TempDir {
     }
 }
 
+/// The unprivileged account interop tests log in as.
+pub const TEST_USER: &str = "sansh-test";
+/// Its password.
+pub const TEST_PASSWORD: &str = "sansh-Test-pw1";
+
+/// Creates [`TEST_USER`] with [`TEST_PASSWORD`] if needed (tests run as root,
+/// in CI and here). Panics when that is impossible.
+pub fn ensure_test_user() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let exists = std::process::Command::new("id")
+            .arg("-u")
+            .arg(TEST_USER)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !exists {
+            run(std::process::Command::new("useradd").args(["-m", "-s", "/bin/sh", TEST_USER]));
+        }
+        let mut child = std::process::Command::new("chpasswd")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run chpasswd (tests must run as root)");
+        use std::io::Write;
+        writeln!(child.stdin.take().expect("stdin"), "{TEST_USER}:{TEST_PASSWORD}").expect("write chpasswd");
+        assert!(child.wait().expect("chpasswd").success(), "chpasswd failed");
+    });
+}
+
+/// A fresh key pair made by `ssh-keygen`: (private key text, public key line).
+pub fn keygen(dir: &Path, name: &str, args: &[&str], passphrase: &str) -> (String, String) {
+    let path = dir.join(name);
+    run(std::process::Command::new("ssh-keygen")
+        .args(["-q", "-C", name, "-N", passphrase, "-f"])
+        .arg(&path)
+        .args(args));
+    let private = std::fs::read_to_string(&path).expect("read private key");
+    let public = std::fs::read_to_string(path.with_extension("pub")).expect("read public key");
+    (private, public)
+}
+
 /// Runs a command, panicking with its output when it fails.
 pub fn run(cmd: &mut std::process::Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed ({}):\n{}{}",

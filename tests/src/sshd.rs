@@ -23,12 +23,7 @@ pub enum KeyKind {
 
 impl KeyKind {
     /// Every kind.
-    pub const ALL: [KeyKind; 4] = [
-        KeyKind::Ed25519,
-        KeyKind::EcdsaP256,
-        KeyKind::EcdsaP384,
-        KeyKind::Rsa,
-    ];
+    pub const ALL: [KeyKind; 4] = [KeyKind::Ed25519, KeyKind::EcdsaP256, KeyKind::EcdsaP384, KeyKind::Rsa];
 
     /// `ssh-keygen` arguments for this kind.
     pub fn keygen_args(self) -> &'static [&'static str] {
@@ -61,10 +56,7 @@ pub struct SshdOptions {
 
 impl Default for SshdOptions {
     fn default() -> Self {
-        SshdOptions {
-            host_keys: KeyKind::ALL.to_vec(),
-            config: Vec::new(),
-        }
+        SshdOptions { host_keys: KeyKind::ALL.to_vec(), config: Vec::new() }
     }
 }
 
@@ -105,7 +97,11 @@ impl Sshd {
         // A port picked free can be taken before sshd binds it: retry then.
         for _attempt in 0..5 {
             let port = free_port();
+            // sshd keeps the first value of a keyword: the test's lines go first.
             let mut cfg = String::new();
+            for line in &opts.config {
+                writeln!(cfg, "{line}").unwrap();
+            }
             writeln!(cfg, "Port {port}\nListenAddress 127.0.0.1").unwrap();
             for (_, path) in &host_keys {
                 writeln!(cfg, "HostKey {}", path.display()).unwrap();
@@ -117,9 +113,6 @@ impl Sshd {
                  LogLevel DEBUG3\nSetEnv SHLVL=1"
             )
             .unwrap();
-            for line in &opts.config {
-                writeln!(cfg, "{line}").unwrap();
-            }
             let cfg_path = dir.path().join("sshd_config");
             std::fs::write(&cfg_path, &cfg).expect("write sshd_config");
             run(Command::new(SSHD).arg("-t").arg("-f").arg(&cfg_path));
@@ -139,12 +132,7 @@ impl Sshd {
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Sshd {
-                        port,
-                        child,
-                        dir,
-                        host_keys,
-                    };
+                    return Sshd { port, child, dir, host_keys };
                 }
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
@@ -171,11 +159,7 @@ impl Sshd {
 
     /// The public host key of `kind` in OpenSSH format.
     pub fn host_public_key(&self, kind: KeyKind) -> ssh_key::PublicKey {
-        let (_, path) = self
-            .host_keys
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .expect("sshd has this host key kind");
+        let (_, path) = self.host_keys.iter().find(|(k, _)| *k == kind).expect("sshd has this host key kind");
         let text = std::fs::read_to_string(path.with_extension("pub")).expect("read .pub");
         ssh_key::PublicKey::from_openssh(text.trim()).expect("parse host .pub")
     }
@@ -183,6 +167,17 @@ impl Sshd {
     /// sshd's log so far (LogLevel DEBUG3).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// Adds a public key line to the `authorized_keys` every user shares.
+    pub fn authorize(&self, public_key_line: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("authorized_keys"))
+            .expect("open authorized_keys");
+        writeln!(f, "{}", public_key_line.trim()).expect("write authorized_keys");
     }
 
     /// The directory holding config, keys and log.

@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use sansh::{
-    CipherAlgorithm, ClientConfig, CloseReason, Connection, Event, HostKeyAlgorithm, Timestamp,
-};
+use sansh::{CipherAlgorithm, ClientConfig, CloseReason, Connection, Event, HostKeyAlgorithm, Timestamp};
 use sansh_interop::driver::{Driver, Flow};
 use sansh_interop::sshd::{KeyKind, Sshd, SshdOptions};
 
@@ -48,32 +46,23 @@ fn handshake(sshd: &Sshd, conn: Connection, expected: &ssh_key::PublicKey) -> Dr
 #[test]
 fn kex_with_every_cipher_and_host_key_type_under_strict_kex() {
     let sshd = Sshd::start(SshdOptions {
-        config: vec!["HostKeyAlgorithms ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,rsa-sha2-512,rsa-sha2-256".into()],
+        config: vec![
+            "HostKeyAlgorithms ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,rsa-sha2-512,rsa-sha2-256"
+                .into(),
+        ],
         ..SshdOptions::default()
     });
     for cipher in CipherAlgorithm::ALL {
         for alg in HostKeyAlgorithm::ALL {
-            let d = handshake(
-                &sshd,
-                client(cipher, alg),
-                &sshd.host_public_key(kind_of(alg)),
-            );
+            let d = handshake(&sshd, client(cipher, alg), &sshd.host_public_key(kind_of(alg)));
             let neg = d.conn.negotiated().expect("negotiated").clone();
             assert_eq!(neg.cipher_c2s, cipher);
             assert_eq!(neg.cipher_s2c, cipher);
             assert_eq!(neg.host_key, alg);
             assert!(neg.strict, "OpenSSH 9.2 offers strict kex; it must be on");
-            assert!(
-                d.conn
-                    .peer_version()
-                    .unwrap()
-                    .starts_with("SSH-2.0-OpenSSH_")
-            );
+            assert!(d.conn.peer_version().unwrap().starts_with("SSH-2.0-OpenSSH_"));
             let ext = d.conn.peer_extensions();
-            let sig_algs = ext
-                .server_sig_algs
-                .as_ref()
-                .expect("sshd sends server-sig-algs");
+            let sig_algs = ext.server_sig_algs.as_ref().expect("sshd sends server-sig-algs");
             assert!(sig_algs.iter().any(|a| a == "rsa-sha2-512"), "{sig_algs:?}");
             eprintln!("ok: {} + {}", cipher.name(), alg.name());
         }
@@ -92,34 +81,26 @@ fn rekey_before_authentication_is_refused_by_openssh_with_a_clear_error() {
         &sshd.host_public_key(KeyKind::Ed25519),
     );
     d.conn.rekey().unwrap();
-    let err = d
-        .run_until(Duration::from_secs(10), |_, _| Flow::Continue)
-        .unwrap_err();
+    let err = d.run_until(Duration::from_secs(10), |_, _| Flow::Continue).unwrap_err();
     assert!(err.contains("refused key re-exchange"), "{err}");
-    assert!(d.events.iter().any(|e| matches!(
-        e,
-        Event::Closed {
-            reason: CloseReason::Error(sansh::Error::RekeyRefused)
-        }
-    )));
+    assert!(
+        d.events
+            .iter()
+            .any(|e| matches!(e, Event::Closed { reason: CloseReason::Error(sansh::Error::RekeyRefused) }))
+    );
 }
 
 #[test]
 fn mismatched_host_key_is_refused_before_authentication() {
-    let sshd = Sshd::start(SshdOptions {
-        host_keys: vec![KeyKind::Ed25519],
-        ..SshdOptions::default()
-    });
+    let sshd = Sshd::start(SshdOptions { host_keys: vec![KeyKind::Ed25519], ..SshdOptions::default() });
     // A known_hosts that names another key for this host.
     let other = ssh_key::PublicKey::from_openssh(sansh_interop::OTHER_ED25519).unwrap();
     let known = sansh::known_hosts::line_to_append("127.0.0.1", sshd.port, &other, None);
     let kh = sansh::known_hosts::KnownHosts::parse(&known);
     let port = sshd.port;
-    let mut d = Driver::connect(
-        sshd.addr(),
-        client(CipherAlgorithm::ChaCha20Poly1305, HostKeyAlgorithm::Ed25519),
-    )
-    .unwrap();
+    let mut d =
+        Driver::connect(sshd.addr(), client(CipherAlgorithm::ChaCha20Poly1305, HostKeyAlgorithm::Ed25519))
+            .unwrap();
     let mut verdict = None;
     let err = d
         .run_until(Duration::from_secs(10), |conn, e| {
@@ -136,26 +117,10 @@ fn mismatched_host_key_is_refused_before_authentication() {
             Flow::Continue
         })
         .unwrap_err();
-    assert!(
-        matches!(verdict, Some(sansh::known_hosts::Lookup::Mismatch { .. })),
-        "{verdict:?}"
-    );
+    assert!(matches!(verdict, Some(sansh::known_hosts::Lookup::Mismatch { .. })), "{verdict:?}");
     assert!(err.contains("host key rejected"), "{err}");
-    assert!(
-        !d.events
-            .iter()
-            .any(|e| matches!(e, Event::ServiceAccepted { .. }))
-    );
-    let closes: Vec<_> = d
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::Closed { .. }))
-        .collect();
+    assert!(!d.events.iter().any(|e| matches!(e, Event::ServiceAccepted { .. })));
+    let closes: Vec<_> = d.events.iter().filter(|e| matches!(e, Event::Closed { .. })).collect();
     assert_eq!(closes.len(), 1);
-    assert!(matches!(
-        closes[0],
-        Event::Closed {
-            reason: CloseReason::HostKeyRejected
-        }
-    ));
+    assert!(matches!(closes[0], Event::Closed { reason: CloseReason::HostKeyRejected }));
 }

@@ -29,6 +29,26 @@ pub mod keys {
     pub const RSA: &str = include_str!("keys/host_rsa");
 }
 
+/// A callback run on every event of one side (see [`Pair::on_client_event`]).
+pub type EventHook = Box<dyn FnMut(&mut Connection, &Event)>;
+
+/// A server-side policy for tests: accepts every key query, signed key,
+/// password equal to `password`, and `none` only if `password` is empty.
+pub fn accept_policy(password: &'static str) -> EventHook {
+    Box::new(move |conn, e| {
+        if let Event::AuthRequest { id, method, .. } = e {
+            let ok = match method {
+                crate::auth::AuthMethod::None => password.is_empty(),
+                crate::auth::AuthMethod::PublicKey { .. } => true,
+                crate::auth::AuthMethod::Password { password: p, .. } => p.expose() == password,
+                _ => false,
+            };
+            let r = if ok { conn.auth_accept(*id) } else { conn.auth_reject(*id, None) };
+            r.expect("answer auth request");
+        }
+    })
+}
+
 /// A test host key able to sign with `alg`.
 pub fn host_key(alg: HostKeyAlgorithm) -> HostKey {
     let pem = match alg {
@@ -37,8 +57,7 @@ pub fn host_key(alg: HostKeyAlgorithm) -> HostKey {
         HostKeyAlgorithm::EcdsaP384 => keys::ECDSA_P384,
         HostKeyAlgorithm::RsaSha256 | HostKeyAlgorithm::RsaSha512 => keys::RSA,
     };
-    HostKey::new(ssh_key::PrivateKey::from_openssh(pem).expect("test key parses"))
-        .expect("usable host key")
+    HostKey::new(ssh_key::PrivateKey::from_openssh(pem).expect("test key parses")).expect("usable host key")
 }
 
 /// How the simulated link behaves.
@@ -54,21 +73,14 @@ pub struct LinkConfig {
 
 impl Default for LinkConfig {
     fn default() -> Self {
-        LinkConfig {
-            latency: Duration::from_millis(1),
-            jitter: Duration::ZERO,
-            max_fragment: 0,
-        }
+        LinkConfig { latency: Duration::from_millis(1), jitter: Duration::ZERO, max_fragment: 0 }
     }
 }
 
 impl LinkConfig {
     /// A link that splits every write into fragments of 1..=`max` bytes.
     pub fn fragmenting(max: usize) -> Self {
-        LinkConfig {
-            max_fragment: max,
-            ..Self::default()
-        }
+        LinkConfig { max_fragment: max, ..Self::default() }
     }
 }
 
@@ -142,9 +154,7 @@ impl Link {
 
     fn next_wakeup(&self) -> Option<Timestamp> {
         let data = self.in_flight.front().map(|(t, _)| *t);
-        let eof = self
-            .eof_at
-            .filter(|_| !self.eof_delivered && self.in_flight.is_empty());
+        let eof = self.eof_at.filter(|_| !self.eof_delivered && self.in_flight.is_empty());
         data.or(eof)
     }
 }
@@ -185,6 +195,12 @@ pub struct Pair {
     /// Same for bytes the client writes.
     #[allow(clippy::type_complexity)]
     pub tamper_c2s: Option<Box<dyn FnMut(&mut Vec<u8>)>>,
+    /// Called with every client event before it is logged: tests answer
+    /// requests here (sign, prompts). Errors of the commands it runs are
+    /// the test's business.
+    pub on_client_event: Option<EventHook>,
+    /// Same for server events (e.g. an authentication policy).
+    pub on_server_event: Option<EventHook>,
 }
 
 impl core::fmt::Debug for Pair {
@@ -226,6 +242,8 @@ impl Pair {
             auto_accept_host_key: true,
             tamper_s2c: None,
             tamper_c2s: None,
+            on_client_event: None,
+            on_server_event: None,
         };
         pair.flush();
         Ok(pair)
@@ -236,12 +254,8 @@ impl Pair {
     pub fn with_host_key(alg: HostKeyAlgorithm, max_fragment: usize, seed: u64) -> Pair {
         let mut client = ClientConfig::default();
         client.transport.host_key_algorithms = vec![alg];
-        let server = ServerConfig {
-            host_keys: vec![host_key(alg)],
-            ..ServerConfig::default()
-        };
-        Pair::new(client, server, LinkConfig::fragmenting(max_fragment), seed)
-            .expect("valid config")
+        let server = ServerConfig { host_keys: vec![host_key(alg)], ..ServerConfig::default() };
+        Pair::new(client, server, LinkConfig::fragmenting(max_fragment), seed).expect("valid config")
     }
 
     /// Moves everything that is ready: outputs onto the link, events into
@@ -272,16 +286,26 @@ impl Pair {
                 progressed = true;
             }
             while let Some(e) = self.client.poll_event() {
+                if let Some(hook) = self.on_client_event.as_mut() {
+                    hook(&mut self.client, &e);
+                }
                 if let (Event::HostKey(check), true) = (&e, self.auto_accept_host_key) {
                     let id = check.id;
                     self.client_events.push((self.now, e));
-                    self.client.accept_host_key(id).expect("pending host key");
+                    // Buffered input processed on acceptance may fail: that
+                    // closes the client, as handle_input would.
+                    if let Err(e) = self.client.accept_host_key(id) {
+                        self.client_errors.push(e);
+                    }
                 } else {
                     self.client_events.push((self.now, e));
                 }
                 progressed = true;
             }
             while let Some(e) = self.server.poll_event() {
+                if let Some(hook) = self.on_server_event.as_mut() {
+                    hook(&mut self.server, &e);
+                }
                 self.server_events.push((self.now, e));
                 progressed = true;
             }
@@ -331,14 +355,8 @@ impl Pair {
                 self.client_errors.push(e);
             }
         }
-        for (link, conn) in [
-            (&mut self.c2s, &mut self.server),
-            (&mut self.s2c, &mut self.client),
-        ] {
-            if link.in_flight.is_empty()
-                && !link.eof_delivered
-                && link.eof_at.is_some_and(|t| t <= now)
-            {
+        for (link, conn) in [(&mut self.c2s, &mut self.server), (&mut self.s2c, &mut self.client)] {
+            if link.in_flight.is_empty() && !link.eof_delivered && link.eof_at.is_some_and(|t| t <= now) {
                 link.eof_delivered = true;
                 conn.handle_eof(now);
             }
@@ -375,17 +393,37 @@ impl Pair {
     /// Both sides finished the first kex, and the client's service request
     /// was accepted.
     pub fn handshake_done(&self) -> bool {
-        self.client_events
-            .iter()
-            .any(|(_, e)| matches!(e, Event::ServiceAccepted { .. }))
+        self.client_events.iter().any(|(_, e)| matches!(e, Event::ServiceAccepted { .. }))
+    }
+
+    /// Both sides authenticated.
+    pub fn authenticated(&self) -> bool {
+        let done =
+            |log: &[(Timestamp, Event)]| log.iter().any(|(_, e)| matches!(e, Event::Authenticated { .. }));
+        done(&self.client_events) && done(&self.server_events)
+    }
+
+    /// Runs until both sides are authenticated (the server's decisions must
+    /// come from `on_server_event`).
+    pub fn authenticate(&mut self) -> Result<(), String> {
+        let limit = self.now + Duration::from_secs(60);
+        if self.run_until(limit, |p| p.authenticated() || p.client.is_closed() || p.server.is_closed())
+            && self.authenticated()
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "authentication did not finish: client events {:?}, server events {:?}",
+                self.client_events, self.server_events
+            ))
+        }
     }
 
     /// Runs the handshake (kex + service request) to completion.
     pub fn handshake(&mut self) -> Result<(), String> {
         let limit = self.now + Duration::from_secs(60);
-        if self.run_until(limit, |p| {
-            p.handshake_done() || p.client.is_closed() || p.server.is_closed()
-        }) && self.handshake_done()
+        if self.run_until(limit, |p| p.handshake_done() || p.client.is_closed() || p.server.is_closed())
+            && self.handshake_done()
         {
             Ok(())
         } else {

@@ -24,11 +24,8 @@ pub enum CipherAlgorithm {
 
 impl CipherAlgorithm {
     /// Every cipher we implement, in our default preference order (OpenSSH's).
-    pub const ALL: [CipherAlgorithm; 3] = [
-        CipherAlgorithm::ChaCha20Poly1305,
-        CipherAlgorithm::Aes128Gcm,
-        CipherAlgorithm::Aes256Gcm,
-    ];
+    pub const ALL: [CipherAlgorithm; 3] =
+        [CipherAlgorithm::ChaCha20Poly1305, CipherAlgorithm::Aes128Gcm, CipherAlgorithm::Aes256Gcm];
 
     /// The name used on the wire.
     pub fn name(self) -> &'static str {
@@ -196,17 +193,15 @@ impl PacketCipher {
             PacketCipher::Aes128Gcm { aead, iv } => {
                 let nonce = gcm_step(iv);
                 let (len, body) = packet.split_at_mut(4);
-                let t = aead
-                    .encrypt_in_place_detached(&nonce, len, body)
-                    .expect("packet under GCM's size limit");
+                let t =
+                    aead.encrypt_in_place_detached(&nonce, len, body).expect("packet under GCM's size limit");
                 tag.copy_from_slice(&t);
             }
             PacketCipher::Aes256Gcm { aead, iv } => {
                 let nonce = gcm_step(iv);
                 let (len, body) = packet.split_at_mut(4);
-                let t = aead
-                    .encrypt_in_place_detached(&nonce, len, body)
-                    .expect("packet under GCM's size limit");
+                let t =
+                    aead.encrypt_in_place_detached(&nonce, len, body).expect("packet under GCM's size limit");
                 tag.copy_from_slice(&t);
             }
         }
@@ -228,12 +223,7 @@ impl PacketCipher {
 
     /// Verifies `tag` over `packet` and decrypts the body (`packet[4..]`) in place.
     /// The length field is left as it arrived. Nothing is decrypted when the tag is bad.
-    pub(crate) fn open(
-        &mut self,
-        seq: u32,
-        packet: &mut [u8],
-        tag: &[u8],
-    ) -> Result<(), TagMismatch> {
+    pub(crate) fn open(&mut self, seq: u32, packet: &mut [u8], tag: &[u8]) -> Result<(), TagMismatch> {
         match self {
             PacketCipher::None => Ok(()),
             PacketCipher::ChaCha { main, .. } => {
@@ -253,14 +243,12 @@ impl PacketCipher {
             PacketCipher::Aes128Gcm { aead, iv } => {
                 let nonce = gcm_step(iv);
                 let (len, body) = packet.split_at_mut(4);
-                aead.decrypt_in_place_detached(&nonce, len, body, tag.into())
-                    .map_err(|_| TagMismatch)
+                aead.decrypt_in_place_detached(&nonce, len, body, tag.into()).map_err(|_| TagMismatch)
             }
             PacketCipher::Aes256Gcm { aead, iv } => {
                 let nonce = gcm_step(iv);
                 let (len, body) = packet.split_at_mut(4);
-                aead.decrypt_in_place_detached(&nonce, len, body, tag.into())
-                    .map_err(|_| TagMismatch)
+                aead.decrypt_in_place_detached(&nonce, len, body, tag.into()).map_err(|_| TagMismatch)
             }
         }
     }

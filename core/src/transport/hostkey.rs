@@ -1,14 +1,12 @@
-//! Host key algorithms: signing (server role) and verification (client role)
-//! of the exchange hash, on top of `ssh-key`.
+//! Host key algorithms: signing the exchange hash (server role) and
+//! verifying it (client role), on top of [`crate::keys`].
 
-use rsa::pkcs1v15;
-use rsa::signature::{RandomizedSigner, SignatureEncoding};
-use sha2::{Sha256, Sha512};
 use ssh_key::private::KeypairData;
 use ssh_key::public::KeyData;
-use ssh_key::{Algorithm, EcdsaCurve, HashAlg, PrivateKey, PublicKey, Signature};
+use ssh_key::{HashAlg, PrivateKey, PublicKey, Signature};
 
 use crate::error::Error;
+use crate::keys::{self, SignatureAlgorithm, VerifyError};
 use crate::rng::Rng;
 
 /// A host key signature algorithm we can negotiate.
@@ -28,6 +26,7 @@ pub enum HostKeyAlgorithm {
 
 impl HostKeyAlgorithm {
     /// Every algorithm we implement, in default preference order (OpenSSH's).
+    /// SHA-1 `ssh-rsa` host keys are not accepted.
     pub const ALL: [HostKeyAlgorithm; 5] = [
         HostKeyAlgorithm::Ed25519,
         HostKeyAlgorithm::EcdsaP256,
@@ -38,13 +37,7 @@ impl HostKeyAlgorithm {
 
     /// The name used on the wire.
     pub fn name(self) -> &'static str {
-        match self {
-            HostKeyAlgorithm::Ed25519 => "ssh-ed25519",
-            HostKeyAlgorithm::EcdsaP256 => "ecdsa-sha2-nistp256",
-            HostKeyAlgorithm::EcdsaP384 => "ecdsa-sha2-nistp384",
-            HostKeyAlgorithm::RsaSha512 => "rsa-sha2-512",
-            HostKeyAlgorithm::RsaSha256 => "rsa-sha2-256",
-        }
+        self.signature_algorithm().name()
     }
 
     /// Parses a wire name.
@@ -52,46 +45,20 @@ impl HostKeyAlgorithm {
         Self::ALL.into_iter().find(|a| a.name() == name)
     }
 
-    /// The signature algorithm as `ssh-key` names it.
-    fn signature_algorithm(self) -> Algorithm {
+    /// The signature algorithm behind this host key algorithm.
+    pub fn signature_algorithm(self) -> SignatureAlgorithm {
         match self {
-            HostKeyAlgorithm::Ed25519 => Algorithm::Ed25519,
-            HostKeyAlgorithm::EcdsaP256 => Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP256,
-            },
-            HostKeyAlgorithm::EcdsaP384 => Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP384,
-            },
-            HostKeyAlgorithm::RsaSha512 => Algorithm::Rsa {
-                hash: Some(HashAlg::Sha512),
-            },
-            HostKeyAlgorithm::RsaSha256 => Algorithm::Rsa {
-                hash: Some(HashAlg::Sha256),
-            },
+            HostKeyAlgorithm::Ed25519 => SignatureAlgorithm::Ed25519,
+            HostKeyAlgorithm::EcdsaP256 => SignatureAlgorithm::EcdsaP256,
+            HostKeyAlgorithm::EcdsaP384 => SignatureAlgorithm::EcdsaP384,
+            HostKeyAlgorithm::RsaSha512 => SignatureAlgorithm::RsaSha512,
+            HostKeyAlgorithm::RsaSha256 => SignatureAlgorithm::RsaSha256,
         }
     }
 
     /// Whether a key of this type can make signatures of this algorithm.
     pub fn fits_key(self, key: &KeyData) -> bool {
-        match (self, key.algorithm()) {
-            (HostKeyAlgorithm::Ed25519, Algorithm::Ed25519) => true,
-            (
-                HostKeyAlgorithm::EcdsaP256,
-                Algorithm::Ecdsa {
-                    curve: EcdsaCurve::NistP256,
-                },
-            ) => true,
-            (
-                HostKeyAlgorithm::EcdsaP384,
-                Algorithm::Ecdsa {
-                    curve: EcdsaCurve::NistP384,
-                },
-            ) => true,
-            (HostKeyAlgorithm::RsaSha512 | HostKeyAlgorithm::RsaSha256, Algorithm::Rsa { .. }) => {
-                true
-            }
-            _ => false,
-        }
+        self.signature_algorithm().fits_key(key)
     }
 
     /// The algorithms a key can sign with, in preference order.
@@ -116,10 +83,7 @@ impl core::fmt::Debug for HostKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("HostKey")
             .field("algorithm", &self.private.algorithm().as_str())
-            .field(
-                "fingerprint",
-                &self.private.fingerprint(HashAlg::Sha256).to_string(),
-            )
+            .field("fingerprint", &self.private.fingerprint(HashAlg::Sha256).to_string())
             .finish()
     }
 }
@@ -127,38 +91,30 @@ impl core::fmt::Debug for HostKey {
 impl HostKey {
     /// Wraps a decrypted private key. Fails for key types we cannot sign with.
     pub fn new(private: PrivateKey) -> Result<Self, Error> {
+        let unsupported = |what: String| Error::UnsupportedHostKey { algorithm: what };
         if private.is_encrypted() {
-            return Err(Error::UnsupportedHostKey {
-                algorithm: "encrypted private key".into(),
-            });
+            return Err(unsupported("encrypted private key (decrypt it first)".into()));
         }
         if HostKeyAlgorithm::for_key(private.public_key().key_data()).is_empty() {
-            return Err(Error::UnsupportedHostKey {
-                algorithm: private.algorithm().as_str().to_owned(),
-            });
+            return Err(unsupported(private.algorithm().as_str().to_owned()));
         }
-        let blob = private
-            .public_key()
-            .to_bytes()
-            .map_err(|e| Error::UnsupportedHostKey {
-                algorithm: e.to_string(),
-            })?;
+        let blob = private.public_key().to_bytes().map_err(|e| unsupported(e.to_string()))?;
         let ed25519 = match private.key_data() {
-            KeypairData::Ed25519(kp) => Some(ed25519_dalek::SigningKey::from_bytes(
-                &kp.private.to_bytes(),
-            )),
+            KeypairData::Ed25519(kp) => Some(ed25519_dalek::SigningKey::from_bytes(&kp.private.to_bytes())),
             _ => None,
         };
         let rsa = match private.key_data() {
-            KeypairData::Rsa(kp) => Some(rsa_private_key(kp)?),
+            KeypairData::Rsa(kp) => Some(keys::rsa_private_key(kp).map_err(|e| unsupported(e.to_string()))?),
             _ => None,
         };
-        Ok(HostKey {
-            private,
-            blob,
-            ed25519,
-            rsa,
-        })
+        Ok(HostKey { private, blob, ed25519, rsa })
+    }
+
+    /// Loads an OpenSSH private key file's text (see [`keys::load_private_key`]).
+    pub fn from_openssh(text: &str, passphrase: Option<&[u8]>) -> Result<Self, Error> {
+        let key = keys::load_private_key(text, passphrase)
+            .map_err(|e| Error::UnsupportedHostKey { algorithm: e.to_string() })?;
+        Self::new(key)
     }
 
     /// The public half.
@@ -177,92 +133,21 @@ impl HostKey {
     }
 
     /// Signs `data` and returns the encoded signature (`string alg, string blob`).
-    pub(crate) fn sign(
-        &self,
-        alg: HostKeyAlgorithm,
-        data: &[u8],
-        rng: &mut Rng,
-    ) -> Result<Vec<u8>, Error> {
-        let fail = |e: &dyn core::fmt::Display| Error::SigningFailed {
-            reason: e.to_string(),
-        };
-        let sig = match (alg, self.private.key_data()) {
-            (HostKeyAlgorithm::Ed25519, _) if self.ed25519.is_some() => {
-                use ed25519_dalek::Signer;
-                let key = self.ed25519.as_ref().expect("checked");
-                Signature::new(Algorithm::Ed25519, key.sign(data).to_bytes().to_vec())
-                    .map_err(|e| fail(&e))?
-            }
-            (HostKeyAlgorithm::RsaSha512 | HostKeyAlgorithm::RsaSha256, KeypairData::Rsa(_)) => {
-                let key = self.rsa.clone().ok_or_else(|| Error::Internal {
-                    what: "rsa key not prepared".into(),
-                })?;
-                let bytes = rsa_sign(key, alg == HostKeyAlgorithm::RsaSha512, data, rng)
-                    .map_err(|e| fail(&e))?;
-                Signature::new(alg.signature_algorithm(), bytes).map_err(|e| fail(&e))?
-            }
-            (HostKeyAlgorithm::EcdsaP256 | HostKeyAlgorithm::EcdsaP384, KeypairData::Ecdsa(_)) => {
-                // RFC 6979 deterministic nonces: no RNG needed.
-                signature::Signer::try_sign(&self.private, data).map_err(|e| fail(&e))?
-            }
-            _ => {
-                return Err(Error::Internal {
-                    what: format!("host key cannot sign {}", alg.name()),
-                });
-            }
-        };
-        let mut out = Vec::with_capacity(sig.as_bytes().len() + 32);
-        ssh_encoding::Encode::encode(&sig, &mut out).map_err(|e| fail(&e))?;
-        Ok(out)
+    pub(crate) fn sign(&self, alg: HostKeyAlgorithm, data: &[u8], rng: &mut Rng) -> Result<Vec<u8>, Error> {
+        let fail = |e: &dyn core::fmt::Display| Error::SigningFailed { reason: e.to_string() };
+        let sig_alg = alg.signature_algorithm();
+        if let (SignatureAlgorithm::Ed25519, Some(key)) = (sig_alg, &self.ed25519) {
+            use ed25519_dalek::Signer;
+            let sig = Signature::new(ssh_key::Algorithm::Ed25519, key.sign(data).to_bytes().to_vec())
+                .map_err(|e| fail(&e))?;
+            return Ok(keys::encode_signature(sig_alg, sig.as_bytes()));
+        }
+        if let Some(key) = &self.rsa {
+            let blob = keys::rsa_sign(key, sig_alg, data, rng).map_err(|e| fail(&e))?;
+            return Ok(keys::encode_signature(sig_alg, &blob));
+        }
+        keys::sign(&self.private, sig_alg, data, rng).map_err(|e| fail(&e))
     }
-}
-
-/// Converts an OpenSSH RSA keypair for the `rsa` crate.
-///
-/// Not `rsa::RsaPrivateKey::try_from(&RsaKeypair)`: ssh-key 0.6.7 passes
-/// the prime `p` twice instead of `p` and `q`, so every key fails validation.
-pub(crate) fn rsa_private_key(
-    kp: &ssh_key::private::RsaKeypair,
-) -> Result<rsa::RsaPrivateKey, Error> {
-    let int = |m: &ssh_key::Mpint| {
-        m.as_positive_bytes()
-            .map(rsa::BigUint::from_bytes_be)
-            .ok_or_else(|| Error::UnsupportedHostKey {
-                algorithm: "RSA key with a negative component".into(),
-            })
-    };
-    let mut key = rsa::RsaPrivateKey::from_components(
-        int(&kp.public.n)?,
-        int(&kp.public.e)?,
-        int(&kp.private.d)?,
-        vec![int(&kp.private.p)?, int(&kp.private.q)?],
-    )
-    .map_err(|e| Error::UnsupportedHostKey {
-        algorithm: format!("invalid RSA key: {e}"),
-    })?;
-    key.precompute().map_err(|e| Error::UnsupportedHostKey {
-        algorithm: format!("invalid RSA key: {e}"),
-    })?;
-    Ok(key)
-}
-
-/// PKCS#1 v1.5 signature with SHA-512 or SHA-256 (RFC 8332). Blinded: the
-/// RNG is ours, so it stays deterministic for a given seed.
-pub(crate) fn rsa_sign(
-    key: rsa::RsaPrivateKey,
-    sha512: bool,
-    data: &[u8],
-    rng: &mut Rng,
-) -> Result<Vec<u8>, rsa::signature::Error> {
-    Ok(if sha512 {
-        pkcs1v15::SigningKey::<Sha512>::new(key)
-            .try_sign_with_rng(rng, data)?
-            .to_vec()
-    } else {
-        pkcs1v15::SigningKey::<Sha256>::new(key)
-            .try_sign_with_rng(rng, data)?
-            .to_vec()
-    })
 }
 
 /// Verifies an encoded signature over `data` with the host key `blob`, which
@@ -273,36 +158,12 @@ pub(crate) fn verify(
     sig: &[u8],
     data: &[u8],
 ) -> Result<PublicKey, Error> {
-    let key = PublicKey::from_bytes(blob).map_err(|e| Error::BadHostKey {
-        reason: e.to_string(),
-    })?;
-    if !alg.fits_key(key.key_data()) {
-        return Err(Error::BadHostKey {
-            reason: format!(
-                "{} key offered for algorithm {}",
-                key.algorithm().as_str(),
-                alg.name()
-            ),
-        });
-    }
-    let sig = <Signature as ssh_encoding::Decode>::decode(&mut &sig[..]).map_err(|e| {
-        Error::BadHostKeySignature {
-            reason: format!("undecodable signature: {e}"),
+    let key = keys::parse_public_key(blob).map_err(|e| Error::BadHostKey { reason: e.to_string() })?;
+    keys::verify(&key, alg.signature_algorithm(), sig, data).map_err(|e| match e {
+        VerifyError::KeyMismatch { .. } | VerifyError::BadKey(_) => {
+            Error::BadHostKey { reason: e.to_string() }
         }
-    })?;
-    if sig.algorithm() != alg.signature_algorithm() {
-        return Err(Error::BadHostKeySignature {
-            reason: format!(
-                "signature is {}, negotiated {}",
-                sig.algorithm().as_str(),
-                alg.name()
-            ),
-        });
-    }
-    signature::Verifier::verify(key.key_data(), data, &sig).map_err(|_| {
-        Error::BadHostKeySignature {
-            reason: "signature does not verify".into(),
-        }
+        _ => Error::BadHostKeySignature { reason: e.to_string() },
     })?;
     Ok(key)
 }
@@ -344,9 +205,7 @@ pub(crate) mod tests {
     fn signature_algorithm_must_match_negotiated() {
         let mut rng = Rng::from_u64(1);
         let rsa = HostKey::new(test_keys().pop().unwrap()).unwrap();
-        let sig = rsa
-            .sign(HostKeyAlgorithm::RsaSha256, b"h", &mut rng)
-            .unwrap();
+        let sig = rsa.sign(HostKeyAlgorithm::RsaSha256, b"h", &mut rng).unwrap();
         assert!(matches!(
             verify(HostKeyAlgorithm::RsaSha512, rsa.blob(), &sig, b"h"),
             Err(Error::BadHostKeySignature { .. })

@@ -24,10 +24,7 @@ pub enum KexAlgorithm {
 
 impl KexAlgorithm {
     /// Every method we implement, in default preference order.
-    pub const ALL: [KexAlgorithm; 2] = [
-        KexAlgorithm::Curve25519Sha256,
-        KexAlgorithm::Curve25519Sha256Libssh,
-    ];
+    pub const ALL: [KexAlgorithm; 2] = [KexAlgorithm::Curve25519Sha256, KexAlgorithm::Curve25519Sha256Libssh];
 
     /// The name used on the wire.
     pub fn name(self) -> &'static str {
@@ -148,65 +145,27 @@ pub struct Negotiated {
     pub client_ext_info: bool,
 }
 
-fn choose<'a>(
-    kind: AlgorithmKind,
-    client: &'a [String],
-    server: &[String],
-) -> Result<&'a str, Error> {
-    client
-        .iter()
-        .find(|c| !is_pseudo(c) && server.contains(c))
-        .map(String::as_str)
-        .ok_or_else(|| Error::NoCommonAlgorithm {
+fn choose<'a>(kind: AlgorithmKind, client: &'a [String], server: &[String]) -> Result<&'a str, Error> {
+    client.iter().find(|c| !is_pseudo(c) && server.contains(c)).map(String::as_str).ok_or_else(|| {
+        Error::NoCommonAlgorithm {
             kind,
-            client: client
-                .iter()
-                .filter(|n| !is_pseudo(n))
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(","),
-            server: server
-                .iter()
-                .filter(|n| !is_pseudo(n))
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(","),
-        })
+            client: client.iter().filter(|n| !is_pseudo(n)).cloned().collect::<Vec<_>>().join(","),
+            server: server.iter().filter(|n| !is_pseudo(n)).cloned().collect::<Vec<_>>().join(","),
+        }
+    })
 }
 
 /// RFC 4253 §7.1: for each category, the first client algorithm the server supports.
-pub(crate) fn negotiate(
-    client: &KexInit,
-    server: &KexInit,
-    first: bool,
-) -> Result<Negotiated, Error> {
-    let known = |name: &str| Error::Internal {
-        what: format!("negotiated unknown algorithm {name}"),
-    };
+pub(crate) fn negotiate(client: &KexInit, server: &KexInit, first: bool) -> Result<Negotiated, Error> {
+    let known = |name: &str| Error::Internal { what: format!("negotiated unknown algorithm {name}") };
     let kex = choose(AlgorithmKind::Kex, &client.kex, &server.kex)?;
     let host_key = choose(AlgorithmKind::HostKey, &client.host_key, &server.host_key)?;
-    let c2s = choose(
-        AlgorithmKind::CipherClientToServer,
-        &client.cipher_c2s,
-        &server.cipher_c2s,
-    )?;
-    let s2c = choose(
-        AlgorithmKind::CipherServerToClient,
-        &client.cipher_s2c,
-        &server.cipher_s2c,
-    )?;
+    let c2s = choose(AlgorithmKind::CipherClientToServer, &client.cipher_c2s, &server.cipher_c2s)?;
+    let s2c = choose(AlgorithmKind::CipherServerToClient, &client.cipher_s2c, &server.cipher_s2c)?;
     // Every cipher we offer is an AEAD: the MAC lists are not negotiated
     // (OpenSSH skips them too when the cipher authenticates itself).
-    choose(
-        AlgorithmKind::CompressionClientToServer,
-        &client.comp_c2s,
-        &server.comp_c2s,
-    )?;
-    choose(
-        AlgorithmKind::CompressionServerToClient,
-        &client.comp_s2c,
-        &server.comp_s2c,
-    )?;
+    choose(AlgorithmKind::CompressionClientToServer, &client.comp_c2s, &server.comp_c2s)?;
+    choose(AlgorithmKind::CompressionServerToClient, &client.comp_s2c, &server.comp_s2c)?;
     Ok(Negotiated {
         kex: KexAlgorithm::from_name(kex).ok_or_else(|| known(kex))?,
         host_key: HostKeyAlgorithm::from_name(host_key).ok_or_else(|| known(host_key))?,
@@ -234,9 +193,7 @@ pub(crate) struct Ephemeral {
 
 impl core::fmt::Debug for Ephemeral {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Ephemeral")
-            .field("public", &self.public)
-            .finish_non_exhaustive()
+        f.debug_struct("Ephemeral").field("public", &self.public).finish_non_exhaustive()
     }
 }
 
@@ -250,9 +207,8 @@ impl Ephemeral {
     /// The shared secret K, as the unsigned big-endian integer RFC 8731 §3.1
     /// defines. An all-zero result (a low-order peer point) is refused.
     pub(crate) fn agree(self, peer_public: &[u8]) -> Result<Zeroizing<[u8; 32]>, Error> {
-        let peer: [u8; 32] = peer_public.try_into().map_err(|_| Error::BadKexPublicKey {
-            len: peer_public.len(),
-        })?;
+        let peer: [u8; 32] =
+            peer_public.try_into().map_err(|_| Error::BadKexPublicKey { len: peer_public.len() })?;
         let shared = self.secret.diffie_hellman(&X25519Public::from(peer));
         if !shared.was_contributory() {
             return Err(Error::BadKexPublicKey { len: 32 });
@@ -315,13 +271,7 @@ pub(crate) struct DerivedKeys {
 
 /// HASH(K ‖ H ‖ letter ‖ session_id), extended with HASH(K ‖ H ‖ K1 ‖ …)
 /// until `len` bytes.
-fn derive(
-    k_mpint: &[u8],
-    h: &[u8],
-    letter: u8,
-    session_id: &[u8],
-    len: usize,
-) -> Zeroizing<Vec<u8>> {
+fn derive(k_mpint: &[u8], h: &[u8], letter: u8, session_id: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(len + 32));
     if len == 0 {
         return out;
@@ -344,12 +294,7 @@ fn derive(
     out
 }
 
-pub(crate) fn derive_keys(
-    k_mpint: &[u8],
-    h: &[u8],
-    session_id: &[u8],
-    neg: &Negotiated,
-) -> DerivedKeys {
+pub(crate) fn derive_keys(k_mpint: &[u8], h: &[u8], session_id: &[u8], neg: &Negotiated) -> DerivedKeys {
     DerivedKeys {
         iv_c2s: derive(k_mpint, h, b'A', session_id, neg.cipher_c2s.iv_len()),
         iv_s2c: derive(k_mpint, h, b'B', session_id, neg.cipher_s2c.iv_len()),
@@ -370,10 +315,7 @@ mod tests {
     use super::*;
 
     fn list(s: &str) -> Vec<String> {
-        s.split(',')
-            .filter(|x| !x.is_empty())
-            .map(str::to_owned)
-            .collect()
+        s.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect()
     }
 
     fn init(kex: &str, hk: &str, ciphers: &str) -> KexInit {
@@ -393,11 +335,7 @@ mod tests {
 
     #[test]
     fn kexinit_round_trip() {
-        let k = init(
-            "curve25519-sha256,ext-info-c",
-            "ssh-ed25519",
-            "aes128-gcm@openssh.com",
-        );
+        let k = init("curve25519-sha256,ext-info-c", "ssh-ed25519", "aes128-gcm@openssh.com");
         assert_eq!(KexInit::decode(&k.encode()).unwrap(), k);
         let enc = k.encode();
         assert!(KexInit::decode(&enc[..enc.len() - 1]).is_err());
@@ -420,24 +358,13 @@ mod tests {
         assert_eq!(n.host_key, HostKeyAlgorithm::RsaSha512);
         assert_eq!(n.cipher_c2s, CipherAlgorithm::Aes256Gcm);
         assert!(n.strict && n.client_ext_info);
-        assert!(
-            !negotiate(&c, &s, false).unwrap().strict,
-            "strict kex only on the first kex"
-        );
+        assert!(!negotiate(&c, &s, false).unwrap().strict, "strict kex only on the first kex");
     }
 
     #[test]
     fn no_common_algorithm_names_both_lists() {
-        let c = init(
-            "curve25519-sha256,ext-info-c",
-            "ssh-ed25519",
-            "aes128-gcm@openssh.com",
-        );
-        let s = init(
-            "diffie-hellman-group14-sha256",
-            "ssh-ed25519",
-            "aes128-gcm@openssh.com",
-        );
+        let c = init("curve25519-sha256,ext-info-c", "ssh-ed25519", "aes128-gcm@openssh.com");
+        let s = init("diffie-hellman-group14-sha256", "ssh-ed25519", "aes128-gcm@openssh.com");
         let e = negotiate(&c, &s, true).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -461,10 +388,7 @@ mod tests {
         let (pa, pb) = (a.public, b.public);
         assert_eq!(*a.agree(&pb).unwrap(), *b.agree(&pa).unwrap());
         let c = Ephemeral::generate(&mut rng);
-        assert!(
-            c.agree(&[0u8; 32]).is_err(),
-            "low-order point must be refused"
-        );
+        assert!(c.agree(&[0u8; 32]).is_err(), "low-order point must be refused");
         let d = Ephemeral::generate(&mut rng);
         assert!(d.agree(&[1u8; 31]).is_err());
     }

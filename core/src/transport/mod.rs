@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub(crate) events: VecDeque<Event>,
     pub(crate) state: State,
     pub(crate) stats: crate::connection::Stats,
+    /// Last id handed out for an event that needs an answer.
+    pub(crate) next_id: u64,
 }
 
 impl Shared {
@@ -227,6 +229,8 @@ pub(crate) struct Transport {
     role: Role,
     config: TransportConfig,
     host_keys: Vec<HostKey>,
+    /// Server: the user-key signature algorithms announced in EXT_INFO.
+    server_sig_algs: Vec<crate::keys::SignatureAlgorithm>,
     our_version: String,
     peer_version: Option<String>,
     version_reader: VersionReader,
@@ -236,7 +240,7 @@ pub(crate) struct Transport {
     kex: Option<Box<KexRun>>,
     first_kex_done: bool,
     strict: bool,
-    session_id: Option<[u8; 32]>,
+    pub(crate) session_id: Option<[u8; 32]>,
     /// Client: the server host key accepted in the first kex (blob).
     host_key_blob: Option<Vec<u8>>,
     negotiated: Option<Negotiated>,
@@ -244,7 +248,6 @@ pub(crate) struct Transport {
     pending_in: Option<cipher::PacketCipher>,
     service: Service,
     pub(crate) peer_ext: PeerExtensions,
-    next_id: u64,
     kex_deadline: Option<Timestamp>,
     rekey_deadline: Option<Timestamp>,
     rekey_bytes: u64,
@@ -255,12 +258,11 @@ impl Transport {
         role: Role,
         config: TransportConfig,
         host_keys: Vec<HostKey>,
+        server_sig_algs: Vec<crate::keys::SignatureAlgorithm>,
         shared: &mut Shared,
     ) -> Result<Self, Error> {
         if role == Role::Server && host_keys.is_empty() {
-            return Err(Error::Config {
-                what: "a server needs at least one host key".into(),
-            });
+            return Err(Error::Config { what: "a server needs at least one host key".into() });
         }
         for (what, empty) in [
             ("kex_algorithms", config.kex_algorithms.is_empty()),
@@ -268,16 +270,11 @@ impl Transport {
             ("ciphers", config.ciphers.is_empty()),
         ] {
             if empty {
-                return Err(Error::Config {
-                    what: format!("{what} is empty"),
-                });
+                return Err(Error::Config { what: format!("{what} is empty") });
             }
         }
         let sv = &config.software_version;
-        if sv.is_empty()
-            || sv.len() > 200
-            || sv.bytes().any(|b| !(0x21..0x7f).contains(&b) || b == b'-')
-        {
+        if sv.is_empty() || sv.len() > 200 || sv.bytes().any(|b| !(0x21..0x7f).contains(&b) || b == b'-') {
             return Err(Error::Config {
                 what: format!(
                     "software_version {sv:?} must be 1-200 printable characters without spaces or '-'"
@@ -321,12 +318,12 @@ impl Transport {
             pending_in: None,
             service: Service::None,
             peer_ext: PeerExtensions::default(),
-            next_id: 1,
             kex_deadline: config.kex_timeout.map(|d| shared.now + d),
             rekey_deadline: None,
             rekey_bytes: u64::MAX,
             config,
             host_keys,
+            server_sig_algs,
         };
         if t.role == Role::Server && t.offered_host_key_algorithms().is_empty() {
             return Err(Error::Config {
@@ -387,7 +384,14 @@ impl Transport {
         if self.peer_version.is_none() {
             return buffered > 0;
         }
-        self.input.opener.mid_packet(buffered)
+        // While paused the buffer holds whole packets we have not looked at
+        // yet; an EOF then is a plain hang-up, not a cut packet.
+        !self.input.paused && self.input.opener.mid_packet(buffered)
+    }
+
+    /// Received bytes not processed yet.
+    pub(crate) fn buffered(&self) -> usize {
+        self.input.buffered()
     }
 
     // ---------------------------------------------------------------- inputs
@@ -396,9 +400,7 @@ impl Transport {
     pub(crate) fn receive(&mut self, bytes: &[u8]) -> Result<(), Error> {
         self.input.append(bytes);
         if self.input.paused && self.input.buffered() > PAUSED_INPUT_LIMIT {
-            return Err(Error::InputOverflow {
-                limit: PAUSED_INPUT_LIMIT,
-            });
+            return Err(Error::InputOverflow { limit: PAUSED_INPUT_LIMIT });
         }
         Ok(())
     }
@@ -431,6 +433,7 @@ impl Transport {
             self.input.buf = buf;
             match result? {
                 Handled::Done => {}
+                Handled::ServiceAccepted => return Ok(Some(Inbound::ServiceAccepted)),
                 Handled::Upper => return Ok(Some(Inbound::Upper(range))),
                 Handled::Disconnect { code, description } => {
                     return Ok(Some(Inbound::Disconnect { code, description }));
@@ -440,9 +443,7 @@ impl Transport {
     }
 
     fn read_version(&mut self, shared: &mut Shared) -> Result<bool, Error> {
-        let (consumed, version) = self
-            .version_reader
-            .poll(&self.input.buf[self.input.start..])?;
+        let (consumed, version) = self.version_reader.poll(&self.input.buf[self.input.start..])?;
         self.input.start += consumed;
         let Some(v) = version else {
             return Ok(false);
@@ -453,19 +454,14 @@ impl Transport {
     }
 
     /// Handles one packet.
-    fn handle_packet(
-        &mut self,
-        payload: &[u8],
-        seq: u32,
-        shared: &mut Shared,
-    ) -> Result<Handled, Error> {
+    fn handle_packet(&mut self, payload: &[u8], seq: u32, shared: &mut Shared) -> Result<Handled, Error> {
         let n = payload[0];
         let class = MessageClass::of(n);
         self.check_allowed(n, class)?;
         match class {
             MessageClass::Generic => return self.handle_generic(payload, shared),
             MessageClass::Kex => self.handle_kex(payload, seq, shared)?,
-            MessageClass::Service => self.handle_service(payload, shared)?,
+            MessageClass::Service => return self.handle_service(payload, shared),
             MessageClass::ExtInfo => self.handle_ext_info(payload, shared)?,
             MessageClass::Ping => self.handle_ping(payload, shared)?,
             MessageClass::Auth | MessageClass::Connection => return Ok(Handled::Upper),
@@ -473,7 +469,15 @@ impl Transport {
                 let mut p = Vec::with_capacity(5);
                 p.put_u8(msg::UNIMPLEMENTED);
                 p.put_u32(seq);
-                self.output.send(&p, &mut shared.rng);
+                if !self.output.holding {
+                    self.output.send(&p, &mut shared.rng);
+                } else if self.first_kex_done {
+                    // Generic messages may cross a rekey (RFC 4253 §7.1):
+                    // replying now keeps a flood from piling up in `held`.
+                    self.output.seal(&p, &mut shared.rng);
+                }
+                // During the first kex (non-strict peers only get this far)
+                // the reply is dropped, for the same reason.
             }
         }
         Ok(Handled::Done)
@@ -481,21 +485,14 @@ impl Transport {
 
     /// The message-phase table: which classes may arrive now.
     fn check_allowed(&self, n: u8, class: MessageClass) -> Result<(), Error> {
-        let unexpected = |phase: &'static str| Error::UnexpectedMessage {
-            number: n,
-            message: msg::name(n),
-            phase,
-        };
+        let unexpected =
+            |phase: &'static str| Error::UnexpectedMessage { number: n, message: msg::name(n), phase };
         let peer_in_kex = self.kex.as_ref().is_some_and(|k| k.theirs.is_some());
         if n == msg::DISCONNECT {
             return Ok(());
         }
         if !self.first_kex_done {
-            let strict = self
-                .kex
-                .as_ref()
-                .and_then(|k| k.neg.as_ref())
-                .is_some_and(|neg| neg.strict);
+            let strict = self.kex.as_ref().and_then(|k| k.neg.as_ref()).is_some_and(|neg| neg.strict);
             return match class {
                 MessageClass::Kex => Ok(()),
                 // Strict kex forbids everything but kex messages until NEWKEYS.
@@ -532,10 +529,7 @@ impl Transport {
 
     fn handle_generic(&mut self, payload: &[u8], shared: &mut Shared) -> Result<Handled, Error> {
         let n = payload[0];
-        let malformed = |reason| Error::Malformed {
-            message: msg::name(n),
-            reason,
-        };
+        let malformed = |reason| Error::Malformed { message: msg::name(n), reason };
         let mut r = Reader::new(&payload[1..]);
         match n {
             msg::DISCONNECT => {
@@ -545,21 +539,14 @@ impl Transport {
                     .string("description")
                     .map(|d| String::from_utf8_lossy(d).into_owned())
                     .unwrap_or_default();
-                return Ok(Handled::Disconnect {
-                    code: DisconnectCode(code),
-                    description,
-                });
+                return Ok(Handled::Disconnect { code: DisconnectCode(code), description });
             }
             msg::IGNORE => {
                 r.string("data").map_err(malformed)?;
             }
             msg::UNIMPLEMENTED => {
                 let seq = r.u32("sequence number").map_err(malformed)?;
-                if self
-                    .kex
-                    .as_ref()
-                    .is_some_and(|k| !k.first && k.theirs.is_none() && k.ours_seq == seq)
-                {
+                if self.kex.as_ref().is_some_and(|k| !k.first && k.theirs.is_none() && k.ours_seq == seq) {
                     return Err(Error::RekeyRefused);
                 }
                 shared.events.push_back(Event::Unimplemented { seq });
@@ -573,27 +560,21 @@ impl Transport {
                 });
             }
             _ => {
-                return Err(Error::Internal {
-                    what: format!("generic message {n}"),
-                });
+                return Err(Error::Internal { what: format!("generic message {n}") });
             }
         }
         Ok(Handled::Done)
     }
 
-    fn handle_service(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
+    fn handle_service(&mut self, payload: &[u8], shared: &mut Shared) -> Result<Handled, Error> {
         let n = payload[0];
         let mut r = Reader::new(&payload[1..]);
-        let name = r.utf8("service name").map_err(|reason| Error::Malformed {
-            message: msg::name(n),
-            reason,
-        })?;
+        let name =
+            r.utf8("service name").map_err(|reason| Error::Malformed { message: msg::name(n), reason })?;
         match n {
             msg::SERVICE_REQUEST => {
                 if name != SERVICE_USERAUTH {
-                    return Err(Error::ServiceNotAvailable {
-                        service: name.to_owned(),
-                    });
+                    return Err(Error::ServiceNotAvailable { service: name.to_owned() });
                 }
                 let mut p = Vec::new();
                 p.put_u8(msg::SERVICE_ACCEPT);
@@ -612,17 +593,12 @@ impl Transport {
         }
         self.service = Service::Accepted;
         self.upper = Upper::Auth;
-        shared.events.push_back(Event::ServiceAccepted {
-            service: name.to_owned(),
-        });
-        Ok(())
+        shared.events.push_back(Event::ServiceAccepted { service: name.to_owned() });
+        Ok(Handled::ServiceAccepted)
     }
 
     fn handle_ext_info(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
-        let malformed = |reason| Error::Malformed {
-            message: "EXT_INFO",
-            reason,
-        };
+        let malformed = |reason| Error::Malformed { message: "EXT_INFO", reason };
         let mut r = Reader::new(&payload[1..]);
         let count = r.u32("extension count").map_err(malformed)?;
         let mut ext = PeerExtensions::default();
@@ -632,25 +608,19 @@ impl Transport {
             let value = r.string("extension value").map_err(malformed)?;
             match name {
                 b"server-sig-algs" => {
-                    let list = core::str::from_utf8(value).map_err(|_| {
-                        malformed(crate::wire::DecodeError::NotUtf8("server-sig-algs"))
-                    })?;
-                    ext.server_sig_algs = Some(
-                        list.split(',')
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_owned)
-                            .collect(),
-                    );
+                    let list = core::str::from_utf8(value)
+                        .map_err(|_| malformed(crate::wire::DecodeError::NotUtf8("server-sig-algs")))?;
+                    ext.server_sig_algs =
+                        Some(list.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect());
                 }
                 b"ping@openssh.com" => ext.ping = value == b"0",
                 b"publickey-hostbound@openssh.com" => ext.publickey_hostbound = value == b"0",
                 _ => {}
             }
         }
-        shared.events.push_back(Event::ExtInfo {
-            server_sig_algs: ext.server_sig_algs.clone(),
-            ping: ext.ping,
-        });
+        shared
+            .events
+            .push_back(Event::ExtInfo { server_sig_algs: ext.server_sig_algs.clone(), ping: ext.ping });
         self.peer_ext = ext;
         Ok(())
     }
@@ -658,10 +628,7 @@ impl Transport {
     fn handle_ping(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
         let n = payload[0];
         let mut r = Reader::new(&payload[1..]);
-        let data = r.string("data").map_err(|reason| Error::Malformed {
-            message: msg::name(n),
-            reason,
-        })?;
+        let data = r.string("data").map_err(|reason| Error::Malformed { message: msg::name(n), reason })?;
         if n == msg::PING {
             // Replies would pile up while our own rekey holds output (the
             // memory exhaustion OpenSSH fixed in 9.9p2): drop pings then.
@@ -672,9 +639,7 @@ impl Transport {
                 self.output.send(&p, &mut shared.rng);
             }
         } else {
-            shared.events.push_back(Event::Pong {
-                data: data.to_vec(),
-            });
+            shared.events.push_back(Event::Pong { data: data.to_vec() });
         }
         Ok(())
     }
@@ -683,12 +648,7 @@ impl Transport {
 
     fn our_kexinit(&self, first: bool, shared: &mut Shared) -> KexInit {
         let names = |v: Vec<&str>| v.into_iter().map(str::to_owned).collect::<Vec<_>>();
-        let mut kex_list: Vec<&str> = self
-            .config
-            .kex_algorithms
-            .iter()
-            .map(|k| k.name())
-            .collect();
+        let mut kex_list: Vec<&str> = self.config.kex_algorithms.iter().map(|k| k.name()).collect();
         // Pseudo-algorithms: only in the first KEXINIT (OpenSSH does the same).
         if first {
             match self.role {
@@ -706,17 +666,8 @@ impl Transport {
             }
         }
         let host_key: Vec<&str> = match self.role {
-            Role::Client => self
-                .config
-                .host_key_algorithms
-                .iter()
-                .map(|a| a.name())
-                .collect(),
-            Role::Server => self
-                .offered_host_key_algorithms()
-                .iter()
-                .map(|a| a.name())
-                .collect(),
+            Role::Client => self.config.host_key_algorithms.iter().map(|a| a.name()).collect(),
+            Role::Server => self.offered_host_key_algorithms().iter().map(|a| a.name()).collect(),
         };
         let ciphers: Vec<&str> = self.config.ciphers.iter().map(|c| c.name()).collect();
         KexInit {
@@ -740,11 +691,7 @@ impl Transport {
             .host_key_algorithms
             .iter()
             .copied()
-            .filter(|a| {
-                self.host_keys
-                    .iter()
-                    .any(|k| a.fits_key(k.public_key().key_data()))
-            })
+            .filter(|a| self.host_keys.iter().any(|k| a.fits_key(k.public_key().key_data())))
             .collect()
     }
 
@@ -785,9 +732,7 @@ impl Transport {
     /// the connection with [`Error::RekeyRefused`].
     pub(crate) fn rekey(&mut self, shared: &mut Shared) -> Result<(), Error> {
         if !self.first_kex_done {
-            return Err(Error::InvalidState {
-                what: "rekey before the first key exchange completed",
-            });
+            return Err(Error::InvalidState { what: "rekey before the first key exchange completed" });
         }
         self.start_kex(shared);
         Ok(())
@@ -795,11 +740,7 @@ impl Transport {
 
     fn handle_kex(&mut self, payload: &[u8], seq: u32, shared: &mut Shared) -> Result<(), Error> {
         let n = payload[0];
-        let unexpected = |phase| Error::UnexpectedMessage {
-            number: n,
-            message: msg::name(n),
-            phase,
-        };
+        let unexpected = |phase| Error::UnexpectedMessage { number: n, message: msg::name(n), phase };
         if n == msg::KEXINIT {
             if self.kex.as_ref().is_some_and(|k| k.theirs.is_some()) {
                 return Err(unexpected("twice in one key exchange"));
@@ -825,18 +766,14 @@ impl Transport {
             (msg::KEX_ECDH_REPLY, Role::Client) if run.ephemeral.is_some() => {
                 self.on_ecdh_reply(payload, shared)
             }
-            (msg::NEWKEYS, _) if run.keys_in_ready && !run.newkeys_received => {
-                self.on_newkeys(shared)
-            }
+            (msg::NEWKEYS, _) if run.keys_in_ready && !run.newkeys_received => self.on_newkeys(shared),
             _ => Err(unexpected("at this point of the key exchange")),
         }
     }
 
     fn on_kexinit(&mut self, payload: &[u8], seq: u32, shared: &mut Shared) -> Result<(), Error> {
-        let theirs = KexInit::decode(payload).map_err(|reason| Error::Malformed {
-            message: "KEXINIT",
-            reason,
-        })?;
+        let theirs =
+            KexInit::decode(payload).map_err(|reason| Error::Malformed { message: "KEXINIT", reason })?;
         let run = self.kex.as_mut().expect("start_kex ran");
         let ours = KexInit::decode(&run.ours).expect("our own KEXINIT decodes");
         let (client, server) = match self.role {
@@ -845,9 +782,7 @@ impl Transport {
         };
         let neg = kex::negotiate(client, server, run.first)?;
         if neg.strict && seq != 0 {
-            return Err(Error::StrictKex {
-                what: format!("KEXINIT was packet {seq}, not the first"),
-            });
+            return Err(Error::StrictKex { what: format!("KEXINIT was packet {seq}, not the first") });
         }
         run.skip_next_kex_packet = theirs.first_kex_follows && kex::guess_was_wrong(client, server);
         run.theirs = Some(payload.to_vec());
@@ -865,10 +800,7 @@ impl Transport {
     }
 
     fn on_ecdh_init(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
-        let malformed = |reason| Error::Malformed {
-            message: "KEX_ECDH_INIT",
-            reason,
-        };
+        let malformed = |reason| Error::Malformed { message: "KEX_ECDH_INIT", reason };
         let mut r = Reader::new(&payload[1..]);
         let q_c = r.string("client public key").map_err(malformed)?;
         r.finish().map_err(malformed)?;
@@ -878,9 +810,7 @@ impl Transport {
             .host_keys
             .iter()
             .find(|k| neg.host_key.fits_key(k.public_key().key_data()))
-            .ok_or_else(|| Error::Internal {
-                what: "negotiated a host key we lack".into(),
-            })?;
+            .ok_or_else(|| Error::Internal { what: "negotiated a host key we lack".into() })?;
         let eph = Ephemeral::generate(&mut shared.rng);
         let q_s = eph.public;
         let k = eph.agree(q_c)?;
@@ -913,10 +843,7 @@ impl Transport {
     }
 
     fn on_ecdh_reply(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
-        let malformed = |reason| Error::Malformed {
-            message: "KEX_ECDH_REPLY",
-            reason,
-        };
+        let malformed = |reason| Error::Malformed { message: "KEX_ECDH_REPLY", reason };
         let mut r = Reader::new(&payload[1..]);
         let k_s = r.string("host key").map_err(malformed)?;
         let q_s = r.string("server public key").map_err(malformed)?;
@@ -953,8 +880,8 @@ impl Transport {
                 Ok(())
             }
             None => {
-                let id = self.next_id;
-                self.next_id += 1;
+                shared.next_id += 1;
+                let id = shared.next_id;
                 let run = self.kex.as_mut().expect("checked");
                 run.awaiting_host_key = Some(id);
                 self.host_key_blob = Some(k_s.to_vec());
@@ -1020,7 +947,7 @@ impl Transport {
         p.put_u8(msg::EXT_INFO);
         p.put_u32(2);
         p.put_str("server-sig-algs");
-        let algs: Vec<&str> = HostKeyAlgorithm::ALL.iter().map(|a| a.name()).collect();
+        let algs: Vec<&str> = self.server_sig_algs.iter().map(|a| a.name()).collect();
         p.put_name_list(&algs);
         p.put_str("ping@openssh.com");
         p.put_str("0");
@@ -1061,9 +988,7 @@ impl Transport {
             shared.stats.rekeys += 1;
         }
         self.rekey_bytes = self.config.rekey.bytes.unwrap_or_else(|| {
-            neg.cipher_c2s
-                .default_rekey_bytes()
-                .min(neg.cipher_s2c.default_rekey_bytes())
+            neg.cipher_c2s.default_rekey_bytes().min(neg.cipher_s2c.default_rekey_bytes())
         });
         self.input.bytes_since_kex = 0;
         self.input.packets_since_kex = 0;
@@ -1073,10 +998,7 @@ impl Transport {
         self.rekey_deadline = self.config.rekey.time.map(|d| shared.now + d);
         shared.stats.last_kex = Some(shared.now);
         self.negotiated = Some(neg.clone());
-        shared.events.push_back(Event::KexCompleted {
-            algorithms: neg,
-            rekey,
-        });
+        shared.events.push_back(Event::KexCompleted { algorithms: neg, rekey });
     }
 
     /// Starts a rekey when a byte or packet limit is reached. Only after
@@ -1087,10 +1009,7 @@ impl Transport {
             return;
         }
         let bytes = self.input.bytes_since_kex.max(self.output.bytes_since_kex);
-        let packets = self
-            .input
-            .packets_since_kex
-            .max(self.output.packets_since_kex);
+        let packets = self.input.packets_since_kex.max(self.output.packets_since_kex);
         if bytes >= self.rekey_bytes || packets >= self.config.rekey.packets {
             self.start_kex(shared);
         }
@@ -1125,15 +1044,10 @@ impl Transport {
     ) -> Result<(), Error> {
         let pending = self.kex.as_ref().and_then(|k| k.awaiting_host_key);
         if pending != Some(id) {
-            return Err(Error::UnknownId {
-                what: "host key check",
-                id,
-            });
+            return Err(Error::UnknownId { what: "host key check", id });
         }
         if !accept {
-            return Err(Error::Internal {
-                what: "reject is handled by the caller".into(),
-            });
+            return Err(Error::Internal { what: "reject is handled by the caller".into() });
         }
         let run = self.kex.as_mut().expect("checked");
         run.awaiting_host_key = None;
@@ -1150,14 +1064,10 @@ impl Transport {
     /// Sends SSH_MSG_PING (OpenSSH extension).
     pub(crate) fn ping(&mut self, data: &[u8], shared: &mut Shared) -> Result<(), Error> {
         if !self.first_kex_done {
-            return Err(Error::InvalidState {
-                what: "ping before the first key exchange completed",
-            });
+            return Err(Error::InvalidState { what: "ping before the first key exchange completed" });
         }
         if !self.peer_ext.ping {
-            return Err(Error::InvalidState {
-                what: "ping: the peer did not offer ping@openssh.com",
-            });
+            return Err(Error::InvalidState { what: "ping: the peer did not offer ping@openssh.com" });
         }
         let mut p = Vec::with_capacity(data.len() + 5);
         p.put_u8(msg::PING);
@@ -1185,11 +1095,7 @@ impl Transport {
     }
 
     /// Sends DISCONNECT if the protocol allows it, and stops all output.
-    pub(crate) fn close(
-        &mut self,
-        disconnect: Option<(DisconnectCode, &str)>,
-        shared: &mut Shared,
-    ) {
+    pub(crate) fn close(&mut self, disconnect: Option<(DisconnectCode, &str)>, shared: &mut Shared) {
         if let Some((code, description)) = disconnect
             && self.can_send()
         {
@@ -1221,18 +1127,15 @@ pub(crate) enum Inbound {
     /// An authentication or connection message at this range of `input.buf`.
     Upper(Range<usize>),
     /// The peer sent DISCONNECT.
-    Disconnect {
-        code: DisconnectCode,
-        description: String,
-    },
+    Disconnect { code: DisconnectCode, description: String },
+    /// `ssh-userauth` was accepted: authentication may start.
+    ServiceAccepted,
 }
 
 /// What `handle_packet` did.
 enum Handled {
     Done,
     Upper,
-    Disconnect {
-        code: DisconnectCode,
-        description: String,
-    },
+    ServiceAccepted,
+    Disconnect { code: DisconnectCode, description: String },
 }

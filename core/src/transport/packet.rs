@@ -23,10 +23,7 @@ pub(crate) struct Sealer {
 
 impl Sealer {
     pub(crate) fn new() -> Self {
-        Sealer {
-            cipher: PacketCipher::None,
-            seq: 0,
-        }
+        Sealer { cipher: PacketCipher::None, seq: 0 }
     }
 
     /// Reserves the header for a packet whose payload the caller appends to
@@ -42,13 +39,7 @@ impl Sealer {
     pub(crate) fn finish(&mut self, tx: &mut Vec<u8>, start: usize, rng: &mut Rng) -> usize {
         let payload_len = tx.len() - start - HEADER_LEN;
         let block = self.cipher.block_size();
-        let aligned = 1
-            + payload_len
-            + if self.cipher.length_in_alignment() {
-                4
-            } else {
-                0
-            };
+        let aligned = 1 + payload_len + if self.cipher.length_in_alignment() { 4 } else { 0 };
         let mut padding = block - aligned % block;
         if padding < MIN_PADDING {
             padding += block;
@@ -95,12 +86,7 @@ pub(crate) struct Opener {
 
 impl Opener {
     pub(crate) fn new(max_packet_len: u32) -> Self {
-        Opener {
-            cipher: PacketCipher::None,
-            seq: 0,
-            max_packet_len,
-            pending_len: None,
-        }
+        Opener { cipher: PacketCipher::None, seq: 0, max_packet_len, pending_len: None }
     }
 
     /// Whether a packet has started arriving but is not complete.
@@ -132,38 +118,22 @@ impl Opener {
         self.pending_len = None;
         let (packet, rest) = buf.split_at_mut(body_end);
         let tag = &rest[..self.cipher.tag_len()];
-        self.cipher
-            .open(self.seq, packet, tag)
-            .map_err(|TagMismatch| Error::BadMac { seq: self.seq })?;
+        self.cipher.open(self.seq, packet, tag).map_err(|TagMismatch| Error::BadMac { seq: self.seq })?;
         let padding = packet[4] as usize;
         if padding < MIN_PADDING || padding + 1 >= len as usize {
-            return Err(Error::BadPaddingLength {
-                padding: padding as u8,
-                packet_len: len,
-            });
+            return Err(Error::BadPaddingLength { padding: padding as u8, packet_len: len });
         }
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
-        Ok(Some(Opened {
-            payload: HEADER_LEN..body_end - padding,
-            consumed: total,
-            seq,
-        }))
+        Ok(Some(Opened { payload: HEADER_LEN..body_end - padding, consumed: total, seq }))
     }
 
     fn check_length(&self, len: u32) -> Result<(), Error> {
         if len > self.max_packet_len {
-            return Err(Error::PacketTooLarge {
-                len,
-                max: self.max_packet_len,
-            });
+            return Err(Error::PacketTooLarge { len, max: self.max_packet_len });
         }
         let block = self.cipher.block_size() as u32;
-        let aligned = if self.cipher.length_in_alignment() {
-            len.wrapping_add(4)
-        } else {
-            len
-        };
+        let aligned = if self.cipher.length_in_alignment() { len.wrapping_add(4) } else { len };
         // The smallest legal packet: padding length, a message number, 4 bytes of padding.
         if len < 1 + 1 + MIN_PADDING as u32 || aligned % block != 0 {
             return Err(Error::BadPacketLength { len, block });
@@ -192,11 +162,7 @@ mod tests {
     #[test]
     fn frames_round_trip_with_aligned_padding() {
         let mut rng = Rng::from_u64(1);
-        for alg in [
-            None,
-            Some(CipherAlgorithm::ChaCha20Poly1305),
-            Some(CipherAlgorithm::Aes256Gcm),
-        ] {
+        for alg in [None, Some(CipherAlgorithm::ChaCha20Poly1305), Some(CipherAlgorithm::Aes256Gcm)] {
             let (mut s, mut o) = pair(alg);
             let mut tx = Vec::new();
             for n in 1..70usize {
@@ -216,10 +182,7 @@ mod tests {
                 }
                 let p = got.expect("complete packet");
                 let payload = &tx[off + p.payload.start..off + p.payload.end];
-                assert_eq!(
-                    payload,
-                    (0..n).map(|i| i as u8).collect::<Vec<_>>().as_slice()
-                );
+                assert_eq!(payload, (0..n).map(|i| i as u8).collect::<Vec<_>>().as_slice());
                 let padding = tx[off + 4] as usize;
                 assert!(padding >= 4, "{alg:?}: padding {padding}");
                 off += p.consumed;
@@ -232,26 +195,17 @@ mod tests {
     fn rejects_oversized_length_before_the_body_arrives() {
         let (_, mut o) = pair(None);
         let mut buf = 0x7fff_fff8u32.to_be_bytes().to_vec();
-        assert!(matches!(
-            o.poll(&mut buf),
-            Err(Error::PacketTooLarge { .. })
-        ));
+        assert!(matches!(o.poll(&mut buf), Err(Error::PacketTooLarge { .. })));
     }
 
     #[test]
     fn rejects_misaligned_and_tiny_lengths() {
         let (_, mut o) = pair(None);
         let mut buf = 13u32.to_be_bytes().to_vec();
-        assert!(matches!(
-            o.poll(&mut buf),
-            Err(Error::BadPacketLength { len: 13, block: 8 })
-        ));
+        assert!(matches!(o.poll(&mut buf), Err(Error::BadPacketLength { len: 13, block: 8 })));
         let (_, mut o) = pair(None);
         let mut buf = 4u32.to_be_bytes().to_vec();
-        assert!(matches!(
-            o.poll(&mut buf),
-            Err(Error::BadPacketLength { .. })
-        ));
+        assert!(matches!(o.poll(&mut buf), Err(Error::BadPacketLength { .. })));
     }
 
     #[test]
@@ -259,16 +213,10 @@ mod tests {
         let (_, mut o) = pair(None);
         // length 12, padding 200: more padding than packet.
         let mut buf = vec![0, 0, 0, 12, 200, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        assert!(matches!(
-            o.poll(&mut buf),
-            Err(Error::BadPaddingLength { padding: 200, .. })
-        ));
+        assert!(matches!(o.poll(&mut buf), Err(Error::BadPaddingLength { padding: 200, .. })));
         let (_, mut o) = pair(None);
         let mut buf = vec![0, 0, 0, 12, 3, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        assert!(matches!(
-            o.poll(&mut buf),
-            Err(Error::BadPaddingLength { padding: 3, .. })
-        ));
+        assert!(matches!(o.poll(&mut buf), Err(Error::BadPaddingLength { padding: 3, .. })));
     }
 
     #[test]
@@ -282,10 +230,7 @@ mod tests {
             s.finish(&mut tx, start, &mut rng);
             let last = tx.len() - 1;
             tx[last] ^= 0x40;
-            assert!(
-                matches!(o.poll(&mut tx), Err(Error::BadMac { seq: 0 })),
-                "{alg:?}"
-            );
+            assert!(matches!(o.poll(&mut tx), Err(Error::BadMac { seq: 0 })), "{alg:?}");
         }
     }
 }

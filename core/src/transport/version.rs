@@ -28,11 +28,7 @@ pub(crate) struct PeerVersion {
 
 impl VersionReader {
     pub(crate) fn new(allow_pre_lines: bool) -> Self {
-        VersionReader {
-            allow_pre_lines,
-            lines_seen: 0,
-            pre_lines: Vec::new(),
-        }
+        VersionReader { allow_pre_lines, lines_seen: 0, pre_lines: Vec::new() }
     }
 
     /// Reads complete lines from the start of `buf`. Returns how many bytes
@@ -43,13 +39,10 @@ impl VersionReader {
         loop {
             let rest = &buf[pos..];
             let newline = rest.iter().position(|&b| b == b'\n');
-            let is_version =
-                rest.starts_with(b"SSH-") || (rest.len() < 4 && b"SSH-".starts_with(rest));
-            let limit = if is_version {
-                MAX_VERSION_LINE
-            } else {
-                MAX_PRE_VERSION_LINE
-            };
+            let is_version = rest.starts_with(b"SSH-") || (rest.len() < 4 && b"SSH-".starts_with(rest));
+            // A server allows no lines before the version: any line is held to 255 bytes.
+            let limit =
+                if is_version || !self.allow_pre_lines { MAX_VERSION_LINE } else { MAX_PRE_VERSION_LINE };
             let Some(nl) = newline else {
                 if rest.len() > limit {
                     return Err(self.too_long(is_version, limit));
@@ -69,15 +62,11 @@ impl VersionReader {
                 return Ok((pos, Some(PeerVersion { line })));
             }
             if !self.allow_pre_lines {
-                return Err(Error::BadVersionLine {
-                    line: printable(line),
-                });
+                return Err(Error::BadVersionLine { line: printable(line) });
             }
             self.lines_seen += 1;
             if self.lines_seen > MAX_PRE_VERSION_LINES {
-                return Err(Error::TooManyPreVersionLines {
-                    max: MAX_PRE_VERSION_LINES,
-                });
+                return Err(Error::TooManyPreVersionLines { max: MAX_PRE_VERSION_LINES });
             }
             self.pre_lines.push(printable(line));
         }
@@ -94,9 +83,7 @@ impl VersionReader {
 
 /// Validates `SSH-protoversion-softwareversion [SP comments]`.
 fn parse_version_line(line: &[u8]) -> Result<String, Error> {
-    let bad = || Error::BadVersionLine {
-        line: printable(line),
-    };
+    let bad = || Error::BadVersionLine { line: printable(line) };
     // Printable US-ASCII only (RFC 4253 §4.2), which also rules out NUL.
     if line.iter().any(|&b| !(0x20..0x7f).contains(&b)) {
         return Err(bad());
@@ -110,9 +97,7 @@ fn parse_version_line(line: &[u8]) -> Result<String, Error> {
     }
     // 1.99 is a server that speaks both 1.x and 2.0 (RFC 4253 §5.1).
     if proto != "2.0" && proto != "1.99" {
-        return Err(Error::UnsupportedProtocolVersion {
-            version: proto.to_owned(),
-        });
+        return Err(Error::UnsupportedProtocolVersion { version: proto.to_owned() });
     }
     Ok(text.to_owned())
 }
@@ -120,16 +105,8 @@ fn parse_version_line(line: &[u8]) -> Result<String, Error> {
 /// A lossy, printable rendering of peer bytes for error messages.
 fn printable(bytes: &[u8]) -> String {
     let shown = &bytes[..bytes.len().min(80)];
-    let mut s: String = shown
-        .iter()
-        .map(|&b| {
-            if (0x20..0x7f).contains(&b) {
-                b as char
-            } else {
-                '?'
-            }
-        })
-        .collect();
+    let mut s: String =
+        shown.iter().map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '?' }).collect();
     if bytes.len() > shown.len() {
         s.push('…');
     }
@@ -163,38 +140,17 @@ mod tests {
     #[test]
     fn rejects_bad_lines() {
         let mut r = VersionReader::new(false);
-        assert!(matches!(
-            r.poll(b"GET / HTTP/1.1\r\n"),
-            Err(Error::BadVersionLine { .. })
-        ));
+        assert!(matches!(r.poll(b"GET / HTTP/1.1\r\n"), Err(Error::BadVersionLine { .. })));
         let mut r = VersionReader::new(true);
-        assert!(matches!(
-            r.poll(b"SSH-1.5-old\r\n"),
-            Err(Error::UnsupportedProtocolVersion { .. })
-        ));
-        assert!(matches!(
-            r.poll(b"SSH-2.0-\r\n"),
-            Err(Error::BadVersionLine { .. })
-        ));
-        assert!(matches!(
-            r.poll(b"SSH-2.0-a\x01b\r\n"),
-            Err(Error::BadVersionLine { .. })
-        ));
+        assert!(matches!(r.poll(b"SSH-1.5-old\r\n"), Err(Error::UnsupportedProtocolVersion { .. })));
+        assert!(matches!(r.poll(b"SSH-2.0-\r\n"), Err(Error::BadVersionLine { .. })));
+        assert!(matches!(r.poll(b"SSH-2.0-a\x01b\r\n"), Err(Error::BadVersionLine { .. })));
         let long = [b"SSH-2.0-".as_slice(), &[b'a'; 300]].concat();
-        assert!(matches!(
-            r.poll(&long),
-            Err(Error::VersionLineTooLong { max: 255 })
-        ));
+        assert!(matches!(r.poll(&long), Err(Error::VersionLineTooLong { max: 255 })));
         let junk = vec![b'x'; MAX_PRE_VERSION_LINE + 1];
-        assert!(matches!(
-            r.poll(&junk),
-            Err(Error::PreVersionLineTooLong { .. })
-        ));
+        assert!(matches!(r.poll(&junk), Err(Error::PreVersionLineTooLong { .. })));
         let mut r = VersionReader::new(true);
         let many = b"x\n".repeat(MAX_PRE_VERSION_LINES + 1);
-        assert!(matches!(
-            r.poll(&many),
-            Err(Error::TooManyPreVersionLines { .. })
-        ));
+        assert!(matches!(r.poll(&many), Err(Error::TooManyPreVersionLines { .. })));
     }
 }

@@ -154,10 +154,7 @@ mod tests {
         assert_eq!(v, [0, 0, 0, 0]);
         v.clear();
         put_mpint_unsigned(&mut v, &[0x09, 0xa3, 0x78, 0xf9, 0xb2, 0xe3, 0x32, 0xa7]);
-        assert_eq!(
-            v,
-            [0, 0, 0, 8, 0x09, 0xa3, 0x78, 0xf9, 0xb2, 0xe3, 0x32, 0xa7]
-        );
+        assert_eq!(v, [0, 0, 0, 8, 0x09, 0xa3, 0x78, 0xf9, 0xb2, 0xe3, 0x32, 0xa7]);
         v.clear();
         put_mpint_unsigned(&mut v, &[0x00, 0x80]);
         assert_eq!(v, [0, 0, 0, 2, 0x00, 0x80]);
@@ -167,10 +164,7 @@ mod tests {
     fn classes() {
         assert_eq!(MessageClass::of(msg::IGNORE), MessageClass::Generic);
         assert_eq!(MessageClass::of(msg::KEX_ECDH_REPLY), MessageClass::Kex);
-        assert_eq!(
-            MessageClass::of(msg::CHANNEL_DATA),
-            MessageClass::Connection
-        );
+        assert_eq!(MessageClass::of(msg::CHANNEL_DATA), MessageClass::Connection);
         assert_eq!(MessageClass::of(0), MessageClass::Unknown);
         assert_eq!(MessageClass::of(200), MessageClass::Unknown);
     }

@@ -100,11 +100,7 @@ impl<'a> Reader<'a> {
 
     /// Fails when bytes are left over.
     pub fn finish(&self) -> Result<(), DecodeError> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(DecodeError::TrailingBytes(self.buf.len()))
-        }
+        if self.buf.is_empty() { Ok(()) } else { Err(DecodeError::TrailingBytes(self.buf.len())) }
     }
 }
 
@@ -123,10 +119,7 @@ mod tests {
         assert_eq!(r.u8("x"), Err(DecodeError::Truncated("x")));
 
         let huge = [0xff, 0xff, 0xff, 0xff, 1, 2];
-        assert_eq!(
-            Reader::new(&huge).string("s"),
-            Err(DecodeError::Truncated("s"))
-        );
+        assert_eq!(Reader::new(&huge).string("s"), Err(DecodeError::Truncated("s")));
     }
 
     #[test]

@@ -1,0 +1,721 @@
+//! Transport benchmark: `cargo bench -p sansh --bench transport`.
+//!
+//! Every sansh number is printed next to a reference measured in the same
+//! run, so the ratios hold on any machine:
+//!
+//! 1. Seal+open throughput of 32 KiB SSH_MSG_IGNORE packets per cipher,
+//!    through the public API of two connected `Connection`s, against the raw
+//!    AEAD construction (same crates, same packet size) on one buffer.
+//! 2. CPU per in-memory key exchange (curve25519-sha256, both sides), against
+//!    the crypto any implementation must do for it: X25519 keygen and DH,
+//!    ed25519 sign/verify, the exchange hash and the key derivation hashes.
+//!
+//! Timing: a warm-up that also sizes batches to ~`target` each, then `reps`
+//! batches per subject, interleaved (and in rotating order) so that
+//! frequency drift and noisy neighbours hit sansh and the reference alike.
+//! Reported: the median batch; "spread" is (max - min) / median. Ratios
+//! and overheads are the median of the per-round ratios (each round times
+//! sansh and the reference back to back), which cancels slow drift.
+//!
+//! Without `--bench` (as `cargo test --benches` runs it) every measurement
+//! runs once, as a smoke test. Words after `--` pick sections by name
+//! (`seal-open`, `kex`).
+
+use std::cell::Cell;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Aes128Gcm, Aes256Gcm, KeyInit};
+use chacha20::ChaCha20Legacy;
+use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use poly1305::Poly1305;
+use sha2::{Digest, Sha256};
+use ssh_key::private::KeypairData;
+use subtle::ConstantTimeEq;
+use x25519_dalek::{EphemeralSecret, PublicKey as X25519Public};
+
+use sansh::testing::{LinkConfig, Pair, host_key, keys};
+use sansh::{
+    CipherAlgorithm, ClientConfig, Connection, Duration as SimDuration, Event, HostKey, HostKeyAlgorithm,
+    Rng, ServerConfig, Timestamp,
+};
+
+/// SSH_MSG_IGNORE data per packet.
+const PAYLOAD: usize = 32 * 1024;
+/// Target overhead of sansh's seal+open over the raw AEAD.
+const TARGET_OVERHEAD_PCT: f64 = 10.0;
+/// Target ratio of sansh's kex CPU over the raw kex crypto.
+const TARGET_KEX_RATIO: f64 = 1.3;
+
+struct Settings {
+    /// Timed batches per subject.
+    reps: usize,
+    /// Wall time of one batch.
+    target: Duration,
+    /// Warm-up per subject (also sizes the batches).
+    warmup: Duration,
+    /// Wall time of all timed batches, and how much of it this thread
+    /// spent runnable but waiting for a CPU (subtracted from the results).
+    wall: Cell<Duration>,
+    waited: Cell<Duration>,
+}
+
+/// How long this thread has waited, runnable, for a CPU (Linux
+/// `schedstat`, exact to the nanosecond at every reschedule): other
+/// processes on a busy machine then cost the measurement nothing. Zero
+/// where the kernel does not say.
+fn run_delay() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+/// Time spent in one batch, and in each side where that is known.
+#[derive(Clone, Copy, Default)]
+struct Split {
+    total: Duration,
+    client: Duration,
+    server: Duration,
+}
+
+impl Split {
+    fn total(total: Duration) -> Self {
+        Split { total, ..Split::default() }
+    }
+}
+
+/// Nanoseconds per operation in one batch.
+#[derive(Clone, Copy)]
+struct PerOp {
+    total: f64,
+    client: f64,
+    server: f64,
+}
+
+/// Selects one number of a sample.
+type Field = fn(&PerOp) -> f64;
+
+/// A measured subject: runs `n` operations and says how long they took.
+type Subject<'a> = &'a mut dyn FnMut(u64) -> Split;
+
+/// Warms every subject up, sizes its batch to `s.target`, then times
+/// `s.reps` batches of each, interleaved in rotating order.
+fn measure(s: &Settings, subjects: &mut [Subject<'_>]) -> Vec<Vec<PerOp>> {
+    let batch: Vec<u64> = subjects
+        .iter_mut()
+        .map(|f| {
+            let start = Instant::now();
+            let mut n = 0u64;
+            loop {
+                f(1);
+                n += 1;
+                if start.elapsed() >= s.warmup {
+                    break;
+                }
+            }
+            let per_op = start.elapsed().as_secs_f64() / n as f64;
+            ((s.target.as_secs_f64() / per_op).ceil() as u64).max(1)
+        })
+        .collect();
+    let mut out = vec![Vec::with_capacity(s.reps); subjects.len()];
+    for rep in 0..s.reps {
+        for k in 0..subjects.len() {
+            let i = (rep + k) % subjects.len();
+            let n = batch[i];
+            let delay = run_delay();
+            let start = Instant::now();
+            let t = subjects[i](n);
+            let wall = start.elapsed();
+            let waited = run_delay().saturating_sub(delay).min(wall);
+            s.wall.set(s.wall.get() + wall);
+            s.waited.set(s.waited.get() + waited);
+            // Time spent waiting for a CPU is spread over the batch: keep
+            // only the share in which this thread actually ran.
+            let ran = 1.0 - waited.as_secs_f64() / wall.as_secs_f64().max(1e-12);
+            let per = |d: Duration| d.as_nanos() as f64 * ran / n as f64;
+            out[i].push(PerOp { total: per(t.total), client: per(t.client), server: per(t.server) });
+        }
+    }
+    out
+}
+
+/// Median and spread ((max - min) / median) of one field of the samples.
+fn stats(samples: &[PerOp], field: impl Fn(&PerOp) -> f64) -> (f64, f64) {
+    median_spread(samples.iter().map(field).collect())
+}
+
+/// Median of `b / a` over the rounds: each round timed both back to back,
+/// so slow drifts of the machine's speed cancel out.
+fn paired_ratio(a: &[PerOp], b: &[PerOp], field: Field) -> f64 {
+    median_spread(a.iter().zip(b).map(|(a, b)| field(b) / field(a)).collect()).0
+}
+
+fn median_spread(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    (median, (v[n - 1] - v[0]) / median)
+}
+
+// ------------------------------------------------------------ seal + open
+
+/// A client and a server after a completed handshake, driven directly.
+struct SanshLink {
+    client: Connection,
+    server: Connection,
+    now: Timestamp,
+    payload: Vec<u8>,
+}
+
+impl SanshLink {
+    fn new(cipher: CipherAlgorithm) -> Self {
+        let alg = HostKeyAlgorithm::Ed25519;
+        let mut client = ClientConfig::default();
+        client.transport.ciphers = vec![cipher];
+        client.transport.host_key_algorithms = vec![alg];
+        client.transport.rekey.bytes = Some(u64::MAX);
+        let mut server = ServerConfig { host_keys: vec![host_key(alg)], ..ServerConfig::default() };
+        server.transport.ciphers = vec![cipher];
+        server.transport.rekey.bytes = Some(u64::MAX);
+        let mut pair = Pair::new(client, server, LinkConfig::default(), 7).expect("valid configuration");
+        pair.handshake().expect("handshake completes");
+        pair.run_idle(pair.now + SimDuration::from_secs(1));
+        let Pair { client, server, now, .. } = pair;
+        let neg = client.negotiated().expect("negotiated");
+        assert_eq!((neg.cipher_c2s, neg.cipher_s2c), (cipher, cipher));
+        assert!(client.pending_transmit().is_empty() && server.pending_transmit().is_empty());
+        SanshLink { client, server, now, payload: (0..PAYLOAD).map(|i| i as u8).collect() }
+    }
+
+    /// One packet client -> server. Returns its size on the wire.
+    fn op(&mut self) -> usize {
+        self.client.send_ignore(&self.payload).expect("open");
+        let out = self.client.pending_transmit();
+        let n = out.len();
+        self.server.handle_input(self.now, out).expect("server opens");
+        self.client.consume_transmit(n);
+        while let Some(e) = self.server.poll_event() {
+            black_box(e);
+        }
+        n
+    }
+
+    fn batch(&mut self, n: u64) -> Split {
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(self.op());
+        }
+        Split::total(start.elapsed())
+    }
+}
+
+/// One direction of the raw AEAD: PROTOCOL.chacha20poly1305 or RFC 5647.
+enum RawCipher {
+    ChaCha { k1: [u8; 32], k2: [u8; 32] },
+    // Boxed, as in sansh's PacketCipher.
+    Aes128(Box<Aes128Gcm>),
+    Aes256(Box<Aes256Gcm>),
+}
+
+impl RawCipher {
+    fn new(cipher: CipherAlgorithm) -> Self {
+        match cipher {
+            CipherAlgorithm::ChaCha20Poly1305 => RawCipher::ChaCha { k1: [0x11; 32], k2: [0x22; 32] },
+            CipherAlgorithm::Aes128Gcm => RawCipher::Aes128(Box::new(Aes128Gcm::new(&[0x33; 16].into()))),
+            CipherAlgorithm::Aes256Gcm => RawCipher::Aes256(Box::new(Aes256Gcm::new(&[0x44; 32].into()))),
+        }
+    }
+
+    fn gcm_nonce(seq: u32) -> aes_gcm::Nonce<aes_gcm::aead::consts::U12> {
+        let mut n = [0x55u8; 12];
+        n[4..].copy_from_slice(&u64::from(seq).to_be_bytes());
+        n.into()
+    }
+
+    /// Encrypts `packet` (4-byte length, then the body) in place; returns the tag.
+    fn seal(&self, seq: u32, packet: &mut [u8]) -> [u8; 16] {
+        match self {
+            RawCipher::ChaCha { k1, k2 } => {
+                let nonce = u64::from(seq).to_be_bytes();
+                let (len, body) = packet.split_at_mut(4);
+                ChaCha20Legacy::new(k1.into(), &nonce.into()).apply_keystream(len);
+                let mut c = ChaCha20Legacy::new(k2.into(), &nonce.into());
+                let mut poly_key = [0u8; 32];
+                c.apply_keystream(&mut poly_key);
+                c.seek(64u64);
+                c.apply_keystream(body);
+                Poly1305::new(&poly_key.into()).compute_unpadded(packet).into()
+            }
+            RawCipher::Aes128(aead) => {
+                let (len, body) = packet.split_at_mut(4);
+                aead.encrypt_in_place_detached(&Self::gcm_nonce(seq), len, body).expect("size").into()
+            }
+            RawCipher::Aes256(aead) => {
+                let (len, body) = packet.split_at_mut(4);
+                aead.encrypt_in_place_detached(&Self::gcm_nonce(seq), len, body).expect("size").into()
+            }
+        }
+    }
+
+    /// Reads the length, checks the tag and decrypts the body in place.
+    fn open(&self, seq: u32, packet: &mut [u8], tag: &[u8; 16]) -> u32 {
+        match self {
+            RawCipher::ChaCha { k1, k2 } => {
+                let nonce = u64::from(seq).to_be_bytes();
+                let mut len: [u8; 4] = packet[..4].try_into().expect("4 bytes");
+                ChaCha20Legacy::new(k1.into(), &nonce.into()).apply_keystream(&mut len);
+                let mut c = ChaCha20Legacy::new(k2.into(), &nonce.into());
+                let mut poly_key = [0u8; 32];
+                c.apply_keystream(&mut poly_key);
+                let expected = Poly1305::new(&poly_key.into()).compute_unpadded(packet);
+                assert!(bool::from(expected.as_slice().ct_eq(tag)), "tag");
+                c.seek(64u64);
+                c.apply_keystream(&mut packet[4..]);
+                u32::from_be_bytes(len)
+            }
+            RawCipher::Aes128(aead) => {
+                let (len, body) = packet.split_at_mut(4);
+                aead.decrypt_in_place_detached(&Self::gcm_nonce(seq), len, body, tag.into()).expect("tag");
+                u32::from_be_bytes(len.try_into().expect("4 bytes"))
+            }
+            RawCipher::Aes256(aead) => {
+                let (len, body) = packet.split_at_mut(4);
+                aead.decrypt_in_place_detached(&Self::gcm_nonce(seq), len, body, tag.into()).expect("tag");
+                u32::from_be_bytes(len.try_into().expect("4 bytes"))
+            }
+        }
+    }
+}
+
+/// The raw construction on one buffer: seal with one key schedule, open with
+/// another (the two ends), no framing, no copies.
+struct RawLink {
+    sealer: RawCipher,
+    opener: RawCipher,
+    packet: Vec<u8>,
+    seq: u32,
+}
+
+impl RawLink {
+    /// `packet_len`: length field plus body, as sansh puts it on the wire.
+    fn new(cipher: CipherAlgorithm, packet_len: usize) -> Self {
+        let mut packet: Vec<u8> = (0..packet_len).map(|i| i as u8).collect();
+        packet[..4].copy_from_slice(&((packet_len - 4) as u32).to_be_bytes());
+        RawLink { sealer: RawCipher::new(cipher), opener: RawCipher::new(cipher), packet, seq: 0 }
+    }
+
+    fn op(&mut self) {
+        let body_len = (self.packet.len() - 4) as u32;
+        let tag = self.sealer.seal(self.seq, &mut self.packet);
+        let len = self.opener.open(self.seq, &mut self.packet, &tag);
+        assert_eq!(len, body_len);
+        // chacha20-poly1305 leaves the length encrypted in the buffer.
+        self.packet[..4].copy_from_slice(&body_len.to_be_bytes());
+        self.seq = self.seq.wrapping_add(1);
+    }
+
+    fn batch(&mut self, n: u64) -> Split {
+        let start = Instant::now();
+        for _ in 0..n {
+            self.op();
+            black_box(&self.packet);
+        }
+        Split::total(start.elapsed())
+    }
+}
+
+fn bench_seal_open(s: &Settings) {
+    println!("seal+open of one {PAYLOAD}-byte SSH_MSG_IGNORE per packet, MB/s of payload (1 MB = 10^6 B)");
+    println!(
+        "{:<30} {:>12} {:>12} {:>10} {:>16}",
+        "cipher", "raw MB/s", "sansh MB/s", "overhead", "spread raw/sansh"
+    );
+    for cipher in CipherAlgorithm::ALL {
+        let mut sansh = SanshLink::new(cipher);
+        let wire = sansh.op();
+        // Same packet size as sansh's: everything on the wire but the tag.
+        let mut raw = RawLink::new(cipher, wire - 16);
+        let samples = measure(s, &mut [&mut |n| raw.batch(n), &mut |n| sansh.batch(n)]);
+        let (raw_ns, raw_spread) = stats(&samples[0], |p| p.total);
+        let (sansh_ns, sansh_spread) = stats(&samples[1], |p| p.total);
+        let mbps = |ns: f64| PAYLOAD as f64 / ns * 1e3;
+        let (raw_mbps, sansh_mbps) = (mbps(raw_ns), mbps(sansh_ns));
+        // raw/sansh MB/s = sansh/raw time, taken per round.
+        let overhead = (paired_ratio(&samples[0], &samples[1], |p| p.total) - 1.0) * 100.0;
+        println!(
+            "{:<30} {:>12.1} {:>12.1} {:>9.1}% {:>7.1}% /{:>6.1}%{}",
+            cipher.name(),
+            raw_mbps,
+            sansh_mbps,
+            overhead,
+            raw_spread * 100.0,
+            sansh_spread * 100.0,
+            if overhead > TARGET_OVERHEAD_PCT { "  OVER TARGET" } else { "" }
+        );
+        let stats = sansh.server.stats();
+        assert!(stats.packets_received > 0 && !sansh.server.is_closed());
+    }
+    println!("target: overhead <= {TARGET_OVERHEAD_PCT}%\n");
+}
+
+// ------------------------------------------------------------------- kex
+
+/// A 32-byte seed from a counter, so every kex uses fresh ephemeral keys.
+fn seed(n: u64, side: u8) -> [u8; 32] {
+    let mut s = [side; 32];
+    s[..8].copy_from_slice(&n.to_le_bytes());
+    s
+}
+
+/// Fresh configurations for one kex (built outside the timed region).
+fn kex_configs(alg: HostKeyAlgorithm, key: &HostKey) -> (ClientConfig, ServerConfig) {
+    let mut client = ClientConfig::default();
+    client.transport.host_key_algorithms = vec![alg];
+    let server = ServerConfig { host_keys: vec![key.clone()], ..ServerConfig::default() };
+    (client, server)
+}
+
+/// One complete first kex between fresh connections fed to each other
+/// directly, until both emitted `KexCompleted`. `client` / `server`: time
+/// inside each side's constructor, `handle_input` and `accept_host_key`.
+fn sansh_kex(configs: (ClientConfig, ServerConfig), n: u64) -> Split {
+    let now = Timestamp::ZERO;
+    let start = Instant::now();
+    let t = Instant::now();
+    let mut client = Connection::client(configs.0, now, seed(n, 1)).expect("client");
+    let mut tc = t.elapsed();
+    let t = Instant::now();
+    let mut server = Connection::server(configs.1, now, seed(n, 2)).expect("server");
+    let mut ts = t.elapsed();
+    let (mut client_done, mut server_done) = (false, false);
+    while !(client_done && server_done) {
+        let mut progressed = false;
+        let out = client.pending_transmit();
+        if !out.is_empty() {
+            let len = out.len();
+            let t = Instant::now();
+            server.handle_input(now, out).expect("server input");
+            ts += t.elapsed();
+            client.consume_transmit(len);
+            progressed = true;
+        }
+        while let Some(e) = server.poll_event() {
+            server_done |= matches!(e, Event::KexCompleted { .. });
+        }
+        let out = server.pending_transmit();
+        if !out.is_empty() {
+            let len = out.len();
+            let t = Instant::now();
+            client.handle_input(now, out).expect("client input");
+            tc += t.elapsed();
+            server.consume_transmit(len);
+            progressed = true;
+        }
+        while let Some(e) = client.poll_event() {
+            match e {
+                Event::HostKey(check) => {
+                    let t = Instant::now();
+                    client.accept_host_key(check.id).expect("pending check");
+                    tc += t.elapsed();
+                    progressed = true;
+                }
+                Event::KexCompleted { .. } => client_done = true,
+                _ => {}
+            }
+        }
+        assert!(progressed || (client_done && server_done), "kex stalled");
+    }
+    let total = start.elapsed();
+    drop((client, server));
+    Split { total, client: tc, server: ts }
+}
+
+/// Runs `n` sansh kexes; `counter` makes every seed fresh.
+fn sansh_kex_batch(alg: HostKeyAlgorithm, key: &HostKey, counter: &mut u64, n: u64) -> Split {
+    let configs: Vec<_> = (0..n).map(|_| kex_configs(alg, key)).collect();
+    let mut sum = Split::default();
+    for c in configs {
+        *counter += 1;
+        let t = sansh_kex(c, *counter);
+        sum.total += t.total;
+        sum.client += t.client;
+        sum.server += t.server;
+    }
+    sum
+}
+
+/// The fixed inputs of the exchange hash, taken from real sansh KEXINITs.
+struct KexTranscript {
+    client_version: Vec<u8>,
+    server_version: Vec<u8>,
+    client_kexinit: Vec<u8>,
+    server_kexinit: Vec<u8>,
+    host_key_blob: Vec<u8>,
+}
+
+/// Splits a connection's first output into its version line and the
+/// payload of its first (unencrypted) packet, the KEXINIT.
+fn version_and_kexinit(out: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let eol = out.windows(2).position(|w| w == b"\r\n").expect("version line");
+    let packet = &out[eol + 2..];
+    let len = u32::from_be_bytes(packet[..4].try_into().expect("4 bytes")) as usize;
+    let padding = packet[4] as usize;
+    (out[..eol].to_vec(), packet[5..4 + len - padding].to_vec())
+}
+
+impl KexTranscript {
+    fn new(alg: HostKeyAlgorithm, key: &HostKey) -> Self {
+        let (c, s) = kex_configs(alg, key);
+        let client = Connection::client(c, Timestamp::ZERO, [1; 32]).expect("client");
+        let server = Connection::server(s, Timestamp::ZERO, [2; 32]).expect("server");
+        let (client_version, client_kexinit) = version_and_kexinit(client.pending_transmit());
+        let (server_version, server_kexinit) = version_and_kexinit(server.pending_transmit());
+        KexTranscript {
+            client_version,
+            server_version,
+            client_kexinit,
+            server_kexinit,
+            host_key_blob: key.public_key().to_bytes().expect("encodes"),
+        }
+    }
+
+    /// H = SHA-256 of the seven strings and the mpint K (RFC 8731 §3).
+    fn exchange_hash(&self, q_c: &[u8; 32], q_s: &[u8; 32], k_mpint: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for part in [
+            &self.client_version[..],
+            &self.server_version,
+            &self.client_kexinit,
+            &self.server_kexinit,
+            &self.host_key_blob,
+            q_c,
+            q_s,
+        ] {
+            h.update((part.len() as u32).to_be_bytes());
+            h.update(part);
+        }
+        h.update(k_mpint);
+        h.finalize().into()
+    }
+
+    fn hash_input_len(&self) -> usize {
+        [
+            &self.client_version,
+            &self.server_version,
+            &self.client_kexinit,
+            &self.server_kexinit,
+            &self.host_key_blob,
+        ]
+        .iter()
+        .map(|p| 4 + p.len())
+        .sum::<usize>()
+            + 2 * (4 + 32)
+            + 37
+    }
+}
+
+/// K as an SSH mpint (RFC 4251 §5).
+fn mpint(k: &[u8; 32]) -> Vec<u8> {
+    let first = k.iter().position(|&b| b != 0).unwrap_or(32);
+    let digits = &k[first..];
+    let pad = digits.first().is_some_and(|&b| b & 0x80 != 0);
+    let mut out = Vec::with_capacity(37);
+    out.extend_from_slice(&((digits.len() + usize::from(pad)) as u32).to_be_bytes());
+    if pad {
+        out.push(0);
+    }
+    out.extend_from_slice(digits);
+    out
+}
+
+/// RFC 4253 §7.2 for chacha20-poly1305 both ways (the default cipher):
+/// 64-byte keys (two hashes each), no IVs. Returns a byte of each, to keep it.
+fn derive_keys(k_mpint: &[u8], h: &[u8; 32]) -> u8 {
+    let mut acc = 0;
+    for letter in [b'C', b'D'] {
+        let mut first = Sha256::new();
+        first.update(k_mpint);
+        first.update(h);
+        first.update([letter]);
+        first.update(h); // session id = H on the first kex
+        let k1 = first.finalize();
+        let mut second = Sha256::new();
+        second.update(k_mpint);
+        second.update(h);
+        second.update(k1);
+        acc ^= k1[0] ^ second.finalize()[0];
+    }
+    acc
+}
+
+/// The crypto of one curve25519-sha256 + ssh-ed25519 kex, each side timed.
+struct RawKex {
+    transcript: KexTranscript,
+    signing: SigningKey,
+    host_public: [u8; 32],
+    rng: Rng,
+}
+
+impl RawKex {
+    fn new(key: &HostKey) -> Self {
+        let private = ssh_key::PrivateKey::from_openssh(keys::ED25519).expect("test key");
+        let KeypairData::Ed25519(kp) = private.key_data() else {
+            panic!("ed25519 key expected");
+        };
+        let signing = SigningKey::from_bytes(&kp.private.to_bytes());
+        RawKex {
+            transcript: KexTranscript::new(HostKeyAlgorithm::Ed25519, key),
+            host_public: signing.verifying_key().to_bytes(),
+            signing,
+            rng: Rng::from_u64(9),
+        }
+    }
+
+    fn kex(&mut self) -> Split {
+        // Client: ephemeral key pair.
+        let t = Instant::now();
+        let c_secret = EphemeralSecret::random_from_rng(&mut self.rng);
+        let q_c = X25519Public::from(&c_secret).to_bytes();
+        let mut tc = t.elapsed();
+
+        // Server: key pair, K, H, signature, keys.
+        let t = Instant::now();
+        let s_secret = EphemeralSecret::random_from_rng(&mut self.rng);
+        let q_s = X25519Public::from(&s_secret).to_bytes();
+        let k = s_secret.diffie_hellman(&X25519Public::from(q_c));
+        assert!(k.was_contributory());
+        let k_mpint = mpint(k.as_bytes());
+        let h_s = self.transcript.exchange_hash(&q_c, &q_s, &k_mpint);
+        let sig = self.signing.sign(&h_s);
+        black_box(derive_keys(&k_mpint, &h_s));
+        let ts = t.elapsed();
+
+        // Client: K, H, host key and signature check, keys.
+        let t = Instant::now();
+        let k = c_secret.diffie_hellman(&X25519Public::from(q_s));
+        assert!(k.was_contributory());
+        let k_mpint = mpint(k.as_bytes());
+        let h_c = self.transcript.exchange_hash(&q_c, &q_s, &k_mpint);
+        let vk = VerifyingKey::from_bytes(&self.host_public).expect("valid key");
+        vk.verify(&h_c, &sig).expect("signature verifies");
+        black_box(derive_keys(&k_mpint, &h_c));
+        tc += t.elapsed();
+
+        Split { total: tc + ts, client: tc, server: ts }
+    }
+
+    fn batch(&mut self, n: u64) -> Split {
+        let mut sum = Split::default();
+        for _ in 0..n {
+            let t = self.kex();
+            sum.total += t.total;
+            sum.client += t.client;
+            sum.server += t.server;
+        }
+        sum
+    }
+}
+
+fn bench_kex(s: &Settings) {
+    let ed = HostKeyAlgorithm::Ed25519;
+    let ed_key = host_key(ed);
+    let mut raw = RawKex::new(&ed_key);
+    println!(
+        "first kex, curve25519-sha256, in memory, CPU per kex in µs (exchange hash input: {} bytes)",
+        raw.transcript.hash_input_len()
+    );
+    println!(
+        "{:<22} {:<7} {:>10} {:>13} {:>7} {:>16}",
+        "host key", "side", "sansh µs", "raw crypto µs", "ratio", "spread raw/sansh"
+    );
+    let mut counter = 0u64;
+    let samples =
+        measure(s, &mut [&mut |n| raw.batch(n), &mut |n| sansh_kex_batch(ed, &ed_key, &mut counter, n)]);
+    let sides: [(&str, Field); 3] =
+        [("both", |p| p.total), ("client", |p| p.client), ("server", |p| p.server)];
+    for (side, field) in sides {
+        let (raw_ns, raw_spread) = stats(&samples[0], field);
+        let (sansh_ns, sansh_spread) = stats(&samples[1], field);
+        let ratio = paired_ratio(&samples[0], &samples[1], field);
+        println!(
+            "{:<22} {:<7} {:>10.1} {:>13.1} {:>7.2} {:>7.1}% /{:>6.1}%{}",
+            ed.name(),
+            side,
+            sansh_ns / 1e3,
+            raw_ns / 1e3,
+            ratio,
+            raw_spread * 100.0,
+            sansh_spread * 100.0,
+            if side == "both" && ratio > TARGET_KEX_RATIO { "  OVER TARGET" } else { "" }
+        );
+    }
+    for alg in [HostKeyAlgorithm::EcdsaP256, HostKeyAlgorithm::RsaSha512] {
+        let key = host_key(alg);
+        let samples = measure(s, &mut [&mut |n| sansh_kex_batch(alg, &key, &mut counter, n)]);
+        for (side, field) in sides {
+            let (ns, spread) = stats(&samples[0], field);
+            println!(
+                "{:<22} {:<7} {:>10.1} {:>13} {:>7} {:>7}  /{:>6.1}%",
+                alg.name(),
+                side,
+                ns / 1e3,
+                "-",
+                "-",
+                "",
+                spread * 100.0
+            );
+        }
+    }
+    println!(
+        "target: ratio (both sides) <= {TARGET_KEX_RATIO}; raw crypto = X25519 keygen + DH per side, \
+         ed25519 sign (server) / key decode + verify (client), exchange hash and key derivation per side"
+    );
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let s = if full {
+        Settings {
+            reps: 15,
+            target: Duration::from_millis(40),
+            warmup: Duration::from_millis(300),
+            wall: Cell::default(),
+            waited: Cell::default(),
+        }
+    } else {
+        Settings {
+            reps: 1,
+            target: Duration::ZERO,
+            warmup: Duration::ZERO,
+            wall: Cell::default(),
+            waited: Cell::default(),
+        }
+    };
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average: {}", load.trim());
+    }
+    println!(
+        "{} rounds of ~{} ms batches per subject, interleaved; median batch shown;\n\
+         ratio and overhead: median of the per-round ratios\n",
+        s.reps,
+        s.target.as_millis()
+    );
+    // `cargo bench --bench transport -- kex` runs only the sections whose
+    // name contains one of the words given.
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    if wanted("seal-open") {
+        bench_seal_open(&s);
+    }
+    if wanted("kex") {
+        bench_kex(&s);
+    }
+    println!(
+        "\nwaited for a CPU (other processes): {:.1}% of {:.1} s timed, subtracted",
+        s.waited.get().as_secs_f64() / s.wall.get().as_secs_f64().max(1e-12) * 100.0,
+        s.wall.get().as_secs_f64()
+    );
+}

@@ -7,7 +7,9 @@ use sansh_interop::driver::{Driver, Flow};
 use sansh_interop::sshd::{KeyKind, Sshd, SshdOptions};
 
 fn client(cipher: CipherAlgorithm, host_key: HostKeyAlgorithm) -> Connection {
-    let mut cfg = ClientConfig::default();
+    // A password prompt nobody answers keeps the client waiting in
+    // authentication, where these transport tests do their work.
+    let mut cfg = ClientConfig::new("nobody", vec![sansh::Credential::PasswordPrompt]);
     cfg.transport.ciphers = vec![cipher];
     cfg.transport.host_key_algorithms = vec![host_key];
     Connection::client(cfg, Timestamp::ZERO, [42; 32]).unwrap()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Every test sansh has: formatting and lints, unit and property tests, the
+# in-memory suites, and the interop suites against real peers (installed
+# here first). This is what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./tests/setup.sh
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== unit, property, in-memory and interop tests"
+cargo test --workspace --all-targets --locked
+
+echo "== doc tests"
+cargo test --workspace --doc --locked
+
+echo "all tests passed"

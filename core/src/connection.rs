@@ -454,6 +454,7 @@ impl Connection {
             server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
         };
         self.proto.global_request(name, want_reply, data, ReplyTo::App(id), &mut ctx);
+        self.transport.check_rekey_limits(&mut self.shared);
         Ok(id)
     }
 
@@ -467,7 +468,9 @@ impl Connection {
     /// answer arrives as `Event::Pong`.
     pub fn ping(&mut self, data: &[u8]) -> Result<(), Error> {
         self.ensure_open()?;
-        self.transport.ping(data, &mut self.shared)
+        self.transport.ping(data, &mut self.shared)?;
+        self.transport.check_rekey_limits(&mut self.shared);
+        Ok(())
     }
 
     /// Send SSH_MSG_IGNORE carrying `data`.
@@ -482,6 +485,7 @@ impl Connection {
     pub fn send_debug(&mut self, always_display: bool, message: &str) -> Result<(), Error> {
         self.ensure_open()?;
         self.transport.debug(always_display, message, &mut self.shared);
+        self.transport.check_rekey_limits(&mut self.shared);
         Ok(())
     }
 

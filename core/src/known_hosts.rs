@@ -103,8 +103,8 @@ pub enum Lookup {
         /// The first such line.
         line: usize,
     },
-    /// The host is known with key(s) of the same algorithm (all RSA
-    /// signature names count as `ssh-rsa`), none of which is this key.
+    /// The host is known, with other keys only (of any type): it changed,
+    /// or someone is in the middle. OpenSSH refuses this too.
     Mismatch {
         /// Every such line, in file order.
         lines: Vec<usize>,
@@ -116,8 +116,7 @@ pub enum Lookup {
         /// The first such line.
         line: usize,
     },
-    /// No unmarked line for this host has a key of this algorithm
-    /// (OpenSSH's `HOST_NEW`). See [`KnownHosts::lookup`] for the caveat.
+    /// No unmarked line names this host (OpenSSH's `HOST_NEW`).
     Unknown,
 }
 
@@ -167,16 +166,14 @@ impl KnownHosts {
     /// `@revoked` wins over everything; `@cert-authority` lines are ignored
     /// (see [`KnownHosts::cert_authorities`]). Key comments are ignored.
     ///
-    /// Caveat: stock OpenSSH treats *any* unmarked key for the host that
-    /// differs from `key` as a change (`HOST_CHANGED`), whatever its
-    /// algorithm; here a key of another algorithm gives [`Lookup::Unknown`].
-    /// A caller wanting OpenSSH's strictness checks
-    /// [`KnownHosts::known_keys`] when this returns `Unknown`. OpenSSH also
-    /// retries an `Unknown` non-standard port without the port (accepting a
-    /// `Match` for the bare host name); that policy is left to the caller.
+    /// As in OpenSSH, any unmarked key on record for the host that differs
+    /// from `key`, whatever its algorithm, makes it a [`Lookup::Mismatch`]
+    /// (clients avoid spurious ones by preferring the host key algorithms
+    /// of [`KnownHosts::known_keys`]). OpenSSH also retries an `Unknown`
+    /// non-standard port without the port (accepting a `Match` for the bare
+    /// host name); that policy is left to the caller.
     pub fn lookup(&self, host: &str, port: u16, key: &PublicKey) -> Lookup {
         let name = host_name_for(host, port);
-        let family = key_family(key);
         let mut matched = None;
         let mut lines = Vec::new();
         let mut known = Vec::new();
@@ -189,11 +186,14 @@ impl KnownHosts {
                 Marker::None if entry.key.key_data() == key.key_data() => {
                     matched.get_or_insert(entry.line);
                 }
-                Marker::None if key_family(&entry.key) == family => {
+                // Any other key on record for the host, whatever its type,
+                // means the host changed: that is OpenSSH's verdict too
+                // (checked against ssh 9.2), and it stops an attacker from
+                // dodging the check by offering a different key type.
+                Marker::None => {
                     lines.push(entry.line);
                     known.push(entry.key.clone());
                 }
-                Marker::None => {}
             }
         }
         match matched {
@@ -782,20 +782,21 @@ mod tests {
     }
 
     #[test]
-    fn mismatch_only_within_an_algorithm() {
+    fn mismatch_names_every_other_key_of_the_host() {
         let text = format!(
             "example.com {ED25519}\nexample.com {ECDSA_P256}\n*.com {ED25519}\nexample.com {RSA_3072}\n"
         );
         let known = parse_ok(&text);
+        let all = vec![key(ED25519), key(ECDSA_P256), key(ED25519), key(RSA_3072)];
         assert_eq!(
             known.lookup("example.com", 22, &key(ED25519_B)),
-            Lookup::Mismatch { lines: vec![1, 3], known: vec![key(ED25519), key(ED25519)] }
+            Lookup::Mismatch { lines: vec![1, 2, 3, 4], known: all.clone() }
         );
-        assert_eq!(known.lookup("example.com", 22, &key(ECDSA_P384)), Lookup::Unknown);
         assert_eq!(
-            known.lookup("example.com", 22, &key(RSA_1024)),
-            Lookup::Mismatch { lines: vec![4], known: vec![key(RSA_3072)] }
+            known.lookup("example.com", 22, &key(ECDSA_P384)),
+            Lookup::Mismatch { lines: vec![1, 2, 3, 4], known: all.clone() }
         );
+        assert_eq!(known.lookup("example.org", 22, &key(ECDSA_P384)), Lookup::Unknown);
         // A match anywhere wins over mismatching lines.
         assert_eq!(known.lookup("example.com", 22, &key(RSA_3072)), Lookup::Match { line: 4 });
         assert_eq!(known.known_keys("example.com", 22).len(), 4);
@@ -803,9 +804,13 @@ mod tests {
     }
 
     #[test]
-    fn ed25519_known_ecdsa_presented_is_unknown() {
+    fn ed25519_known_ecdsa_presented_is_a_mismatch_as_in_openssh() {
+        // ssh 9.2 says "REMOTE HOST IDENTIFICATION HAS CHANGED" here too.
         let known = parse_ok(&format!("example.com {ED25519}"));
-        assert_eq!(known.lookup("example.com", 22, &key(ECDSA_P256)), Lookup::Unknown);
+        assert_eq!(
+            known.lookup("example.com", 22, &key(ECDSA_P256)),
+            Lookup::Mismatch { lines: vec![1], known: vec![key(ED25519)] }
+        );
         assert_eq!(known.known_keys("example.com", 22)[0].line, 1);
     }
 
@@ -1053,14 +1058,12 @@ mod tests {
                 }
             );
             prop_assert_eq!(known.lookup(&host, port, k), Lookup::Match { line: 1 });
-            // Another key: a mismatch within the algorithm, else unknown.
+            // Another key, of any type: a mismatch.
             let other = &keys[index ^ 1];
-            let expected = if key_family(other) == key_family(k) {
+            prop_assert_eq!(
+                known.lookup(&host, port, other),
                 Lookup::Mismatch { lines: vec![1], known: vec![k.clone()] }
-            } else {
-                Lookup::Unknown
-            };
-            prop_assert_eq!(known.lookup(&host, port, other), expected);
+            );
         }
     }
 }

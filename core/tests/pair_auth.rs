@@ -514,18 +514,50 @@ fn server_refuses_bad_signatures_without_asking() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
-    /// Every client method over random fragmentation.
+    /// Every client method, both roles, over random fragmentation.
     #[test]
-    fn every_method_over_a_fragmenting_link(seed in any::<u64>(), max_fragment in 1usize..40, which in 0usize..4) {
+    fn every_method_over_a_fragmenting_link(seed in any::<u64>(), max_fragment in 1usize..40, which in 0usize..6) {
+        let signer = key(keys::ED25519);
         let cred = match which {
             0 => Credential::PrivateKey(key(keys::ED25519)),
             1 => Credential::PrivateKey(key(keys::RSA)),
             2 => Credential::PrivateKey(key(keys::ECDSA_P256)),
-            _ => Credential::Password("hunter2".into()),
+            3 => Credential::Password("hunter2".into()),
+            4 => Credential::KeyboardInteractive,
+            _ => Credential::ExternalKey(signer.public_key().clone()),
         };
-        let method = authenticate_with(cred, max_fragment, seed).map_err(TestCaseError::fail)?;
-        prop_assert_eq!(method, if which == 3 { "password" } else { "publickey" });
+        let mut p = pair_with(ClientConfig::new("zed", vec![cred]), server_config(), max_fragment, seed);
+        let mut rng = sansh::Rng::from_u64(seed);
+        p.on_client_event = Some(Box::new(move |conn, e| match e {
+            Event::KeyboardInteractive { id, .. } => {
+                conn.answer_keyboard_interactive(*id, Some(vec!["hunter2".into()])).unwrap()
+            }
+            Event::SignRequest { id, algorithm, data, .. } => {
+                let sig = sansh::keys::sign(&signer, *algorithm, data, &mut rng).unwrap();
+                conn.provide_signature(*id, Some(&sig)).unwrap();
+            }
+            _ => {}
+        }));
+        p.on_server_event = Some(Box::new(|conn, e| match e {
+            Event::AuthRequest { id, method: AuthMethod::KeyboardInteractive { .. }, .. } => {
+                conn.auth_info_request(*id, "", "", &[Prompt { text: "pw: ".into(), echo: false }]).unwrap()
+            }
+            Event::AuthInfoResponse { id, answers } if answers[0].expose() == "hunter2" => conn.auth_accept(*id).unwrap(),
+            Event::AuthRequest { id, method: AuthMethod::PublicKey { .. }, .. } => conn.auth_accept(*id).unwrap(),
+            Event::AuthRequest { id, method: AuthMethod::Password { password, .. }, .. } if password.expose() == "hunter2" => {
+                conn.auth_accept(*id).unwrap()
+            }
+            Event::AuthRequest { id, .. } | Event::AuthInfoResponse { id, .. } => conn.auth_reject(*id, None).unwrap(),
+            _ => {}
+        }));
+        p.authenticate().map_err(TestCaseError::fail)?;
+        let expected = ["publickey", "publickey", "publickey", "password", "keyboard-interactive", "publickey"][which];
+        let ok = p
+            .events(Role::Server)
+            .iter()
+            .any(|e| matches!(e, Event::Authenticated { method, user } if method == expected && user == "zed"));
+        prop_assert!(ok, "server did not authenticate zed with {}", expected);
     }
 }

@@ -150,3 +150,131 @@ fn rekey_triggered_by_byte_limit_after_many_packets() {
     assert!(p.server_errors.is_empty(), "{:?}", p.server_errors);
     assert!(!p.server.is_closed());
 }
+
+// ------------------------------------------------ after authentication
+
+fn authenticated_pair(client: ClientConfig, seed: u64) -> Pair {
+    let mut client = client;
+    client.user = "u".into();
+    client.credentials = vec![sansh::Credential::Password("pw".into())];
+    let server =
+        ServerConfig { host_keys: vec![host_key(HostKeyAlgorithm::Ed25519)], ..ServerConfig::default() };
+    let mut p = Pair::new(client, server, LinkConfig::fragmenting(300), seed).unwrap();
+    p.on_server_event = Some(sansh::testing::accept_policy("pw"));
+    p.authenticate().unwrap();
+    p
+}
+
+fn rekey_times(p: &Pair, role: Role) -> Vec<sansh::Timestamp> {
+    let log = if role == Role::Client { &p.client_events } else { &p.server_events };
+    log.iter()
+        .filter(|(_, e)| matches!(e, Event::KexCompleted { rekey: true, .. }))
+        .map(|(t, _)| *t)
+        .collect()
+}
+
+#[test]
+fn ping_is_answered_with_pong() {
+    let mut p = authenticated_pair(ClientConfig::default(), 20);
+    assert!(p.client.peer_extensions().ping, "sansh servers offer ping@openssh.com");
+    p.client.ping(b"are you there").unwrap();
+    p.run_idle(p.now + sansh::Duration::from_secs(1));
+    assert!(p.events(Role::Client).contains(&&Event::Pong { data: b"are you there".to_vec() }));
+    // A client sends no EXT_INFO, so the server cannot know it understands PING.
+    assert!(matches!(p.server.ping(b"x"), Err(sansh::Error::InvalidState { .. })));
+}
+
+#[test]
+fn rekey_by_byte_limit_once_authenticated() {
+    let mut cfg = ClientConfig::default();
+    cfg.transport.rekey.bytes = Some(64 * 1024);
+    let mut p = authenticated_pair(cfg, 21);
+    for _ in 0..40 {
+        p.client.send_ignore(&[1u8; 16 * 1024]).unwrap();
+        p.step();
+    }
+    p.run_idle(p.now + sansh::Duration::from_secs(5));
+    let n = p.client.stats().rekeys;
+    // 640 KiB sent at a 64 KiB limit: about ten rekeys, all completed.
+    assert!((9..=11).contains(&n), "{n} rekeys");
+    assert_eq!(p.server.stats().rekeys, n);
+    assert!(p.client_errors.is_empty() && p.server_errors.is_empty());
+}
+
+#[test]
+fn rekey_by_packet_limit_once_authenticated() {
+    let mut cfg = ClientConfig::default();
+    cfg.transport.rekey.packets = 50;
+    let mut p = authenticated_pair(cfg, 22);
+    for i in 0..300 {
+        p.client.send_debug(false, &format!("m{i}")).unwrap();
+        if i % 7 == 0 {
+            p.step();
+        }
+    }
+    p.run_idle(p.now + sansh::Duration::from_secs(5));
+    assert!(p.client.stats().rekeys >= 5, "{}", p.client.stats().rekeys);
+    // Every message arrived, in order, across all those rekeys.
+    let got: Vec<String> = p
+        .events(Role::Server)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Debug { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, (0..300).map(|i| format!("m{i}")).collect::<Vec<_>>());
+}
+
+#[test]
+fn rekey_by_time_limit_once_authenticated() {
+    let mut cfg = ClientConfig::default();
+    cfg.transport.rekey.time = Some(sansh::Duration::from_secs(600));
+    let mut p = authenticated_pair(cfg, 23);
+    let start = p.now;
+    p.run_until(start + sansh::Duration::from_secs(3600 + 1), |_| false);
+    let times = rekey_times(&p, Role::Client);
+    assert_eq!(times.len(), 6, "{times:?}");
+    // Each about ten minutes after the previous exchange finished.
+    let mut last = p
+        .client_events
+        .iter()
+        .find(|(_, e)| matches!(e, Event::KexCompleted { rekey: false, .. }))
+        .map(|(t, _)| *t)
+        .unwrap();
+    for t in times {
+        let gap = t - last;
+        assert!(gap >= sansh::Duration::from_secs(600) && gap < sansh::Duration::from_secs(601), "{gap:?}");
+        last = t;
+    }
+}
+
+#[test]
+fn cut_link_closes_both_sides_once_with_eof() {
+    let mut p = authenticated_pair(ClientConfig::default(), 24);
+    p.set_fault(sansh::testing::Fault::Cut);
+    p.run_idle(p.now + sansh::Duration::from_secs(1));
+    for role in [Role::Client, Role::Server] {
+        let closes: Vec<_> =
+            p.events(role).into_iter().filter(|e| matches!(e, Event::Closed { .. })).collect();
+        assert_eq!(closes, vec![&Event::Closed { reason: sansh::CloseReason::Eof }], "{role:?}");
+    }
+}
+
+#[test]
+fn black_hole_during_kex_ends_in_kex_timeout() {
+    let mut client = ClientConfig::default();
+    client.transport.kex_timeout = Some(sansh::Duration::from_secs(30));
+    let server =
+        ServerConfig { host_keys: vec![host_key(HostKeyAlgorithm::Ed25519)], ..ServerConfig::default() };
+    let mut p = Pair::new(client, server, LinkConfig::default(), 25).unwrap();
+    p.set_fault(sansh::testing::Fault::BlackHole);
+    p.run_idle(sansh::Timestamp::from_secs(600));
+    let closed: Vec<_> = p.client_events.iter().filter(|(_, e)| matches!(e, Event::Closed { .. })).collect();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].1, Event::Closed { reason: sansh::CloseReason::KexTimeout });
+    assert_eq!(closed[0].0, sansh::Timestamp::from_secs(30));
+    // The server's own (default 120 s) kex timeout fires too.
+    assert!(p.server_events.iter().any(|(t, e)| *t == sansh::Timestamp::from_secs(120)
+        && *e == Event::Closed { reason: sansh::CloseReason::KexTimeout }));
+}

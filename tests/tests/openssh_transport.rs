@@ -93,6 +93,18 @@ fn rekey_before_authentication_is_refused_by_openssh_with_a_clear_error() {
 }
 
 #[test]
+fn both_curve25519_names() {
+    let sshd = Sshd::start(SshdOptions { host_keys: vec![KeyKind::Ed25519], ..SshdOptions::default() });
+    for kex in sansh::KexAlgorithm::ALL {
+        let mut cfg = ClientConfig::new("nobody", vec![sansh::Credential::PasswordPrompt]);
+        cfg.transport.kex_algorithms = vec![kex];
+        let conn = Connection::client(cfg, Timestamp::ZERO, [5; 32]).unwrap();
+        let d = handshake(&sshd, conn, &sshd.host_public_key(KeyKind::Ed25519));
+        assert_eq!(d.conn.negotiated().unwrap().kex, kex);
+    }
+}
+
+#[test]
 fn mismatched_host_key_is_refused_before_authentication() {
     let sshd = Sshd::start(SshdOptions { host_keys: vec![KeyKind::Ed25519], ..SshdOptions::default() });
     // A known_hosts that names another key for this host.

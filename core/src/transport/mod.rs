@@ -924,6 +924,10 @@ impl Transport {
             Role::Server => (&keys.key_s2c, &keys.iv_s2c),
         };
         self.output.sealer.cipher = cipher::PacketCipher::new(alg, key, iv);
+        // Limits count what each key protects (as OpenSSH does), so the
+        // counters restart with the key, before held packets go out.
+        self.output.bytes_since_kex = 0;
+        self.output.packets_since_kex = 0;
         let strict = self.strict || run.neg.as_ref().is_some_and(|n| n.strict);
         if strict {
             self.output.sealer.seq = 0;
@@ -958,6 +962,8 @@ impl Transport {
         let run = self.kex.as_mut().expect("checked");
         let cipher = self.pending_in.take().expect("keys_in_ready");
         self.input.opener.cipher = cipher;
+        self.input.bytes_since_kex = 0;
+        self.input.packets_since_kex = 0;
         let strict = self.strict || run.neg.as_ref().is_some_and(|n| n.strict);
         if strict {
             self.input.opener.seq = 0;
@@ -990,10 +996,6 @@ impl Transport {
         self.rekey_bytes = self.config.rekey.bytes.unwrap_or_else(|| {
             neg.cipher_c2s.default_rekey_bytes().min(neg.cipher_s2c.default_rekey_bytes())
         });
-        self.input.bytes_since_kex = 0;
-        self.input.packets_since_kex = 0;
-        self.output.bytes_since_kex = 0;
-        self.output.packets_since_kex = 0;
         self.kex_deadline = None;
         self.rekey_deadline = self.config.rekey.time.map(|d| shared.now + d);
         shared.stats.last_kex = Some(shared.now);

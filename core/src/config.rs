@@ -76,6 +76,9 @@ pub struct ClientConfig {
     /// narrows it further. SHA-1 `ssh-rsa` is left out by default, as
     /// OpenSSH does since 8.8: add it only for servers that know nothing else.
     pub user_key_algorithms: Vec<SignatureAlgorithm>,
+    /// Most channels open at once (ours and the peer's); opens beyond it are
+    /// refused, so a peer cannot grow our memory with channels.
+    pub max_channels: usize,
 }
 
 impl Default for ClientConfig {
@@ -84,6 +87,7 @@ impl Default for ClientConfig {
             transport: TransportConfig::default(),
             user: String::new(),
             credentials: Vec::new(),
+            max_channels: DEFAULT_MAX_CHANNELS,
             user_key_algorithms: SignatureAlgorithm::ALL
                 .into_iter()
                 .filter(|a| *a != SignatureAlgorithm::RsaSha1)
@@ -118,7 +122,14 @@ pub struct ServerConfig {
     /// Signature algorithms accepted for user keys, announced to clients as
     /// `server-sig-algs` (OpenSSH's PubkeyAcceptedAlgorithms).
     pub user_key_algorithms: Vec<SignatureAlgorithm>,
+    /// Most channels open at once; the client's opens beyond it are refused
+    /// with RESOURCE_SHORTAGE.
+    pub max_channels: usize,
 }
+
+/// Default channel limit per connection: far above OpenSSH's 10 sessions,
+/// low enough to bound memory (each channel can hold a window of data).
+pub const DEFAULT_MAX_CHANNELS: usize = 256;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -129,6 +140,7 @@ impl Default for ServerConfig {
             max_auth_failures: 6,
             auth_timeout: Some(Duration::from_secs(120)),
             banner: None,
+            max_channels: DEFAULT_MAX_CHANNELS,
             user_key_algorithms: SignatureAlgorithm::ALL
                 .into_iter()
                 .filter(|a| *a != SignatureAlgorithm::RsaSha1)

@@ -6,7 +6,10 @@
 use crate::auth::client::{ClientAuth, Ctx, Step};
 use crate::auth::server::ServerAuth;
 use crate::auth::{Prompt, Secret};
-use crate::channel::{ConnectionProtocol, ReplyTo};
+use crate::channel::{
+    ChannelId, ChannelInfo, ChannelKind, ChannelOptions, ChannelRequest, ConnectionProtocol, OpenFailure,
+    ReplyTo,
+};
 use crate::config::{ClientConfig, ServerConfig};
 use crate::error::{CloseReason, DisconnectCode, Error};
 use crate::event::{Event, State};
@@ -81,7 +84,7 @@ impl Connection {
             shared,
             transport,
             auth,
-            proto: ConnectionProtocol::default(),
+            proto: ConnectionProtocol::new(Role::Client, config.max_channels),
             auth_deadline: None,
             user: None,
             closed: false,
@@ -91,6 +94,7 @@ impl Connection {
     /// A server connection for one accepted client.
     pub fn server(config: ServerConfig, now: Timestamp, seed: Seed) -> Result<Self, Error> {
         let mut shared = new_shared(now, seed);
+        let max_channels = config.max_channels;
         let transport = Transport::new(
             Role::Server,
             config.transport,
@@ -109,7 +113,7 @@ impl Connection {
             shared,
             transport,
             auth,
-            proto: ConnectionProtocol::default(),
+            proto: ConnectionProtocol::new(Role::Server, max_channels),
             auth_deadline,
             user: None,
             closed: false,
@@ -236,8 +240,48 @@ impl Connection {
                 return Ok(());
             }
         }
-        self.transport.check_rekey_limits(&mut self.shared);
+        self.after_output();
         Ok(())
+    }
+
+    /// After anything that may have opened windows or ended a key exchange:
+    /// send queued channel data, then check the rekey limits.
+    fn after_output(&mut self) {
+        if self.closed {
+            return;
+        }
+        let t = &mut self.transport;
+        let mut ctx = Ctx {
+            out: &mut t.output,
+            shared: &mut self.shared,
+            session_id: t.session_id.unwrap_or_default(),
+            server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
+        };
+        self.proto.flush_all(&mut ctx);
+        self.transport.check_rekey_limits(&mut self.shared);
+    }
+
+    /// Runs a connection-protocol command (authenticated connections only).
+    fn proto_command<T>(
+        &mut self,
+        f: impl FnOnce(&mut ConnectionProtocol, &mut Ctx<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.ensure_open()?;
+        if self.transport.upper != Upper::Authenticated {
+            return Err(Error::InvalidState {
+                what: "the connection protocol needs an authenticated connection",
+            });
+        }
+        let t = &mut self.transport;
+        let mut ctx = Ctx {
+            out: &mut t.output,
+            shared: &mut self.shared,
+            session_id: t.session_id.unwrap_or_default(),
+            server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
+        };
+        let result = f(&mut self.proto, &mut ctx);
+        self.transport.check_rekey_limits(&mut self.shared);
+        result
     }
 
     /// Carries out what an authentication step decided.
@@ -311,7 +355,9 @@ impl Connection {
         if self.auth_deadline.is_some_and(|d| d <= now) {
             let desc = "authentication timed out";
             self.close_with(CloseReason::AuthTimeout, Some((DisconnectCode::BY_APPLICATION, desc)));
+            return;
         }
+        self.after_output();
     }
 
     // ------------------------------------------------------------ commands
@@ -440,22 +486,162 @@ impl Connection {
     /// `want_reply`, the answer arrives as `Event::GlobalReply` with the
     /// returned id. `data` is the request-specific data, already encoded.
     pub fn global_request(&mut self, name: &str, want_reply: bool, data: &[u8]) -> Result<u64, Error> {
-        self.ensure_open()?;
-        if self.transport.upper != Upper::Authenticated {
-            return Err(Error::InvalidState { what: "global requests need an authenticated connection" });
-        }
-        self.shared.next_id += 1;
-        let id = self.shared.next_id;
-        let t = &mut self.transport;
-        let mut ctx = Ctx {
-            out: &mut t.output,
-            shared: &mut self.shared,
-            session_id: t.session_id.unwrap_or_default(),
-            server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
+        self.proto_command(|p, ctx| {
+            ctx.shared.next_id += 1;
+            let id = ctx.shared.next_id;
+            p.global_request(name, want_reply, data, ReplyTo::App(id), ctx);
+            Ok(id)
+        })
+    }
+
+    /// Asks the server to listen on `address:port` (0: any port) and forward
+    /// connections back as `forwarded-tcpip` channels (ssh -R). The answer is
+    /// `Event::GlobalReply` with the returned id; for port 0 its data holds
+    /// the bound port (see [`crate::channel::bound_port`]).
+    pub fn request_remote_forward(&mut self, address: &str, port: u32) -> Result<u64, Error> {
+        let mut data = Vec::with_capacity(address.len() + 8);
+        crate::wire::Writer::put_str(&mut data, address);
+        crate::wire::Writer::put_u32(&mut data, port);
+        self.global_request("tcpip-forward", true, &data)
+    }
+
+    /// Stops a remote forwarding set up with `request_remote_forward`.
+    pub fn cancel_remote_forward(&mut self, address: &str, port: u32) -> Result<u64, Error> {
+        let mut data = Vec::with_capacity(address.len() + 8);
+        crate::wire::Writer::put_str(&mut data, address);
+        crate::wire::Writer::put_u32(&mut data, port);
+        self.global_request("cancel-tcpip-forward", true, &data)
+    }
+
+    /// Server: grants `Event::GlobalRequest { id, .. }`. For `tcpip-forward`
+    /// to port 0, pass the port actually bound.
+    pub fn accept_global_request(&mut self, id: u64, bound_port: Option<u32>) -> Result<(), Error> {
+        let data = bound_port.map(|p| p.to_be_bytes().to_vec()).unwrap_or_default();
+        self.proto_command(|p, ctx| p.answer_global(id, true, data, ctx))
+    }
+
+    /// Refuses `Event::GlobalRequest { id, .. }`.
+    pub fn reject_global_request(&mut self, id: u64) -> Result<(), Error> {
+        self.proto_command(|p, ctx| p.answer_global(id, false, Vec::new(), ctx))
+    }
+
+    /// Opens a `session` channel (for exec, shell or a subsystem).
+    pub fn open_session(&mut self, options: ChannelOptions) -> Result<ChannelId, Error> {
+        self.open_channel(ChannelKind::Session, options)
+    }
+
+    /// Opens a `direct-tcpip` channel to `host:port` through the server
+    /// (ssh -L: the adapter accepted a TCP connection from the originator).
+    pub fn open_direct_tcpip(
+        &mut self,
+        host: &str,
+        port: u32,
+        originator_host: &str,
+        originator_port: u32,
+        options: ChannelOptions,
+    ) -> Result<ChannelId, Error> {
+        let kind = ChannelKind::DirectTcpip {
+            host: host.to_owned(),
+            port,
+            originator_host: originator_host.to_owned(),
+            originator_port,
         };
-        self.proto.global_request(name, want_reply, data, ReplyTo::App(id), &mut ctx);
-        self.transport.check_rekey_limits(&mut self.shared);
-        Ok(id)
+        self.open_channel(kind, options)
+    }
+
+    /// Opens a channel of any kind (server: `forwarded-tcpip` for a
+    /// connection to a remote-forwarded port).
+    pub fn open_channel(&mut self, kind: ChannelKind, options: ChannelOptions) -> Result<ChannelId, Error> {
+        self.proto_command(|p, ctx| p.open(kind, options, ctx))
+    }
+
+    /// Accepts `Event::ChannelOpenRequest { channel, .. }`.
+    pub fn accept_channel(&mut self, channel: ChannelId, options: ChannelOptions) -> Result<(), Error> {
+        self.proto_command(|p, ctx| p.accept(channel, options, ctx))
+    }
+
+    /// Refuses `Event::ChannelOpenRequest { channel, .. }`.
+    pub fn reject_channel(
+        &mut self,
+        channel: ChannelId,
+        reason: OpenFailure,
+        description: &str,
+    ) -> Result<(), Error> {
+        self.proto_command(|p, ctx| p.reject(channel, reason, description, ctx))
+    }
+
+    /// Sends a channel request; with `want_reply` the answer is
+    /// `Event::ChannelRequestResult` with the returned id.
+    pub fn channel_request(
+        &mut self,
+        channel: ChannelId,
+        request: &ChannelRequest,
+        want_reply: bool,
+    ) -> Result<u64, Error> {
+        self.proto_command(|p, ctx| p.request(channel, request, want_reply, ctx))
+    }
+
+    /// Runs `command` on a session channel (`exec`, want-reply).
+    pub fn exec(&mut self, channel: ChannelId, command: &str) -> Result<u64, Error> {
+        self.channel_request(channel, &ChannelRequest::exec(command), true)
+    }
+
+    /// Answers `Event::ChannelRequest { id, want_reply: true, .. }` with success.
+    pub fn accept_channel_request(&mut self, id: u64) -> Result<(), Error> {
+        self.proto_command(|p, ctx| p.answer_request(id, true, ctx))
+    }
+
+    /// Answers `Event::ChannelRequest { id, want_reply: true, .. }` with failure.
+    pub fn reject_channel_request(&mut self, id: u64) -> Result<(), Error> {
+        self.proto_command(|p, ctx| p.answer_request(id, false, ctx))
+    }
+
+    /// Writes data to a channel. Everything is accepted: what the peer's
+    /// window does not allow yet stays queued in the channel and goes out as
+    /// the window opens. Returns the bytes queued (apply backpressure while
+    /// it is large; `Event::ChannelWritable` says when it drained).
+    pub fn channel_write(&mut self, channel: ChannelId, data: &[u8]) -> Result<usize, Error> {
+        self.proto_command(|p, ctx| p.write(channel, None, data, ctx))
+    }
+
+    /// Writes extended data (`code` 1: stderr), queued like `channel_write`.
+    pub fn channel_write_extended(
+        &mut self,
+        channel: ChannelId,
+        code: u32,
+        data: &[u8],
+    ) -> Result<usize, Error> {
+        self.proto_command(|p, ctx| p.write(channel, Some(code), data, ctx))
+    }
+
+    /// Sends EOF once the queued data is out.
+    pub fn channel_eof(&mut self, channel: ChannelId) -> Result<(), Error> {
+        self.proto_command(|p, ctx| p.eof(channel, ctx))
+    }
+
+    /// Closes the channel once the queued data is out; `Event::ChannelClosed`
+    /// follows the peer's CLOSE.
+    pub fn channel_close(&mut self, channel: ChannelId) -> Result<(), Error> {
+        self.proto_command(|p, ctx| p.close(channel, ctx))
+    }
+
+    /// For channels with `manual_window`: the application consumed `n`
+    /// bytes of the channel's data, so the peer may send that much more.
+    pub fn channel_consumed(&mut self, channel: ChannelId, n: usize) -> Result<(), Error> {
+        self.proto_command(|p, ctx| {
+            p.consumed(channel, n, ctx);
+            Ok(())
+        })
+    }
+
+    /// Flow-control state of a channel.
+    pub fn channel_info(&self, channel: ChannelId) -> Option<ChannelInfo> {
+        self.proto.info(channel)
+    }
+
+    /// Channels open or opening.
+    pub fn channel_count(&self) -> usize {
+        self.proto.live()
     }
 
     /// Start a key re-exchange now (no-op if one is running).
@@ -548,7 +734,25 @@ impl Connection {
     /// The next event, if any.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.shared.events.pop_front()
+        let event = self.shared.events.pop_front()?;
+        // Data handed to the application counts as consumed, unless the
+        // channel replenishes its window by hand (`channel_consumed`). The
+        // grant may queue a WINDOW_ADJUST: drain pending_transmit after events.
+        if let Event::ChannelData { channel, data } | Event::ChannelExtendedData { channel, data, .. } =
+            &event
+            && !self.closed
+            && self.proto.auto_window(*channel)
+        {
+            let t = &mut self.transport;
+            let mut ctx = Ctx {
+                out: &mut t.output,
+                shared: &mut self.shared,
+                session_id: t.session_id.unwrap_or_default(),
+                server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
+            };
+            self.proto.consumed(*channel, data.len(), &mut ctx);
+        }
+        Some(event)
     }
 
     /// When `handle_timeout` should next be called.

@@ -179,6 +179,9 @@ pub enum Error {
     /// never offered, too many keyboard-interactive prompts).
     #[error("authentication protocol violation: {what}")]
     AuthProtocol { what: String },
+    /// The peer broke a channel rule (window, packet size, state, replies).
+    #[error("channel {channel}: {what}")]
+    ChannelProtocol { channel: u32, what: String },
     /// The peer asked for a service we do not offer.
     #[error("peer requested unavailable service {service:?}")]
     ServiceNotAvailable { service: String },
@@ -196,6 +199,12 @@ pub enum Error {
     /// A command that the connection's current state does not allow.
     #[error("not allowed now: {what}")]
     InvalidState { what: &'static str },
+    /// A command named a channel that does not exist (or is closed).
+    #[error("no channel {channel}")]
+    UnknownChannel { channel: u32 },
+    /// The channel table is full.
+    #[error("too many channels (at most {max})")]
+    TooManyChannels { max: usize },
     /// A command named an id that is not pending (already answered or unknown).
     #[error("no pending {what} with id {id}")]
     UnknownId { what: &'static str, id: u64 },
@@ -228,6 +237,8 @@ impl Error {
             Error::Config { .. }
             | Error::InvalidState { .. }
             | Error::UnknownId { .. }
+            | Error::UnknownChannel { .. }
+            | Error::TooManyChannels { .. }
             | Error::Closed
             | Error::UnsupportedHostKey { .. }
             | Error::Internal { .. } => DisconnectCode::BY_APPLICATION,
@@ -246,6 +257,8 @@ impl Error {
                 | Error::Config { .. }
                 | Error::InvalidState { .. }
                 | Error::UnknownId { .. }
+                | Error::UnknownChannel { .. }
+                | Error::TooManyChannels { .. }
                 | Error::Closed
                 | Error::Internal { .. }
         )

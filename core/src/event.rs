@@ -2,6 +2,7 @@
 //! data (no lifetimes), so they cross into C and Python unchanged.
 
 use crate::auth::{AuthAttempt, AuthMethod, Prompt, Secret};
+use crate::channel::{ChannelId, ChannelKind, ChannelRequest, ExitStatus, GlobalRequest, OpenFailure};
 use crate::error::CloseReason;
 use crate::keys::SignatureAlgorithm;
 use crate::transport::{HostKeyAlgorithm, Negotiated};
@@ -77,6 +78,33 @@ pub enum Event {
     Authenticated { user: String, method: String },
     /// The peer answered our global request `id` (`data`: request-specific reply data).
     GlobalReply { id: u64, success: bool, data: Vec<u8> },
+    /// A global request the application may answer (`accept_global_request` /
+    /// `reject_global_request` when `want_reply`). Others are refused by the core.
+    GlobalRequest { id: u64, request: GlobalRequest, want_reply: bool },
+    /// The peer opened a channel: answer with `accept_channel` or `reject_channel`.
+    ChannelOpenRequest { channel: ChannelId, kind: ChannelKind },
+    /// Our channel open was confirmed.
+    ChannelOpened { channel: ChannelId },
+    /// Our channel open was refused; `unsent` bytes written meanwhile are dropped.
+    ChannelOpenFailed { channel: ChannelId, reason: OpenFailure, description: String, unsent: usize },
+    /// Data arrived on a channel.
+    ChannelData { channel: ChannelId, data: Vec<u8> },
+    /// Extended data arrived (code 1 is stderr).
+    ChannelExtendedData { channel: ChannelId, code: u32, data: Vec<u8> },
+    /// The peer will send no more data on the channel.
+    ChannelEof { channel: ChannelId },
+    /// Both sides closed the channel: its number may be reused. `unsent`
+    /// bytes we had queued were dropped because the peer closed first.
+    ChannelClosed { channel: ChannelId, unsent: usize },
+    /// A channel request from the peer; if `want_reply`, answer with
+    /// `accept_channel_request` / `reject_channel_request`.
+    ChannelRequest { channel: ChannelId, id: u64, request: ChannelRequest, want_reply: bool },
+    /// The peer answered our channel request `id`.
+    ChannelRequestResult { channel: ChannelId, id: u64, success: bool },
+    /// The remote command ended (exit-status or exit-signal).
+    ChannelExit { channel: ChannelId, status: ExitStatus },
+    /// Everything written to the channel has been sent (after backpressure).
+    ChannelWritable { channel: ChannelId },
     /// The peer sent SSH_MSG_DEBUG.
     Debug { always_display: bool, message: String },
     /// The peer answered our `ping` (OpenSSH's SSH_MSG_PONG).

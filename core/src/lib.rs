@@ -35,7 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
-mod channel;
+pub mod channel;
 pub mod config;
 pub mod connection;
 pub mod error;
@@ -51,6 +51,10 @@ pub mod wire;
 pub mod testing;
 
 pub use auth::{AuthAttempt, AuthMethod, AuthOutcome, Credential, Prompt, Secret};
+pub use channel::{
+    ChannelId, ChannelInfo, ChannelKind, ChannelOptions, ChannelRequest, ExitStatus, GlobalRequest,
+    OpenFailure, Pty,
+};
 pub use config::{ClientConfig, RekeyLimits, ServerConfig, TransportConfig};
 pub use connection::{Connection, Stats};
 pub use error::{CloseReason, DisconnectCode, Error};

@@ -1,11 +1,37 @@
-//! The connection protocol (RFC 4254): global requests and channels.
+//! The connection protocol (RFC 4254): global requests and channels, with
+//! flow control in both directions.
+//!
+//! Outbound data waits in the channel (not in the transport) until the
+//! peer's window and our key exchange allow it, so a large write straddles a
+//! rekey without a copy and EOF/CLOSE always follow the data before them.
+//! Inbound data is bounded by the window we grant, which is only replenished
+//! as the application consumes data.
+
+mod types;
 
 use std::collections::VecDeque;
+
+pub use types::{
+    ChannelId, ChannelKind, ChannelOptions, ChannelRequest, ExitStatus, GlobalRequest, OpenFailure, Pty, tty,
+};
+
+// The machinery is crate-private; the types above are the public API.
 
 use crate::auth::client::Ctx;
 use crate::error::Error;
 use crate::event::Event;
-use crate::wire::{Reader, Writer, msg};
+use crate::transport::Role;
+use crate::wire::{DecodeError, Reader, Writer, msg};
+
+/// The port a `tcpip-forward` to port 0 was bound to, from the data of its
+/// `Event::GlobalReply` (RFC 4254 §7.1).
+pub fn bound_port(reply_data: &[u8]) -> Option<u32> {
+    Reader::new(reply_data).u32("bound port").ok()
+}
+
+/// Largest data payload we put in one packet, whatever the peer allows:
+/// OpenSSH's own size, and safe for every transport (RFC 4253 asks 35000).
+const MAX_DATA_CHUNK: u32 = 32 * 1024;
 
 /// Who is waiting for the reply to a global request we sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,45 +40,224 @@ pub(crate) enum ReplyTo {
     App(u64),
 }
 
-/// A global request from the peer, in arrival order: replies must go out in
-/// that order (RFC 4254 §4), whoever answers them.
+/// A want-reply request from the peer, in arrival order: replies must go
+/// out in that order (RFC 4254 §4, §6), whoever answers them.
 #[derive(Debug)]
 struct Incoming {
-    /// `Some(success)` once answered.
-    reply: Option<bool>,
+    id: u64,
+    /// `Some((success, reply data))` once answered.
+    reply: Option<(bool, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChannelState {
+    /// We sent CHANNEL_OPEN and wait for the confirmation.
+    Opening,
+    /// The peer sent CHANNEL_OPEN and waits for the application's answer.
+    Offered,
+    /// Open.
+    Open,
+}
+
+/// Data waiting for window: a run of bytes for the normal (None) or an
+/// extended (Some(code)) stream.
+#[derive(Debug)]
+struct Segment {
+    code: Option<u32>,
+    bytes: Vec<u8>,
+    /// Bytes of `bytes` already sent.
+    sent: usize,
+}
+
+#[derive(Debug)]
+struct Channel {
+    kind: ChannelKind,
+    state: ChannelState,
+    remote_id: u32,
+    // Outbound.
+    remote_window: u64,
+    remote_max_packet: u32,
+    queue: VecDeque<Segment>,
+    queued: usize,
+    eof_wanted: bool,
+    eof_sent: bool,
+    close_wanted: bool,
+    close_sent: bool,
+    /// Emit `ChannelWritable` once the queue drains.
+    notify_writable: bool,
+    // Inbound.
+    window_size: u32,
+    /// Window the peer may still use.
+    local_window: u32,
+    /// Consumed bytes not yet granted back.
+    unacked: u32,
+    max_packet: u32,
+    manual_window: bool,
+    eof_received: bool,
+    close_received: bool,
+    // Requests.
+    ours: VecDeque<u64>,
+    theirs: VecDeque<Incoming>,
+}
+
+impl Channel {
+    fn new(kind: ChannelKind, state: ChannelState, opts: ChannelOptions) -> Self {
+        Channel {
+            kind,
+            state,
+            remote_id: 0,
+            remote_window: 0,
+            remote_max_packet: 0,
+            queue: VecDeque::new(),
+            queued: 0,
+            eof_wanted: false,
+            eof_sent: false,
+            close_wanted: false,
+            close_sent: false,
+            notify_writable: false,
+            window_size: opts.window,
+            local_window: opts.window,
+            unacked: 0,
+            max_packet: opts.max_packet,
+            manual_window: opts.manual_window,
+            eof_received: false,
+            close_received: false,
+            ours: VecDeque::new(),
+            theirs: VecDeque::new(),
+        }
+    }
+}
+
+/// A channel-table slot. `Closed` remembers that a number was used, so that
+/// a late or duplicate message for it gets a precise error.
+#[derive(Debug)]
+enum Slot {
+    Free,
+    Closed,
+    Live(Box<Channel>),
+}
+
+/// Snapshot of a channel's flow-control state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// What the channel carries.
+    pub kind: ChannelKind,
+    /// Whether it is open (false while the open is in flight).
+    pub open: bool,
+    /// Bytes accepted by `channel_write` and not yet sent (backpressure).
+    pub pending: usize,
+    /// Bytes the peer still lets us send.
+    pub remote_window: u64,
+    /// Bytes the peer may still send us before we grant more.
+    pub local_window: u32,
+    /// Whether the peer sent EOF.
+    pub eof_received: bool,
 }
 
 /// State of the connection protocol for one connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ConnectionProtocol {
+    role: Role,
+    slots: Vec<Slot>,
+    live: usize,
+    max_channels: usize,
     /// Our want-reply global requests, oldest first.
     pending_replies: VecDeque<ReplyTo>,
     /// Peer's want-reply global requests, oldest first.
     incoming: VecDeque<Incoming>,
 }
 
-fn malformed(message: &'static str) -> impl Fn(crate::wire::DecodeError) -> Error {
+fn malformed(message: &'static str) -> impl Fn(DecodeError) -> Error {
     move |reason| Error::Malformed { message, reason }
 }
 
+fn violation(channel: u32, what: impl Into<String>) -> Error {
+    Error::ChannelProtocol { channel, what: what.into() }
+}
+
 impl ConnectionProtocol {
+    pub(crate) fn new(role: Role, max_channels: usize) -> Self {
+        ConnectionProtocol {
+            role,
+            slots: Vec::new(),
+            live: 0,
+            max_channels: max_channels.max(1),
+            pending_replies: VecDeque::new(),
+            incoming: VecDeque::new(),
+        }
+    }
+
+    fn next_id(ctx: &mut Ctx<'_>) -> u64 {
+        ctx.shared.next_id += 1;
+        ctx.shared.next_id
+    }
+
+    fn allocate(&mut self, ch: Channel) -> Option<ChannelId> {
+        if self.live >= self.max_channels {
+            return None;
+        }
+        let idx = match self.slots.iter().position(|s| !matches!(s, Slot::Live(_))) {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::Free);
+                self.slots.len() - 1
+            }
+        };
+        self.slots[idx] = Slot::Live(Box::new(ch));
+        self.live += 1;
+        Some(ChannelId(idx as u32))
+    }
+
+    fn release(&mut self, id: u32) {
+        if let Some(slot @ Slot::Live(_)) = self.slots.get_mut(id as usize) {
+            *slot = Slot::Closed;
+            self.live -= 1;
+        }
+    }
+
+    /// The live channel a peer message names, or a precise error.
+    fn peer_channel(&mut self, id: u32, what: &str) -> Result<&mut Channel, Error> {
+        match self.slots.get_mut(id as usize) {
+            Some(Slot::Live(ch)) => Ok(ch),
+            Some(Slot::Closed) => Err(violation(id, format!("{what} for a channel that is already closed"))),
+            _ => Err(violation(id, format!("{what} for a channel that does not exist"))),
+        }
+    }
+
+    fn channel(&mut self, id: ChannelId) -> Result<&mut Channel, Error> {
+        match self.slots.get_mut(id.0 as usize) {
+            Some(Slot::Live(ch)) => Ok(ch),
+            _ => Err(Error::UnknownChannel { channel: id.0 }),
+        }
+    }
+
+    pub(crate) fn info(&self, id: ChannelId) -> Option<ChannelInfo> {
+        match self.slots.get(id.0 as usize) {
+            Some(Slot::Live(ch)) => Some(ChannelInfo {
+                kind: ch.kind.clone(),
+                open: ch.state == ChannelState::Open,
+                pending: ch.queued,
+                remote_window: ch.remote_window,
+                local_window: ch.local_window,
+                eof_received: ch.eof_received,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Number of live channels (open or opening).
+    pub(crate) fn live(&self) -> usize {
+        self.live
+    }
+
+    // ------------------------------------------------------------ inbound
+
     /// Handles a connection-protocol message.
     pub(crate) fn handle(&mut self, payload: &[u8], ctx: &mut Ctx<'_>) -> Result<(), Error> {
         let n = payload[0];
         let mut r = Reader::new(&payload[1..]);
         match n {
-            msg::GLOBAL_REQUEST => {
-                let m = malformed("GLOBAL_REQUEST");
-                let _name = r.string("request name").map_err(&m)?;
-                let want_reply = r.bool("want reply").map_err(&m)?;
-                if want_reply {
-                    // Requests we do not understand get REQUEST_FAILURE, as
-                    // OpenSSH does; keepalive probes rely on that answer.
-                    self.incoming.push_back(Incoming { reply: Some(false) });
-                    self.flush_replies(ctx);
-                }
-                Ok(())
-            }
+            msg::GLOBAL_REQUEST => self.on_global_request(&mut r, ctx),
             msg::REQUEST_SUCCESS | msg::REQUEST_FAILURE => {
                 let Some(to) = self.pending_replies.pop_front() else {
                     return Err(Error::UnexpectedMessage {
@@ -69,38 +274,450 @@ impl ConnectionProtocol {
                 });
                 Ok(())
             }
-            msg::CHANNEL_OPEN => {
-                let m = malformed("CHANNEL_OPEN");
-                let _kind = r.string("channel type").map_err(&m)?;
-                let sender = r.u32("sender channel").map_err(&m)?;
-                let mut p = Vec::with_capacity(64);
-                p.put_u8(msg::CHANNEL_OPEN_FAILURE);
-                p.put_u32(sender);
-                p.put_u32(OPEN_ADMINISTRATIVELY_PROHIBITED);
-                p.put_str("channels are not accepted by this endpoint");
-                p.put_str("");
-                ctx.out.send(&p, &mut ctx.shared.rng);
+            msg::CHANNEL_OPEN => self.on_open(&mut r, ctx),
+            msg::CHANNEL_OPEN_CONFIRMATION => {
+                let m = malformed("CHANNEL_OPEN_CONFIRMATION");
+                let id = r.u32("recipient channel").map_err(&m)?;
+                let remote_id = r.u32("sender channel").map_err(&m)?;
+                let window = r.u32("initial window").map_err(&m)?;
+                let max_packet = r.u32("maximum packet").map_err(&m)?;
+                let ch = self.peer_channel(id, "CHANNEL_OPEN_CONFIRMATION")?;
+                if ch.state != ChannelState::Opening {
+                    return Err(violation(id, "CHANNEL_OPEN_CONFIRMATION for a channel not being opened"));
+                }
+                if max_packet == 0 {
+                    return Err(violation(id, "maximum packet size 0"));
+                }
+                ch.state = ChannelState::Open;
+                ch.remote_id = remote_id;
+                ch.remote_window = u64::from(window);
+                ch.remote_max_packet = max_packet;
+                ctx.shared.events.push_back(Event::ChannelOpened { channel: ChannelId(id) });
+                self.flush(id, ctx);
+                Ok(())
+            }
+            msg::CHANNEL_OPEN_FAILURE => {
+                let m = malformed("CHANNEL_OPEN_FAILURE");
+                let id = r.u32("recipient channel").map_err(&m)?;
+                let reason = r.u32("reason code").map_err(&m)?;
+                let description = String::from_utf8_lossy(r.string("description").map_err(&m)?).into_owned();
+                let ch = self.peer_channel(id, "CHANNEL_OPEN_FAILURE")?;
+                if ch.state != ChannelState::Opening {
+                    return Err(violation(id, "CHANNEL_OPEN_FAILURE for a channel not being opened"));
+                }
+                let unsent = ch.queued;
+                self.release(id);
+                ctx.shared.events.push_back(Event::ChannelOpenFailed {
+                    channel: ChannelId(id),
+                    reason: OpenFailure(reason),
+                    description,
+                    unsent,
+                });
+                Ok(())
+            }
+            msg::CHANNEL_WINDOW_ADJUST => {
+                let m = malformed("CHANNEL_WINDOW_ADJUST");
+                let id = r.u32("recipient channel").map_err(&m)?;
+                let add = r.u32("bytes to add").map_err(&m)?;
+                let ch = self.open_channel(id, "CHANNEL_WINDOW_ADJUST")?;
+                let window = ch.remote_window + u64::from(add);
+                if window > u64::from(u32::MAX) {
+                    return Err(violation(id, format!("window adjust to {window}, beyond 2^32-1")));
+                }
+                ch.remote_window = window;
+                self.flush(id, ctx);
+                Ok(())
+            }
+            msg::CHANNEL_DATA | msg::CHANNEL_EXTENDED_DATA => {
+                let name = msg::name(n);
+                let m = malformed(name);
+                let id = r.u32("recipient channel").map_err(&m)?;
+                let code = if n == msg::CHANNEL_EXTENDED_DATA {
+                    Some(r.u32("data type code").map_err(&m)?)
+                } else {
+                    None
+                };
+                let data = r.string("data").map_err(&m)?;
+                let ch = self.open_channel(id, name)?;
+                if ch.eof_received {
+                    return Err(violation(id, format!("{name} after the peer's EOF")));
+                }
+                let len = data.len();
+                if len > ch.max_packet as usize {
+                    return Err(violation(
+                        id,
+                        format!("{name} of {len} bytes exceeds the maximum packet of {}", ch.max_packet),
+                    ));
+                }
+                if len > ch.local_window as usize {
+                    return Err(violation(
+                        id,
+                        format!("{name} of {len} bytes exceeds the window of {}", ch.local_window),
+                    ));
+                }
+                ch.local_window -= len as u32;
+                if ch.close_sent || len == 0 {
+                    // Data in flight when we closed: accepted and dropped (RFC 4254 §5.3).
+                    return Ok(());
+                }
+                let channel = ChannelId(id);
+                let data = data.to_vec();
+                ctx.shared.events.push_back(match code {
+                    None => Event::ChannelData { channel, data },
+                    Some(code) => Event::ChannelExtendedData { channel, code, data },
+                });
+                Ok(())
+            }
+            msg::CHANNEL_EOF => {
+                let id = r.u32("recipient channel").map_err(malformed("CHANNEL_EOF"))?;
+                let ch = self.open_channel(id, "CHANNEL_EOF")?;
+                if !ch.eof_received {
+                    ch.eof_received = true;
+                    if !ch.close_sent {
+                        ctx.shared.events.push_back(Event::ChannelEof { channel: ChannelId(id) });
+                    }
+                }
+                Ok(())
+            }
+            msg::CHANNEL_CLOSE => {
+                let id = r.u32("recipient channel").map_err(malformed("CHANNEL_CLOSE"))?;
+                let ch = self.open_channel(id, "CHANNEL_CLOSE")?;
+                ch.close_received = true;
+                // The peer takes nothing more: data still queued is dropped and reported.
+                let unsent = ch.queued;
+                ch.queue.clear();
+                ch.queued = 0;
+                if !ch.close_sent {
+                    ch.close_sent = true;
+                    let remote = ch.remote_id;
+                    send_close(remote, ctx);
+                }
+                self.release(id);
+                ctx.shared.events.push_back(Event::ChannelClosed { channel: ChannelId(id), unsent });
+                Ok(())
+            }
+            msg::CHANNEL_REQUEST => self.on_channel_request(&mut r, ctx),
+            msg::CHANNEL_SUCCESS | msg::CHANNEL_FAILURE => {
+                let name = msg::name(n);
+                let id = r.u32("recipient channel").map_err(malformed(name))?;
+                let ch = self.open_channel(id, name)?;
+                let Some(request) = ch.ours.pop_front() else {
+                    return Err(violation(id, format!("{name} with no request pending")));
+                };
+                ctx.shared.events.push_back(Event::ChannelRequestResult {
+                    channel: ChannelId(id),
+                    id: request,
+                    success: n == msg::CHANNEL_SUCCESS,
+                });
                 Ok(())
             }
             _ => Err(Error::UnexpectedMessage {
                 number: n,
                 message: msg::name(n),
-                phase: "for a channel that does not exist",
+                phase: "(unknown connection-protocol message)",
             }),
         }
     }
 
-    /// Sends the replies at the front of the queue that are decided.
-    fn flush_replies(&mut self, ctx: &mut Ctx<'_>) {
-        while let Some(Incoming { reply: Some(ok), .. }) = self.incoming.front() {
-            let byte = if *ok { msg::REQUEST_SUCCESS } else { msg::REQUEST_FAILURE };
-            ctx.out.send(&[byte], &mut ctx.shared.rng);
+    /// The channel, which must be open and not closed by the peer.
+    fn open_channel(&mut self, id: u32, what: &str) -> Result<&mut Channel, Error> {
+        let ch = self.peer_channel(id, what)?;
+        if ch.state != ChannelState::Open {
+            return Err(violation(id, format!("{what} for a channel that is not open yet")));
+        }
+        if ch.close_received {
+            return Err(violation(id, format!("{what} after the peer's CLOSE")));
+        }
+        Ok(ch)
+    }
+
+    fn on_global_request(&mut self, r: &mut Reader<'_>, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        let m = malformed("GLOBAL_REQUEST");
+        let name = r.utf8("request name").map_err(&m)?;
+        let want_reply = r.bool("want reply").map_err(&m)?;
+        let request = match (self.role, name) {
+            (Role::Server, "tcpip-forward") => Some(GlobalRequest::TcpipForward {
+                address: r.utf8("address to bind").map_err(&m)?.to_owned(),
+                port: r.u32("port to bind").map_err(&m)?,
+            }),
+            (Role::Server, "cancel-tcpip-forward") => Some(GlobalRequest::CancelTcpipForward {
+                address: r.utf8("address to bind").map_err(&m)?.to_owned(),
+                port: r.u32("port to bind").map_err(&m)?,
+            }),
+            _ => None,
+        };
+        let id = Self::next_id(ctx);
+        match request {
+            Some(request) => {
+                if want_reply {
+                    self.incoming.push_back(Incoming { id, reply: None });
+                }
+                ctx.shared.events.push_back(Event::GlobalRequest { id, request, want_reply });
+            }
+            // Requests we do not understand get REQUEST_FAILURE, as OpenSSH
+            // does; keepalive probes (keepalive@openssh.com) rely on that.
+            None if want_reply => {
+                self.incoming.push_back(Incoming { id, reply: Some((false, Vec::new())) });
+                self.flush_global_replies(ctx);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn flush_global_replies(&mut self, ctx: &mut Ctx<'_>) {
+        while let Some(Incoming { reply: Some((ok, data)), .. }) = self.incoming.front() {
+            let mut p = Vec::with_capacity(1 + data.len());
+            p.put_u8(if *ok { msg::REQUEST_SUCCESS } else { msg::REQUEST_FAILURE });
+            p.extend_from_slice(data);
+            ctx.out.send(&p, &mut ctx.shared.rng);
             self.incoming.pop_front();
         }
     }
 
-    /// Sends a global request. With `want_reply`, the answer comes back as
-    /// `Event::GlobalReply` with `id` (or to the core for `ReplyTo::Internal`).
+    fn on_open(&mut self, r: &mut Reader<'_>, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        let m = malformed("CHANNEL_OPEN");
+        let name = r.utf8("channel type").map_err(&m)?.to_owned();
+        let remote_id = r.u32("sender channel").map_err(&m)?;
+        let window = r.u32("initial window").map_err(&m)?;
+        let max_packet = r.u32("maximum packet").map_err(&m)?;
+        let kind = ChannelKind::decode(&name, r).map_err(&m)?;
+        let refuse = |reason: OpenFailure, text: &str, ctx: &mut Ctx<'_>| {
+            let mut p = Vec::with_capacity(64);
+            p.put_u8(msg::CHANNEL_OPEN_FAILURE);
+            p.put_u32(remote_id);
+            p.put_u32(reason.0);
+            p.put_str(text);
+            p.put_str("");
+            ctx.out.send(&p, &mut ctx.shared.rng);
+        };
+        let acceptable = match (&kind, self.role) {
+            (ChannelKind::Session | ChannelKind::DirectTcpip { .. }, Role::Server) => true,
+            (ChannelKind::ForwardedTcpip { .. }, Role::Client) => true,
+            (ChannelKind::Other { .. }, _) => {
+                refuse(OpenFailure::UNKNOWN_CHANNEL_TYPE, "unknown channel type", ctx);
+                return Ok(());
+            }
+            _ => false,
+        };
+        if !acceptable {
+            refuse(
+                OpenFailure::ADMINISTRATIVELY_PROHIBITED,
+                "channel type not allowed in this direction",
+                ctx,
+            );
+            return Ok(());
+        }
+        if max_packet == 0 {
+            refuse(OpenFailure::ADMINISTRATIVELY_PROHIBITED, "maximum packet size 0", ctx);
+            return Ok(());
+        }
+        let mut ch = Channel::new(kind.clone(), ChannelState::Offered, ChannelOptions::default());
+        ch.remote_id = remote_id;
+        ch.remote_window = u64::from(window);
+        ch.remote_max_packet = max_packet;
+        match self.allocate(ch) {
+            Some(channel) => {
+                ctx.shared.events.push_back(Event::ChannelOpenRequest { channel, kind });
+            }
+            None => refuse(OpenFailure::RESOURCE_SHORTAGE, "too many channels", ctx),
+        }
+        Ok(())
+    }
+
+    fn on_channel_request(&mut self, r: &mut Reader<'_>, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        let m = malformed("CHANNEL_REQUEST");
+        let id = r.u32("recipient channel").map_err(&m)?;
+        let name = r.utf8("request type").map_err(&m)?.to_owned();
+        let want_reply = r.bool("want reply").map_err(&m)?;
+        let request = ChannelRequest::decode(&name, r).map_err(&m)?;
+        let role = self.role;
+        let request_id = Self::next_id(ctx);
+        let ch = self.open_channel(id, "CHANNEL_REQUEST")?;
+        let channel = ChannelId(id);
+        let for_app = match (&request, role) {
+            (ChannelRequest::ExitStatus { status }, Role::Client) => {
+                ctx.shared
+                    .events
+                    .push_back(Event::ChannelExit { channel, status: ExitStatus::Code(*status) });
+                Some(true)
+            }
+            (ChannelRequest::ExitSignal { signal, core_dumped, message }, Role::Client) => {
+                ctx.shared.events.push_back(Event::ChannelExit {
+                    channel,
+                    status: ExitStatus::Signal {
+                        signal: signal.clone(),
+                        core_dumped: *core_dumped,
+                        message: message.clone(),
+                    },
+                });
+                Some(true)
+            }
+            (ChannelRequest::XonXoff { .. }, Role::Client) => None,
+            (
+                ChannelRequest::Pty(_)
+                | ChannelRequest::Shell
+                | ChannelRequest::Exec { .. }
+                | ChannelRequest::Subsystem { .. }
+                | ChannelRequest::Env { .. }
+                | ChannelRequest::WindowChange { .. }
+                | ChannelRequest::Signal { .. },
+                Role::Server,
+            ) => None,
+            // Not ours to act on (keepalive@openssh.com, eow@openssh.com,
+            // unknown ones): refused, as OpenSSH does.
+            _ => Some(false),
+        };
+        match for_app {
+            None => {
+                if want_reply {
+                    ch.theirs.push_back(Incoming { id: request_id, reply: None });
+                }
+                ctx.shared.events.push_back(Event::ChannelRequest {
+                    channel,
+                    id: request_id,
+                    request,
+                    want_reply,
+                });
+            }
+            Some(ok) if want_reply => {
+                ch.theirs.push_back(Incoming { id: request_id, reply: Some((ok, Vec::new())) });
+                flush_channel_replies(ch, ctx);
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ commands
+
+    /// Opens a channel; `Event::ChannelOpened` or `ChannelOpenFailed` follows.
+    pub(crate) fn open(
+        &mut self,
+        kind: ChannelKind,
+        opts: ChannelOptions,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<ChannelId, Error> {
+        if opts.window == 0 || opts.max_packet == 0 {
+            return Err(Error::InvalidState { what: "a channel needs a non-zero window and maximum packet" });
+        }
+        let ch = Channel::new(kind.clone(), ChannelState::Opening, opts);
+        let id = self.allocate(ch).ok_or(Error::TooManyChannels { max: self.max_channels })?;
+        let mut p = Vec::with_capacity(64);
+        p.put_u8(msg::CHANNEL_OPEN);
+        p.put_str(kind.name());
+        p.put_u32(id.0);
+        p.put_u32(opts.window);
+        p.put_u32(opts.max_packet);
+        kind.encode_data(&mut p);
+        ctx.out.send(&p, &mut ctx.shared.rng);
+        Ok(id)
+    }
+
+    /// Accepts a channel the peer opened.
+    pub(crate) fn accept(
+        &mut self,
+        id: ChannelId,
+        opts: ChannelOptions,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Error> {
+        if opts.window == 0 || opts.max_packet == 0 {
+            return Err(Error::InvalidState { what: "a channel needs a non-zero window and maximum packet" });
+        }
+        let ch = self.channel(id)?;
+        if ch.state != ChannelState::Offered {
+            return Err(Error::InvalidState { what: "accept_channel answers ChannelOpenRequest" });
+        }
+        ch.state = ChannelState::Open;
+        ch.window_size = opts.window;
+        ch.local_window = opts.window;
+        ch.max_packet = opts.max_packet;
+        ch.manual_window = opts.manual_window;
+        let mut p = Vec::with_capacity(17);
+        p.put_u8(msg::CHANNEL_OPEN_CONFIRMATION);
+        p.put_u32(ch.remote_id);
+        p.put_u32(id.0);
+        p.put_u32(opts.window);
+        p.put_u32(opts.max_packet);
+        ctx.out.send(&p, &mut ctx.shared.rng);
+        self.flush(id.0, ctx);
+        Ok(())
+    }
+
+    /// Refuses a channel the peer opened.
+    pub(crate) fn reject(
+        &mut self,
+        id: ChannelId,
+        reason: OpenFailure,
+        text: &str,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Error> {
+        let ch = self.channel(id)?;
+        if ch.state != ChannelState::Offered {
+            return Err(Error::InvalidState { what: "reject_channel answers ChannelOpenRequest" });
+        }
+        let mut p = Vec::with_capacity(64);
+        p.put_u8(msg::CHANNEL_OPEN_FAILURE);
+        p.put_u32(ch.remote_id);
+        p.put_u32(reason.0);
+        p.put_str(text);
+        p.put_str("");
+        ctx.out.send(&p, &mut ctx.shared.rng);
+        // The peer never had the channel: the number is free again at once.
+        if let Some(slot) = self.slots.get_mut(id.0 as usize) {
+            *slot = Slot::Free;
+            self.live -= 1;
+        }
+        Ok(())
+    }
+
+    /// Sends a channel request; with `want_reply` the answer comes as
+    /// `Event::ChannelRequestResult` with the returned id.
+    pub(crate) fn request(
+        &mut self,
+        id: ChannelId,
+        request: &ChannelRequest,
+        want_reply: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<u64, Error> {
+        let request_id = Self::next_id(ctx);
+        let ch = self.channel(id)?;
+        if ch.state != ChannelState::Open || ch.close_sent || ch.close_wanted {
+            return Err(Error::InvalidState { what: "channel requests need an open channel" });
+        }
+        let mut p = Vec::with_capacity(64);
+        p.put_u8(msg::CHANNEL_REQUEST);
+        p.put_u32(ch.remote_id);
+        p.put_str(request.name());
+        p.put_bool(want_reply);
+        request.encode_data(&mut p);
+        ctx.out.send(&p, &mut ctx.shared.rng);
+        if want_reply {
+            ch.ours.push_back(request_id);
+        }
+        Ok(request_id)
+    }
+
+    /// Answers a channel request from the peer (replies go out in order).
+    pub(crate) fn answer_request(
+        &mut self,
+        request_id: u64,
+        ok: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Error> {
+        for slot in &mut self.slots {
+            if let Slot::Live(ch) = slot
+                && let Some(entry) = ch.theirs.iter_mut().find(|i| i.id == request_id && i.reply.is_none())
+            {
+                entry.reply = Some((ok, Vec::new()));
+                flush_channel_replies(ch, ctx);
+                return Ok(());
+            }
+        }
+        Err(Error::UnknownId { what: "channel request awaiting a reply", id: request_id })
+    }
+
+    /// Sends a global request.
     pub(crate) fn global_request(
         &mut self,
         name: &str,
@@ -119,7 +736,195 @@ impl ConnectionProtocol {
             self.pending_replies.push_back(to);
         }
     }
+
+    /// Answers a global request from the peer; `data` goes into
+    /// REQUEST_SUCCESS (e.g. the bound port for `tcpip-forward` to port 0).
+    pub(crate) fn answer_global(
+        &mut self,
+        id: u64,
+        ok: bool,
+        data: Vec<u8>,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Error> {
+        let Some(entry) = self.incoming.iter_mut().find(|i| i.id == id && i.reply.is_none()) else {
+            return Err(Error::UnknownId { what: "global request awaiting a reply", id });
+        };
+        entry.reply = Some((ok, if ok { data } else { Vec::new() }));
+        self.flush_global_replies(ctx);
+        Ok(())
+    }
+
+    /// Queues data (or extended data with `code`) and sends what the window
+    /// allows. Returns the bytes still queued on the channel.
+    pub(crate) fn write(
+        &mut self,
+        id: ChannelId,
+        code: Option<u32>,
+        data: &[u8],
+        ctx: &mut Ctx<'_>,
+    ) -> Result<usize, Error> {
+        let ch = self.channel(id)?;
+        if ch.state == ChannelState::Offered {
+            return Err(Error::InvalidState { what: "accept the channel before writing to it" });
+        }
+        if ch.eof_wanted || ch.close_wanted || ch.close_sent {
+            return Err(Error::InvalidState { what: "write after EOF or close" });
+        }
+        if data.is_empty() {
+            return Ok(ch.queued);
+        }
+        // Fast path: nothing queued, so send straight from the caller's buffer.
+        let mut data = data;
+        if ch.queue.is_empty() && ch.state == ChannelState::Open && ctx.out.can_send_now() && !ch.close_sent {
+            let sent = send_data(ch, code, data, ctx);
+            data = &data[sent..];
+        }
+        if !data.is_empty() {
+            ch.queue.push_back(Segment { code, bytes: data.to_vec(), sent: 0 });
+            ch.queued += data.len();
+        }
+        Ok(ch.queued)
+    }
+
+    /// Half-closes our side once queued data is out.
+    pub(crate) fn eof(&mut self, id: ChannelId, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        let ch = self.channel(id)?;
+        if ch.state == ChannelState::Offered {
+            return Err(Error::InvalidState { what: "accept or reject the channel first" });
+        }
+        ch.eof_wanted = true;
+        self.flush(id.0, ctx);
+        Ok(())
+    }
+
+    /// Closes once queued data is out; `Event::ChannelClosed` follows when
+    /// the peer's CLOSE arrives.
+    pub(crate) fn close(&mut self, id: ChannelId, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        let ch = self.channel(id)?;
+        if ch.state == ChannelState::Offered {
+            return Err(Error::InvalidState { what: "reject_channel refuses a channel that is not open" });
+        }
+        ch.close_wanted = true;
+        self.flush(id.0, ctx);
+        Ok(())
+    }
+
+    /// The application consumed `n` bytes of this channel's data: grant
+    /// the window back (in batches of half a window, as OpenSSH does).
+    pub(crate) fn consumed(&mut self, id: ChannelId, n: usize, ctx: &mut Ctx<'_>) {
+        let Some(Slot::Live(ch)) = self.slots.get_mut(id.0 as usize) else { return };
+        if ch.close_sent || ch.close_received || ch.eof_received {
+            return;
+        }
+        // Never grant more than was received and not yet granted back.
+        let outstanding = ch.window_size - ch.local_window - ch.unacked;
+        ch.unacked += (n.min(outstanding as usize)) as u32;
+        if ch.unacked >= ch.window_size / 2 || (ch.local_window == 0 && ch.unacked > 0) {
+            let add = ch.unacked;
+            ch.unacked = 0;
+            ch.local_window += add;
+            let mut p = Vec::with_capacity(9);
+            p.put_u8(msg::CHANNEL_WINDOW_ADJUST);
+            p.put_u32(ch.remote_id);
+            p.put_u32(add);
+            ctx.out.send(&p, &mut ctx.shared.rng);
+        }
+    }
+
+    /// Whether data events of this channel are credited when polled.
+    pub(crate) fn auto_window(&self, id: ChannelId) -> bool {
+        matches!(self.slots.get(id.0 as usize), Some(Slot::Live(ch)) if !ch.manual_window)
+    }
+
+    /// Sends queued data, then a wanted EOF and CLOSE, as far as window and
+    /// key exchange allow. Called after every input and command.
+    pub(crate) fn flush_all(&mut self, ctx: &mut Ctx<'_>) {
+        if !ctx.out.can_send_now() {
+            return;
+        }
+        for id in 0..self.slots.len() {
+            self.flush(id as u32, ctx);
+        }
+    }
+
+    fn flush(&mut self, id: u32, ctx: &mut Ctx<'_>) {
+        if !ctx.out.can_send_now() {
+            return;
+        }
+        let Some(Slot::Live(ch)) = self.slots.get_mut(id as usize) else { return };
+        if ch.state != ChannelState::Open || ch.close_sent {
+            return;
+        }
+        let had_queue = ch.queued > 0;
+        // Segments are moved out and back (not copied) around send_data.
+        while let Some(mut seg) = ch.queue.pop_front() {
+            let n = send_data(ch, seg.code, &seg.bytes[seg.sent..], ctx);
+            seg.sent += n;
+            ch.queued -= n;
+            if seg.sent < seg.bytes.len() {
+                ch.queue.push_front(seg);
+                break;
+            }
+        }
+        if ch.queued == 0 {
+            if had_queue || ch.notify_writable {
+                ch.notify_writable = false;
+                ctx.shared.events.push_back(Event::ChannelWritable { channel: ChannelId(id) });
+            }
+            if ch.eof_wanted && !ch.eof_sent {
+                ch.eof_sent = true;
+                let mut p = Vec::with_capacity(5);
+                p.put_u8(msg::CHANNEL_EOF);
+                p.put_u32(ch.remote_id);
+                ctx.out.send(&p, &mut ctx.shared.rng);
+            }
+            if ch.close_wanted && !ch.close_sent {
+                ch.close_sent = true;
+                send_close(ch.remote_id, ctx);
+            }
+        }
+    }
 }
 
-/// RFC 4254 §5.1 reason code.
-pub(crate) const OPEN_ADMINISTRATIVELY_PROHIBITED: u32 = 1;
+/// Sends as much of `data` as window and packet size allow, straight into
+/// the transmit buffer. Returns the bytes sent.
+fn send_data(ch: &mut Channel, code: Option<u32>, data: &[u8], ctx: &mut Ctx<'_>) -> usize {
+    let mut sent = 0;
+    let chunk_max = ch.remote_max_packet.min(MAX_DATA_CHUNK) as usize;
+    while sent < data.len() && ch.remote_window > 0 && !ctx.out.over_limit() {
+        let n = (data.len() - sent).min(chunk_max).min(ch.remote_window as usize);
+        let chunk = &data[sent..sent + n];
+        let remote = ch.remote_id;
+        ctx.out.seal_with(&mut ctx.shared.rng, |buf| {
+            match code {
+                None => buf.put_u8(msg::CHANNEL_DATA),
+                Some(_) => buf.put_u8(msg::CHANNEL_EXTENDED_DATA),
+            }
+            buf.put_u32(remote);
+            if let Some(c) = code {
+                buf.put_u32(c);
+            }
+            buf.put_string(chunk);
+        });
+        ch.remote_window -= n as u64;
+        sent += n;
+    }
+    sent
+}
+
+fn send_close(remote: u32, ctx: &mut Ctx<'_>) {
+    let mut p = Vec::with_capacity(5);
+    p.put_u8(msg::CHANNEL_CLOSE);
+    p.put_u32(remote);
+    ctx.out.send(&p, &mut ctx.shared.rng);
+}
+
+fn flush_channel_replies(ch: &mut Channel, ctx: &mut Ctx<'_>) {
+    while let Some(Incoming { reply: Some((ok, _)), .. }) = ch.theirs.front() {
+        let mut p = Vec::with_capacity(5);
+        p.put_u8(if *ok { msg::CHANNEL_SUCCESS } else { msg::CHANNEL_FAILURE });
+        p.put_u32(ch.remote_id);
+        ctx.out.send(&p, &mut ctx.shared.rng);
+        ch.theirs.pop_front();
+    }
+}

@@ -123,6 +123,10 @@ pub(crate) struct Output {
     closed: bool,
     bytes_since_kex: u64,
     packets_since_kex: u64,
+    /// Rekey limits of the current keys (set when a kex completes), so bulk
+    /// senders stop at the limit instead of a window past it.
+    limit_bytes: u64,
+    limit_packets: u64,
     pub(crate) bytes_total: u64,
     pub(crate) packets_total: u64,
 }
@@ -158,9 +162,33 @@ impl Output {
         }
     }
 
+    /// Whether a non-kex message would go out now (not held for a kex, not closed).
+    pub(crate) fn can_send_now(&self) -> bool {
+        !self.holding && !self.closed
+    }
+
+    /// Whether the outbound keys reached a rekey limit: bulk data should
+    /// wait for the new keys.
+    pub(crate) fn over_limit(&self) -> bool {
+        self.bytes_since_kex >= self.limit_bytes || self.packets_since_kex >= self.limit_packets
+    }
+
+    /// Seals a message whose payload `build` appends straight to the
+    /// transmit buffer: no intermediate copy. Only when `can_send_now`.
+    pub(crate) fn seal_with(&mut self, rng: &mut Rng, build: impl FnOnce(&mut Vec<u8>)) {
+        debug_assert!(self.can_send_now());
+        let start = Sealer::begin(&mut self.buf);
+        build(&mut self.buf);
+        self.account_sealed(start, rng);
+    }
+
     fn seal(&mut self, payload: &[u8], rng: &mut Rng) {
         let start = Sealer::begin(&mut self.buf);
         self.buf.extend_from_slice(payload);
+        self.account_sealed(start, rng);
+    }
+
+    fn account_sealed(&mut self, start: usize, rng: &mut Rng) {
         let wire = self.sealer.finish(&mut self.buf, start, rng) as u64;
         self.bytes_since_kex += wire;
         self.packets_since_kex += 1;
@@ -305,6 +333,8 @@ impl Transport {
                 closed: false,
                 bytes_since_kex: 0,
                 packets_since_kex: 0,
+                limit_bytes: u64::MAX,
+                limit_packets: u64::MAX,
                 bytes_total: 0,
                 packets_total: 0,
             },
@@ -996,6 +1026,8 @@ impl Transport {
         self.rekey_bytes = self.config.rekey.bytes.unwrap_or_else(|| {
             neg.cipher_c2s.default_rekey_bytes().min(neg.cipher_s2c.default_rekey_bytes())
         });
+        self.output.limit_bytes = self.rekey_bytes;
+        self.output.limit_packets = self.config.rekey.packets;
         self.kex_deadline = None;
         self.rekey_deadline = self.config.rekey.time.map(|d| shared.now + d);
         shared.stats.last_kex = Some(shared.now);

@@ -11,10 +11,10 @@ echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== unit, property, in-memory and interop tests"
-cargo test --workspace --all-targets --locked
+echo "== unit, property, in-memory and interop tests (optimised, with overflow checks)"
+cargo test --workspace --all-targets --locked --profile ci
 
 echo "== doc tests"
-cargo test --workspace --doc --locked
+cargo test --workspace --doc --locked --profile ci
 
 echo "all tests passed"

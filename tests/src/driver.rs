@@ -126,3 +126,81 @@ impl Driver {
         }
     }
 }
+
+/// What an `exec` produced.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error (extended data 1).
+    pub stderr: Vec<u8>,
+    /// How it ended (None if the server sent neither exit-status nor exit-signal).
+    pub exit: Option<sansh::ExitStatus>,
+}
+
+impl Driver {
+    /// Connects, accepts the server's host key without checking (tests only),
+    /// and runs until authenticated.
+    pub fn login(addr: SocketAddr, config: sansh::ClientConfig) -> Result<Driver, String> {
+        let conn = Connection::client(config, Timestamp::ZERO, rand_seed()).map_err(|e| e.to_string())?;
+        let mut d = Driver::connect(addr, conn).map_err(|e| format!("connect: {e}"))?;
+        d.run_until(Duration::from_secs(30), |conn, e| match e {
+            Event::HostKey(check) => {
+                conn.accept_host_key(check.id).expect("pending host key");
+                Flow::Continue
+            }
+            Event::Authenticated { .. } => Flow::Done,
+            _ => Flow::Continue,
+        })?;
+        Ok(d)
+    }
+
+    /// Runs `command` in a new session channel, feeding `stdin` then EOF, and
+    /// collects its output until the channel closes.
+    pub fn exec(&mut self, command: &str, stdin: &[u8], timeout: Duration) -> Result<ExecOutput, String> {
+        let ch = self.conn.open_session(sansh::ChannelOptions::default()).map_err(|e| e.to_string())?;
+        let mut out = ExecOutput::default();
+        let mut failed = None;
+        let command = command.to_owned();
+        let stdin = stdin.to_vec();
+        self.run_until(timeout, |conn, e| {
+            match e {
+                Event::ChannelOpened { channel } if *channel == ch => {
+                    conn.exec(ch, &command).expect("exec");
+                }
+                Event::ChannelOpenFailed { channel, reason, description, .. } if *channel == ch => {
+                    failed = Some(format!("open failed: {reason}: {description}"));
+                    return Flow::Done;
+                }
+                Event::ChannelRequestResult { channel, success, .. } if *channel == ch => {
+                    if !success {
+                        failed = Some("exec refused".into());
+                        return Flow::Done;
+                    }
+                    conn.channel_write(ch, &stdin).expect("write stdin");
+                    conn.channel_eof(ch).expect("eof");
+                }
+                Event::ChannelData { channel, data } if *channel == ch => out.stdout.extend_from_slice(data),
+                Event::ChannelExtendedData { channel, data, .. } if *channel == ch => {
+                    out.stderr.extend_from_slice(data)
+                }
+                Event::ChannelExit { channel, status } if *channel == ch => out.exit = Some(status.clone()),
+                Event::ChannelClosed { channel, .. } if *channel == ch => return Flow::Done,
+                _ => {}
+            }
+            Flow::Continue
+        })?;
+        match failed {
+            Some(f) => Err(f),
+            None => Ok(out),
+        }
+    }
+}
+
+/// A seed for a real connection: from the OS, as an adapter would do.
+pub fn rand_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    let f = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed));
+    f.expect("read /dev/urandom");
+    seed
+}

@@ -1,6 +1,7 @@
 //! Configuration of a connection. Plain data with OpenSSH-like defaults.
 
 use crate::auth::Credential;
+use crate::keepalive::KeepaliveConfig;
 use crate::keys::SignatureAlgorithm;
 use crate::time::Duration;
 use crate::transport::{CipherAlgorithm, HostKey, HostKeyAlgorithm, KexAlgorithm};
@@ -27,6 +28,8 @@ pub struct TransportConfig {
     pub kex_timeout: Option<Duration>,
     /// The software part of our version line (`SSH-2.0-<this>`).
     pub software_version: String,
+    /// NAT keepalive and liveness probes (off by default, like OpenSSH).
+    pub keepalive: KeepaliveConfig,
 }
 
 impl Default for TransportConfig {
@@ -40,6 +43,7 @@ impl Default for TransportConfig {
             max_packet_len: 256 * 1024,
             kex_timeout: Some(Duration::from_secs(120)),
             software_version: format!("sansh_{}", env!("CARGO_PKG_VERSION")),
+            keepalive: KeepaliveConfig::default(),
         }
     }
 }

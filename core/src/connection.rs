@@ -13,6 +13,7 @@ use crate::channel::{
 use crate::config::{ClientConfig, ServerConfig};
 use crate::error::{CloseReason, DisconnectCode, Error};
 use crate::event::{Event, State};
+use crate::keepalive::{Keepalive, KeepaliveAction, Rtt};
 use crate::rng::{Rng, Seed};
 use crate::time::Timestamp;
 use crate::transport::{Inbound, Negotiated, PeerExtensions, Role, Shared, Transport, Upper};
@@ -36,6 +37,15 @@ pub struct Stats {
     pub last_kex: Option<Timestamp>,
     /// When the last packet was received.
     pub last_received: Option<Timestamp>,
+    /// When the last packet was sent (queued for the socket), as of the
+    /// last input or timer (commands carry no timestamp).
+    pub last_sent: Option<Timestamp>,
+    /// Keepalive probes sent.
+    pub probes_sent: u64,
+    /// Keepalive probes answered.
+    pub probes_answered: u64,
+    /// Round-trip times from answered probes.
+    pub rtt: Rtt,
 }
 
 /// The authentication machine for our role.
@@ -58,6 +68,11 @@ pub struct Connection {
     auth_deadline: Option<Timestamp>,
     /// The authenticated user (server: as the client named it).
     user: Option<String>,
+    /// NAT keepalive and liveness probes.
+    keepalive: Keepalive,
+    /// Packet counters at the last activity check (to notice traffic).
+    seen_sent: u64,
+    seen_received: u64,
     /// Set once `Event::Closed` has been queued.
     closed: bool,
 }
@@ -78,6 +93,7 @@ impl Connection {
     /// `pending_transmit` at once.
     pub fn client(config: ClientConfig, now: Timestamp, seed: Seed) -> Result<Self, Error> {
         let mut shared = new_shared(now, seed);
+        let keepalive = Keepalive::new(config.transport.keepalive.clone());
         let transport = Transport::new(Role::Client, config.transport, Vec::new(), Vec::new(), &mut shared)?;
         let auth = Auth::Client(ClientAuth::new(config.user, config.credentials, config.user_key_algorithms));
         Ok(Connection {
@@ -87,6 +103,9 @@ impl Connection {
             proto: ConnectionProtocol::new(Role::Client, config.max_channels),
             auth_deadline: None,
             user: None,
+            keepalive,
+            seen_sent: 0,
+            seen_received: 0,
             closed: false,
         })
     }
@@ -94,6 +113,7 @@ impl Connection {
     /// A server connection for one accepted client.
     pub fn server(config: ServerConfig, now: Timestamp, seed: Seed) -> Result<Self, Error> {
         let mut shared = new_shared(now, seed);
+        let keepalive = Keepalive::new(config.transport.keepalive.clone());
         let max_channels = config.max_channels;
         let transport = Transport::new(
             Role::Server,
@@ -116,6 +136,9 @@ impl Connection {
             proto: ConnectionProtocol::new(Role::Server, max_channels),
             auth_deadline,
             user: None,
+            keepalive,
+            seen_sent: 0,
+            seen_received: 0,
             closed: false,
         })
     }
@@ -141,6 +164,9 @@ impl Connection {
     pub fn stats(&self) -> Stats {
         let mut s = self.shared.stats.clone();
         s.packets_sent = self.transport.output.packets_total;
+        s.probes_sent = self.keepalive.probes_sent;
+        s.probes_answered = self.keepalive.probes_answered;
+        s.rtt = self.keepalive.rtt;
         s
     }
 
@@ -259,6 +285,83 @@ impl Connection {
         };
         self.proto.flush_all(&mut ctx);
         self.transport.check_rekey_limits(&mut self.shared);
+        self.track_activity();
+    }
+
+    /// Tells the keepalive machine what moved since last time, and enables
+    /// it once the connection can carry IGNOREs and answer probes.
+    fn track_activity(&mut self) {
+        let now = self.shared.now;
+        let t = &mut self.transport;
+        if t.first_kex_done() {
+            self.keepalive.enable_ignore(now, &mut self.shared.rng);
+            // Probes need an answerable request: PING once the peer offers
+            // it, otherwise a global request once authenticated.
+            if t.peer_ext.ping || t.upper == Upper::Authenticated {
+                self.keepalive.enable_probes(now);
+            }
+        }
+        for seq in t.probe_pongs.drain(..).chain(self.proto.answered_probes.drain(..)) {
+            self.keepalive.on_probe_reply(seq, now);
+        }
+        if self.shared.stats.packets_received != self.seen_received {
+            self.seen_received = self.shared.stats.packets_received;
+            self.keepalive.on_received(now);
+        }
+        if t.output.packets_total != self.seen_sent {
+            self.seen_sent = t.output.packets_total;
+            self.shared.stats.last_sent = Some(now);
+            self.keepalive.on_sent();
+        }
+    }
+
+    /// Runs the keepalive timers.
+    fn keepalive_timeout(&mut self) {
+        let now = self.shared.now;
+        let can_send = self.transport.output.can_send_now();
+        for action in self.keepalive.on_timeout(now, can_send, &mut self.shared.rng) {
+            match action {
+                KeepaliveAction::Ignore(len) => {
+                    let mut data = vec![0u8; len];
+                    rand_core::RngCore::fill_bytes(&mut self.shared.rng, &mut data);
+                    let before = self.transport.output.packets_total;
+                    self.transport.ignore(&data, &mut self.shared);
+                    // The keepalive itself is not activity: the next one
+                    // follows one interval later if nothing else is sent.
+                    if self.seen_sent == before {
+                        self.seen_sent = self.transport.output.packets_total;
+                    }
+                }
+                KeepaliveAction::Probe(seq) => {
+                    if self.transport.peer_ext.ping {
+                        self.transport.probe_ping(seq, &mut self.shared);
+                    } else {
+                        let t = &mut self.transport;
+                        let mut ctx = Ctx {
+                            out: &mut t.output,
+                            shared: &mut self.shared,
+                            session_id: t.session_id.unwrap_or_default(),
+                            server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
+                        };
+                        self.proto.global_request(
+                            "keepalive@openssh.com",
+                            true,
+                            &[],
+                            ReplyTo::Probe(seq),
+                            &mut ctx,
+                        );
+                    }
+                }
+                KeepaliveAction::Timeout { unanswered } => {
+                    let text = format!("no reply to {unanswered} keepalive probes");
+                    self.close_with(
+                        CloseReason::KeepaliveTimeout { unanswered },
+                        Some((DisconnectCode::CONNECTION_LOST, &text)),
+                    );
+                    return;
+                }
+            }
+        }
     }
 
     /// Runs a connection-protocol command (authenticated connections only).
@@ -280,7 +383,7 @@ impl Connection {
             server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
         };
         let result = f(&mut self.proto, &mut ctx);
-        self.transport.check_rekey_limits(&mut self.shared);
+        self.after_output();
         result
     }
 
@@ -324,6 +427,7 @@ impl Connection {
             Ok(_) => {}
             Err(e) => self.fail(e),
         }
+        self.after_output();
         Ok(())
     }
 
@@ -356,6 +460,9 @@ impl Connection {
             let desc = "authentication timed out";
             self.close_with(CloseReason::AuthTimeout, Some((DisconnectCode::BY_APPLICATION, desc)));
             return;
+        }
+        if self.keepalive.poll_timeout().is_some_and(|d| d <= now) {
+            self.keepalive_timeout();
         }
         self.after_output();
     }
@@ -655,7 +762,7 @@ impl Connection {
     pub fn ping(&mut self, data: &[u8]) -> Result<(), Error> {
         self.ensure_open()?;
         self.transport.ping(data, &mut self.shared)?;
-        self.transport.check_rekey_limits(&mut self.shared);
+        self.after_output();
         Ok(())
     }
 
@@ -663,7 +770,7 @@ impl Connection {
     pub fn send_ignore(&mut self, data: &[u8]) -> Result<(), Error> {
         self.ensure_open()?;
         self.transport.ignore(data, &mut self.shared);
-        self.transport.check_rekey_limits(&mut self.shared);
+        self.after_output();
         Ok(())
     }
 
@@ -671,7 +778,7 @@ impl Connection {
     pub fn send_debug(&mut self, always_display: bool, message: &str) -> Result<(), Error> {
         self.ensure_open()?;
         self.transport.debug(always_display, message, &mut self.shared);
-        self.transport.check_rekey_limits(&mut self.shared);
+        self.after_output();
         Ok(())
     }
 
@@ -681,6 +788,24 @@ impl Connection {
     #[doc(hidden)]
     pub fn inject_payload(&mut self, payload: &[u8]) {
         self.transport.output.send(payload, &mut self.shared.rng);
+    }
+
+    /// Starts (or stops) recording plaintext packet payloads, for tests that
+    /// assert on what crossed the wire. Only with feature `testing`.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn log_packets(&mut self, on: bool) {
+        self.transport.output.log = on.then(Vec::new);
+        self.transport.log_in = on.then(Vec::new);
+    }
+
+    /// Takes the payloads logged since the last call: (sent, received).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn take_packet_log(&mut self) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let sent = self.transport.output.log.as_mut().map(std::mem::take).unwrap_or_default();
+        let received = self.transport.log_in.as_mut().map(std::mem::take).unwrap_or_default();
+        (sent, received)
     }
 
     /// Close: queue DISCONNECT with `code` and `description`, emit `Closed`.
@@ -761,6 +886,9 @@ impl Connection {
         if self.closed {
             return None;
         }
-        [self.transport.poll_timeout(), self.auth_deadline].into_iter().flatten().min()
+        [self.transport.poll_timeout(), self.auth_deadline, self.keepalive.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

@@ -281,6 +281,9 @@ pub enum CloseReason {
     HostKeyRejected,
     /// The key exchange (first or rekey) did not finish in time.
     KexTimeout,
+    /// The peer stopped answering: `unanswered` liveness probes, then one
+    /// more interval of silence.
+    KeepaliveTimeout { unanswered: u32 },
     /// Client: every credential was refused or skipped.
     AuthFailed { offered: Vec<String>, attempts: Vec<crate::auth::AuthAttempt> },
     /// Server: the client failed authentication too many times.
@@ -297,7 +300,7 @@ impl CloseReason {
     /// protocol failures, and our own close, will fail again the same way.
     pub fn is_retryable(&self) -> bool {
         match self {
-            CloseReason::Eof | CloseReason::KexTimeout => true,
+            CloseReason::Eof | CloseReason::KexTimeout | CloseReason::KeepaliveTimeout { .. } => true,
             CloseReason::PeerDisconnect { code, .. } => matches!(
                 *code,
                 DisconnectCode::CONNECTION_LOST
@@ -328,6 +331,9 @@ impl fmt::Display for CloseReason {
             CloseReason::Eof => f.write_str("connection closed by peer without DISCONNECT"),
             CloseReason::HostKeyRejected => f.write_str("host key rejected"),
             CloseReason::KexTimeout => f.write_str("key exchange timed out"),
+            CloseReason::KeepaliveTimeout { unanswered } => {
+                write!(f, "peer not responding ({unanswered} keepalive probes unanswered)")
+            }
             CloseReason::AuthFailed { offered, attempts } => {
                 write!(f, "authentication failed (server offers {})", offered.join(","))?;
                 for (i, a) in attempts.iter().enumerate() {

@@ -38,6 +38,8 @@ const MAX_DATA_CHUNK: u32 = 32 * 1024;
 pub(crate) enum ReplyTo {
     /// The application, through `Event::GlobalReply`.
     App(u64),
+    /// A keepalive probe with this sequence number: no event.
+    Probe(u64),
 }
 
 /// A want-reply request from the peer, in arrival order: replies must go
@@ -165,6 +167,8 @@ pub(crate) struct ConnectionProtocol {
     pending_replies: VecDeque<ReplyTo>,
     /// Peer's want-reply global requests, oldest first.
     incoming: VecDeque<Incoming>,
+    /// Keepalive probes whose reply arrived, for the keepalive machine.
+    pub(crate) answered_probes: Vec<u64>,
 }
 
 fn malformed(message: &'static str) -> impl Fn(DecodeError) -> Error {
@@ -184,6 +188,7 @@ impl ConnectionProtocol {
             max_channels: max_channels.max(1),
             pending_replies: VecDeque::new(),
             incoming: VecDeque::new(),
+            answered_probes: Vec::new(),
         }
     }
 
@@ -266,12 +271,14 @@ impl ConnectionProtocol {
                         phase: "with no global request pending",
                     });
                 };
-                let ReplyTo::App(id) = to;
-                ctx.shared.events.push_back(Event::GlobalReply {
-                    id,
-                    success: n == msg::REQUEST_SUCCESS,
-                    data: r.remaining().to_vec(),
-                });
+                match to {
+                    ReplyTo::App(id) => ctx.shared.events.push_back(Event::GlobalReply {
+                        id,
+                        success: n == msg::REQUEST_SUCCESS,
+                        data: r.remaining().to_vec(),
+                    }),
+                    ReplyTo::Probe(seq) => self.answered_probes.push(seq),
+                }
                 Ok(())
             }
             msg::CHANNEL_OPEN => self.on_open(&mut r, ctx),

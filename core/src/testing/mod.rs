@@ -385,6 +385,15 @@ impl Pair {
         }
     }
 
+    /// Runs everything due in the next `d` of simulated time, then moves the
+    /// clock to the end of it (even if nothing happened).
+    pub fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        self.run_until(end, |_| false);
+        self.now = self.now.max(end);
+        self.flush();
+    }
+
     /// Steps until both sides are idle or closed, or `limit` passes.
     pub fn run_idle(&mut self, limit: Timestamp) {
         self.run_until(limit, |_| false);

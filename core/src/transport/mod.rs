@@ -129,6 +129,9 @@ pub(crate) struct Output {
     limit_packets: u64,
     pub(crate) bytes_total: u64,
     pub(crate) packets_total: u64,
+    /// Tests: plaintext payloads sent, when logging is on.
+    #[cfg(feature = "testing")]
+    pub(crate) log: Option<Vec<Vec<u8>>>,
 }
 
 impl Output {
@@ -189,6 +192,10 @@ impl Output {
     }
 
     fn account_sealed(&mut self, start: usize, rng: &mut Rng) {
+        #[cfg(feature = "testing")]
+        if let Some(log) = self.log.as_mut() {
+            log.push(self.buf[start + packet::HEADER_LEN..].to_vec());
+        }
         let wire = self.sealer.finish(&mut self.buf, start, rng) as u64;
         self.bytes_since_kex += wire;
         self.packets_since_kex += 1;
@@ -276,6 +283,11 @@ pub(crate) struct Transport {
     pending_in: Option<cipher::PacketCipher>,
     service: Service,
     pub(crate) peer_ext: PeerExtensions,
+    /// PONGs answering our keepalive probes (sequence numbers).
+    pub(crate) probe_pongs: Vec<u64>,
+    /// Tests: plaintext payloads received, when logging is on.
+    #[cfg(feature = "testing")]
+    pub(crate) log_in: Option<Vec<Vec<u8>>>,
     kex_deadline: Option<Timestamp>,
     rekey_deadline: Option<Timestamp>,
     rekey_bytes: u64,
@@ -337,6 +349,8 @@ impl Transport {
                 limit_packets: u64::MAX,
                 bytes_total: 0,
                 packets_total: 0,
+                #[cfg(feature = "testing")]
+                log: None,
             },
             upper: Upper::PreService,
             kex: None,
@@ -348,6 +362,9 @@ impl Transport {
             pending_in: None,
             service: Service::None,
             peer_ext: PeerExtensions::default(),
+            probe_pongs: Vec::new(),
+            #[cfg(feature = "testing")]
+            log_in: None,
             kex_deadline: config.kex_timeout.map(|d| shared.now + d),
             rekey_deadline: None,
             rekey_bytes: u64::MAX,
@@ -389,6 +406,10 @@ impl Transport {
 
     pub(crate) fn banner_lines(&self) -> &[String] {
         &self.version_reader.pre_lines
+    }
+
+    pub(crate) fn first_kex_done(&self) -> bool {
+        self.first_kex_done
     }
 
     pub(crate) fn is_rekeying(&self) -> bool {
@@ -459,6 +480,10 @@ impl Transport {
             // Split borrows: the payload stays in `input.buf` while the
             // handlers write to `output`.
             let buf = std::mem::take(&mut self.input.buf);
+            #[cfg(feature = "testing")]
+            if let Some(log) = self.log_in.as_mut() {
+                log.push(buf[range.clone()].to_vec());
+            }
             let result = self.handle_packet(&buf[range.clone()], opened.seq, shared);
             self.input.buf = buf;
             match result? {
@@ -668,10 +693,23 @@ impl Transport {
                 p.put_string(data);
                 self.output.send(&p, &mut shared.rng);
             }
+        } else if let Some(seq) = data.strip_prefix(PROBE_TAG).and_then(|d| d.try_into().ok()) {
+            // The answer to one of our keepalive probes: no event.
+            self.probe_pongs.push(u64::from_be_bytes(seq));
         } else {
             shared.events.push_back(Event::Pong { data: data.to_vec() });
         }
         Ok(())
+    }
+
+    /// Sends a keepalive probe as SSH_MSG_PING (only when the peer offers it).
+    pub(crate) fn probe_ping(&mut self, seq: u64, shared: &mut Shared) {
+        let mut data = PROBE_TAG.to_vec();
+        data.extend_from_slice(&seq.to_be_bytes());
+        let mut p = Vec::with_capacity(data.len() + 5);
+        p.put_u8(msg::PING);
+        p.put_string(&data);
+        self.output.send(&p, &mut shared.rng);
     }
 
     // ------------------------------------------------------------ key exchange
@@ -1147,6 +1185,9 @@ impl Transport {
         self.rekey_deadline = None;
     }
 }
+
+/// Marks the PING payloads of our keepalive probes.
+const PROBE_TAG: &[u8] = b"sansh-probe:";
 
 /// The only service this crate offers or requests.
 pub(crate) const SERVICE_USERAUTH: &str = "ssh-userauth";

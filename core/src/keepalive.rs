@@ -1,0 +1,289 @@
+//! Keepalive: NAT keepalive (SSH_MSG_IGNORE with random padding, jittered)
+//! and liveness probes with OpenSSH's ServerAliveInterval/CountMax semantics.
+//!
+//! IGNORE keeps middleboxes from forgetting an idle connection but gets no
+//! answer, so it cannot tell that the peer is gone. Probes can: after
+//! `probe_interval` with nothing received we send a want-reply probe; any
+//! packet received resets the count; after `probe_count_max` unanswered
+//! probes the connection closes with `KeepaliveTimeout`.
+
+use std::collections::VecDeque;
+
+use crate::rng::Rng;
+use crate::time::{Duration, Timestamp};
+
+/// Keepalive settings (both roles). Everything is off by default, as in OpenSSH.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeepaliveConfig {
+    /// Send SSH_MSG_IGNORE when nothing has been sent for this long.
+    pub ignore_interval: Option<Duration>,
+    /// Random jitter on `ignore_interval`, in thousandths (100: ±10%), so
+    /// idle connections do not all wake together and the timing leaks less.
+    pub ignore_jitter_permille: u32,
+    /// Shortest and longest random IGNORE payload, in bytes.
+    pub ignore_len: (u32, u32),
+    /// Probe after this long without receiving anything
+    /// (ServerAliveInterval / ClientAliveInterval).
+    pub probe_interval: Option<Duration>,
+    /// Unanswered probes tolerated; one more interval of silence closes the
+    /// connection (ServerAliveCountMax, default 3). 0 never closes: probes
+    /// then only measure round trips (sshd's ClientAliveCountMax 0).
+    pub probe_count_max: u32,
+}
+
+impl Default for KeepaliveConfig {
+    fn default() -> Self {
+        KeepaliveConfig {
+            ignore_interval: None,
+            ignore_jitter_permille: 100,
+            ignore_len: (16, 128),
+            probe_interval: None,
+            probe_count_max: 3,
+        }
+    }
+}
+
+/// Round-trip times measured by answered probes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rtt {
+    /// The last sample.
+    pub last: Option<Duration>,
+    /// Smoothed (RFC 6298 style: 7/8 old + 1/8 new).
+    pub smoothed: Option<Duration>,
+    /// The smallest sample.
+    pub min: Option<Duration>,
+}
+
+impl Rtt {
+    fn sample(&mut self, d: Duration) {
+        self.last = Some(d);
+        self.min = Some(self.min.map_or(d, |m| m.min(d)));
+        self.smoothed = Some(match self.smoothed {
+            None => d,
+            Some(s) => (s * 7 + d) / 8,
+        });
+    }
+}
+
+/// What the keepalive timer wants done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeepaliveAction {
+    /// Send SSH_MSG_IGNORE with this many random bytes.
+    Ignore(usize),
+    /// Send a probe tagged `seq`.
+    Probe(u64),
+    /// Too many probes went unanswered.
+    Timeout { unanswered: u32 },
+}
+
+/// The keepalive machine of one connection.
+#[derive(Debug)]
+pub(crate) struct Keepalive {
+    config: KeepaliveConfig,
+    /// Whether IGNOREs and probes may be sent yet (after the first kex;
+    /// probes also wait for a way to be answered).
+    ignore_enabled: bool,
+    probe_enabled: bool,
+    ignore_deadline: Option<Timestamp>,
+    /// Something was sent since the IGNORE timer was armed. Commands carry
+    /// no timestamp, so rather than re-arming from a stale clock the timer
+    /// checks this when it fires: an IGNORE only follows a whole idle interval.
+    sent_since_armed: bool,
+    probe_deadline: Option<Timestamp>,
+    unanswered: u32,
+    next_seq: u64,
+    /// Probes in flight, oldest first, with when they left.
+    outstanding: VecDeque<(u64, Timestamp)>,
+    pub(crate) probes_sent: u64,
+    pub(crate) probes_answered: u64,
+    pub(crate) rtt: Rtt,
+}
+
+impl Keepalive {
+    pub(crate) fn new(config: KeepaliveConfig) -> Self {
+        Keepalive {
+            config,
+            ignore_enabled: false,
+            probe_enabled: false,
+            ignore_deadline: None,
+            sent_since_armed: false,
+            probe_deadline: None,
+            unanswered: 0,
+            next_seq: 0,
+            outstanding: VecDeque::new(),
+            probes_sent: 0,
+            probes_answered: 0,
+            rtt: Rtt::default(),
+        }
+    }
+
+    /// Never before the first NEWKEYS: strict kex forbids IGNORE before it.
+    pub(crate) fn enable_ignore(&mut self, now: Timestamp, rng: &mut Rng) {
+        if !self.ignore_enabled {
+            self.ignore_enabled = true;
+            self.arm_ignore(now, rng);
+        }
+    }
+
+    /// Probes need an answerable request: after authentication (global
+    /// request) or, with `ping@openssh.com`, after the first kex.
+    pub(crate) fn enable_probes(&mut self, now: Timestamp) {
+        if !self.probe_enabled {
+            self.probe_enabled = true;
+            self.on_received(now);
+        }
+    }
+
+    /// Something was sent: no IGNORE is due before a whole idle interval.
+    pub(crate) fn on_sent(&mut self) {
+        self.sent_since_armed = true;
+    }
+
+    /// Arms the IGNORE timer one jittered interval from `now`.
+    fn arm_ignore(&mut self, now: Timestamp, rng: &mut Rng) {
+        self.sent_since_armed = false;
+        let (Some(interval), true) = (self.config.ignore_interval, self.ignore_enabled) else {
+            return;
+        };
+        let micros = interval.as_micros().min(u128::from(u64::MAX)) as u64;
+        let spread = micros / 1000 * u64::from(self.config.ignore_jitter_permille.min(1000));
+        let delay = micros.saturating_sub(spread) + rng.below(2 * spread + 1);
+        self.ignore_deadline = Some(now + Duration::from_micros(delay.max(1)));
+    }
+
+    /// Something was received: the peer is alive.
+    pub(crate) fn on_received(&mut self, now: Timestamp) {
+        self.unanswered = 0;
+        if let (Some(interval), true) = (self.config.probe_interval, self.probe_enabled) {
+            self.probe_deadline = Some(now + interval);
+        }
+    }
+
+    /// The reply to probe `seq` arrived: an RTT sample.
+    pub(crate) fn on_probe_reply(&mut self, seq: u64, now: Timestamp) {
+        while let Some(&(s, sent)) = self.outstanding.front() {
+            if s > seq {
+                break;
+            }
+            self.outstanding.pop_front();
+            if s == seq {
+                self.probes_answered += 1;
+                self.rtt.sample(now - sent);
+            }
+        }
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Timestamp> {
+        [self.ignore_deadline, self.probe_deadline].into_iter().flatten().min()
+    }
+
+    /// Fires due timers. `can_send` is false while a key exchange holds
+    /// output: an IGNORE then would only queue behind it.
+    pub(crate) fn on_timeout(
+        &mut self,
+        now: Timestamp,
+        can_send: bool,
+        rng: &mut Rng,
+    ) -> Vec<KeepaliveAction> {
+        let mut actions = Vec::new();
+        if let (Some(d), Some(interval)) = (self.probe_deadline, self.config.probe_interval)
+            && d <= now
+        {
+            self.unanswered = self.unanswered.saturating_add(1);
+            if self.config.probe_count_max > 0 && self.unanswered > self.config.probe_count_max {
+                self.probe_deadline = None;
+                self.ignore_deadline = None;
+                actions.push(KeepaliveAction::Timeout { unanswered: self.unanswered - 1 });
+                return actions;
+            }
+            self.next_seq += 1;
+            self.outstanding.push_back((self.next_seq, now));
+            // A peer that answers nothing must not grow this without bound.
+            if self.outstanding.len() > 64 {
+                self.outstanding.pop_front();
+            }
+            self.probes_sent += 1;
+            self.probe_deadline = Some(now + interval);
+            actions.push(KeepaliveAction::Probe(self.next_seq));
+        }
+        if self.ignore_deadline.is_some_and(|d| d <= now) {
+            if can_send && !self.sent_since_armed {
+                let (lo, hi) = self.config.ignore_len;
+                let len =
+                    rng.range_inclusive(u64::from(lo.min(hi)), u64::from(hi.max(lo)).min(4096)) as usize;
+                actions.push(KeepaliveAction::Ignore(len));
+            }
+            // Busy (or in a key exchange): look again one interval from now.
+            self.arm_ignore(now, rng);
+        }
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(probe: u64, count: u32) -> KeepaliveConfig {
+        KeepaliveConfig {
+            probe_interval: Some(Duration::from_secs(probe)),
+            probe_count_max: count,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn probes_follow_openssh_server_alive_semantics() {
+        let mut rng = Rng::from_u64(1);
+        let mut k = Keepalive::new(cfg(10, 3));
+        k.enable_probes(Timestamp::ZERO);
+        for n in 1..=3 {
+            let t = k.poll_timeout().unwrap();
+            assert_eq!(t, Timestamp::from_secs(10 * n));
+            assert!(matches!(k.on_timeout(t, true, &mut rng)[..], [KeepaliveAction::Probe(s)] if s == n));
+        }
+        let t = k.poll_timeout().unwrap();
+        assert_eq!(t, Timestamp::from_secs(40), "closes at interval × (count_max + 1)");
+        assert_eq!(k.on_timeout(t, true, &mut rng), vec![KeepaliveAction::Timeout { unanswered: 3 }]);
+    }
+
+    #[test]
+    fn any_packet_resets_the_count_and_replies_give_rtt() {
+        let mut rng = Rng::from_u64(1);
+        let mut k = Keepalive::new(cfg(10, 1));
+        k.enable_probes(Timestamp::ZERO);
+        let t = Timestamp::from_secs(10);
+        assert_eq!(k.on_timeout(t, true, &mut rng), vec![KeepaliveAction::Probe(1)]);
+        k.on_received(Timestamp::from_millis(10_250));
+        k.on_probe_reply(1, Timestamp::from_millis(10_250));
+        assert_eq!(k.rtt.last, Some(Duration::from_millis(250)));
+        assert_eq!(k.probes_answered, 1);
+        assert_eq!(k.poll_timeout(), Some(Timestamp::from_millis(20_250)));
+    }
+
+    #[test]
+    fn ignore_interval_is_jittered_within_bounds() {
+        let mut rng = Rng::from_u64(2);
+        let mut k = Keepalive::new(KeepaliveConfig {
+            ignore_interval: Some(Duration::from_secs(100)),
+            ..Default::default()
+        });
+        k.enable_ignore(Timestamp::ZERO, &mut rng);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut last = Timestamp::ZERO;
+        for i in 0..200 {
+            let d = k.poll_timeout().unwrap();
+            let gap = d - last;
+            assert!(gap >= Duration::from_secs(90) && gap <= Duration::from_secs(110), "{gap:?}");
+            seen.insert(gap);
+            // Every other interval something else was sent: no IGNORE then.
+            if i % 2 == 0 {
+                k.on_sent();
+            }
+            let actions = k.on_timeout(d, true, &mut rng);
+            assert_eq!(actions.len(), usize::from(i % 2 == 1), "{actions:?}");
+            last = d;
+        }
+        assert!(seen.len() > 150, "jitter varies");
+    }
+}

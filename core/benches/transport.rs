@@ -25,12 +25,12 @@ use std::cell::Cell;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes128Gcm, Aes256Gcm, KeyInit};
 use chacha20::ChaCha20Legacy;
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use poly1305::Poly1305;
+use poly1305::universal_hash::KeyInit;
+use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use sha2::{Digest, Sha256};
 use ssh_key::private::KeypairData;
 use subtle::ConstantTimeEq;
@@ -215,24 +215,27 @@ impl SanshLink {
 /// One direction of the raw AEAD: PROTOCOL.chacha20poly1305 or RFC 5647.
 enum RawCipher {
     ChaCha { k1: [u8; 32], k2: [u8; 32] },
-    // Boxed, as in sansh's PacketCipher.
-    Aes128(Box<Aes128Gcm>),
-    Aes256(Box<Aes256Gcm>),
+    // Boxed, as in sansh's PacketCipher; ring, as there.
+    Gcm(Box<LessSafeKey>),
 }
 
 impl RawCipher {
     fn new(cipher: CipherAlgorithm) -> Self {
         match cipher {
             CipherAlgorithm::ChaCha20Poly1305 => RawCipher::ChaCha { k1: [0x11; 32], k2: [0x22; 32] },
-            CipherAlgorithm::Aes128Gcm => RawCipher::Aes128(Box::new(Aes128Gcm::new(&[0x33; 16].into()))),
-            CipherAlgorithm::Aes256Gcm => RawCipher::Aes256(Box::new(Aes256Gcm::new(&[0x44; 32].into()))),
+            CipherAlgorithm::Aes128Gcm => RawCipher::Gcm(Box::new(LessSafeKey::new(
+                UnboundKey::new(&AES_128_GCM, &[0x33; 16]).expect("key"),
+            ))),
+            CipherAlgorithm::Aes256Gcm => RawCipher::Gcm(Box::new(LessSafeKey::new(
+                UnboundKey::new(&AES_256_GCM, &[0x44; 32]).expect("key"),
+            ))),
         }
     }
 
-    fn gcm_nonce(seq: u32) -> aes_gcm::Nonce<aes_gcm::aead::consts::U12> {
+    fn gcm_nonce(seq: u32) -> Nonce {
         let mut n = [0x55u8; 12];
         n[4..].copy_from_slice(&u64::from(seq).to_be_bytes());
-        n.into()
+        Nonce::assume_unique_for_key(n)
     }
 
     /// Encrypts `packet` (4-byte length, then the body) in place; returns the tag.
@@ -249,13 +252,12 @@ impl RawCipher {
                 c.apply_keystream(body);
                 Poly1305::new(&poly_key.into()).compute_unpadded(packet).into()
             }
-            RawCipher::Aes128(aead) => {
+            RawCipher::Gcm(aead) => {
                 let (len, body) = packet.split_at_mut(4);
-                aead.encrypt_in_place_detached(&Self::gcm_nonce(seq), len, body).expect("size").into()
-            }
-            RawCipher::Aes256(aead) => {
-                let (len, body) = packet.split_at_mut(4);
-                aead.encrypt_in_place_detached(&Self::gcm_nonce(seq), len, body).expect("size").into()
+                let tag = aead
+                    .seal_in_place_separate_tag(Self::gcm_nonce(seq), Aad::from(&*len), body)
+                    .expect("size");
+                tag.as_ref().try_into().expect("16 bytes")
             }
         }
     }
@@ -276,14 +278,11 @@ impl RawCipher {
                 c.apply_keystream(&mut packet[4..]);
                 u32::from_be_bytes(len)
             }
-            RawCipher::Aes128(aead) => {
+            RawCipher::Gcm(aead) => {
                 let (len, body) = packet.split_at_mut(4);
-                aead.decrypt_in_place_detached(&Self::gcm_nonce(seq), len, body, tag.into()).expect("tag");
-                u32::from_be_bytes(len.try_into().expect("4 bytes"))
-            }
-            RawCipher::Aes256(aead) => {
-                let (len, body) = packet.split_at_mut(4);
-                aead.decrypt_in_place_detached(&Self::gcm_nonce(seq), len, body, tag.into()).expect("tag");
+                let tag = Tag::try_from(&tag[..]).expect("16 bytes");
+                aead.open_in_place_separate_tag(Self::gcm_nonce(seq), Aad::from(&*len), tag, body, 0..)
+                    .expect("tag");
                 u32::from_be_bytes(len.try_into().expect("4 bytes"))
             }
         }

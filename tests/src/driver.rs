@@ -65,7 +65,6 @@ impl Driver {
         mut on_event: impl FnMut(&mut Connection, &Event) -> Flow,
     ) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
             let mut done = false;
             let mut closed = None;
@@ -99,7 +98,8 @@ impl Driver {
             self.stream
                 .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
                 .map_err(|e| e.to_string())?;
-            match self.stream.read(&mut buf) {
+            // Zero-copy: the socket is read straight into the connection.
+            match self.stream.read(self.conn.receive_buffer(64 * 1024)) {
                 Ok(0) => {
                     self.eof = true;
                     let now = self.now();
@@ -108,7 +108,7 @@ impl Driver {
                 Ok(n) => {
                     let now = self.now();
                     // Errors also close the connection and emit Closed.
-                    let _ = self.conn.handle_input(now, &buf[..n]);
+                    let _ = self.conn.commit_received(now, n);
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => {

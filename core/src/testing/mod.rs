@@ -337,22 +337,23 @@ impl Pair {
         };
         self.now = self.now.max(next);
         let now = self.now;
-        while let Some((at, _)) = self.c2s.in_flight.front() {
-            if *at > now {
-                break;
-            }
-            let (_, bytes) = self.c2s.in_flight.pop_front().expect("front exists");
-            if let Err(e) = self.server.handle_input(now, &bytes) {
-                self.server_errors.push(e);
-            }
-        }
-        while let Some((at, _)) = self.s2c.in_flight.front() {
-            if *at > now {
-                break;
-            }
-            let (_, bytes) = self.s2c.in_flight.pop_front().expect("front exists");
-            if let Err(e) = self.client.handle_input(now, &bytes) {
-                self.client_errors.push(e);
+        for (link, conn, errors) in [
+            (&mut self.c2s, &mut self.server, &mut self.server_errors),
+            (&mut self.s2c, &mut self.client, &mut self.client_errors),
+        ] {
+            while link.in_flight.front().is_some_and(|(at, _)| *at <= now) {
+                let (_, bytes) = link.in_flight.pop_front().expect("front exists");
+                // Both input paths, chosen by the seeded link: the copying
+                // `handle_input` and the zero-copy `receive_buffer`.
+                let result = if rand_core::RngCore::next_u32(&mut link.rng) % 2 == 0 {
+                    conn.handle_input(now, &bytes)
+                } else {
+                    conn.receive_buffer(bytes.len())[..bytes.len()].copy_from_slice(&bytes);
+                    conn.commit_received(now, bytes.len())
+                };
+                if let Err(e) = result {
+                    errors.push(e);
+                }
             }
         }
         for (link, conn) in [(&mut self.c2s, &mut self.server), (&mut self.s2c, &mut self.client)] {

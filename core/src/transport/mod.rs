@@ -75,15 +75,18 @@ impl Shared {
 /// Bytes buffered while the application decides on the host key. A
 /// well-behaved server sends at most NEWKEYS and EXT_INFO in that time.
 const PAUSED_INPUT_LIMIT: usize = 512 * 1024;
-/// Compact the input buffer once this much consumed space sits at its front.
+/// Compact the output buffer once this much written space sits at its front.
 const COMPACT_THRESHOLD: usize = 64 * 1024;
 
 /// Inbound bytes and the packet opener.
 #[derive(Debug)]
 pub(crate) struct Input {
-    /// Received bytes; `buf[start..]` is not processed yet.
+    /// Storage, initialised once and reused (never zeroed again), so the
+    /// adapter can read the socket straight into it; `buf[start..end]` is
+    /// received and not processed yet.
     pub(crate) buf: Vec<u8>,
     start: usize,
+    end: usize,
     opener: Opener,
     /// Stop decrypting until the application answers (host key check).
     paused: bool,
@@ -92,19 +95,42 @@ pub(crate) struct Input {
 }
 
 impl Input {
-    fn append(&mut self, bytes: &[u8]) {
-        if self.start == self.buf.len() {
-            self.buf.clear();
+    /// Makes room for `n` more bytes after `end`, moving unprocessed bytes to
+    /// the front or growing the storage as needed.
+    fn make_room(&mut self, n: usize) {
+        if self.start == self.end {
             self.start = 0;
-        } else if self.start >= COMPACT_THRESHOLD {
-            self.buf.drain(..self.start);
+            self.end = 0;
+        }
+        if self.buf.len() - self.end < n && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        self.buf.extend_from_slice(bytes);
+        if self.buf.len() - self.end < n {
+            let want = (self.end + n).max(self.buf.len() * 2).max(4096);
+            self.buf.resize(want, 0);
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        self.make_room(bytes.len());
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
+    }
+
+    /// Space for at least `min` bytes, to be filled and then committed.
+    pub(crate) fn space(&mut self, min: usize) -> &mut [u8] {
+        self.make_room(min.max(1));
+        &mut self.buf[self.end..]
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
     }
 
     fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 }
 
@@ -331,6 +357,7 @@ impl Transport {
             input: Input {
                 buf: Vec::new(),
                 start: 0,
+                end: 0,
                 opener: Opener::new(max_packet_len),
                 paused: false,
                 bytes_since_kex: 0,
@@ -450,6 +477,16 @@ impl Transport {
     /// Appends received bytes. They are processed by [`Transport::poll`].
     pub(crate) fn receive(&mut self, bytes: &[u8]) -> Result<(), Error> {
         self.input.append(bytes);
+        self.check_paused_limit()
+    }
+
+    /// Counts `n` bytes the adapter wrote into `input.space()`.
+    pub(crate) fn commit_received(&mut self, n: usize) -> Result<(), Error> {
+        self.input.commit(n);
+        self.check_paused_limit()
+    }
+
+    fn check_paused_limit(&self) -> Result<(), Error> {
         if self.input.paused && self.input.buffered() > PAUSED_INPUT_LIMIT {
             return Err(Error::InputOverflow { limit: PAUSED_INPUT_LIMIT });
         }
@@ -467,8 +504,8 @@ impl Transport {
             if self.input.paused || self.output.closed {
                 return Ok(None);
             }
-            let start = self.input.start;
-            let Some(opened) = self.input.opener.poll(&mut self.input.buf[start..])? else {
+            let (start, end) = (self.input.start, self.input.end);
+            let Some(opened) = self.input.opener.poll(&mut self.input.buf[start..end])? else {
                 return Ok(None);
             };
             self.input.start += opened.consumed;
@@ -498,7 +535,8 @@ impl Transport {
     }
 
     fn read_version(&mut self, shared: &mut Shared) -> Result<bool, Error> {
-        let (consumed, version) = self.version_reader.poll(&self.input.buf[self.input.start..])?;
+        let (consumed, version) =
+            self.version_reader.poll(&self.input.buf[self.input.start..self.input.end])?;
         self.input.start += consumed;
         let Some(v) = version else {
             return Ok(false);
@@ -1150,6 +1188,14 @@ impl Transport {
 
     /// Sends SSH_MSG_IGNORE with `data`.
     pub(crate) fn ignore(&mut self, data: &[u8], shared: &mut Shared) {
+        if self.output.can_send_now() {
+            // Straight into the transmit buffer: no intermediate copy.
+            self.output.seal_with(&mut shared.rng, |buf| {
+                buf.put_u8(msg::IGNORE);
+                buf.put_string(data);
+            });
+            return;
+        }
         let mut p = Vec::with_capacity(data.len() + 5);
         p.put_u8(msg::IGNORE);
         p.put_string(data);

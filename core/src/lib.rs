@@ -50,6 +50,8 @@ pub mod wire;
 
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use auth::{AuthAttempt, AuthMethod, AuthOutcome, Credential, Prompt, Secret};
 pub use channel::{

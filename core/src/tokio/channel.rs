@@ -1,0 +1,293 @@
+//! A channel as async streams: `AsyncRead` for its data (stdout),
+//! `AsyncWrite` for ours (stdin), a separate stderr reader, requests and the
+//! exit status.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, oneshot};
+
+use super::ClientError;
+use super::task::{ChanRef, ChanState, Cmd, TaskShared, WRITE_LIMIT, lock};
+use crate::{ChannelId, ChannelRequest, ExitStatus, Pty};
+
+/// An open channel. Reading gives the peer's data (a command's stdout),
+/// writing sends ours (its stdin); `shutdown` sends EOF; dropping closes it.
+#[derive(Debug)]
+pub struct Channel {
+    id: ChannelId,
+    state: ChanRef,
+    cmds: mpsc::UnboundedSender<Cmd>,
+    shared: Arc<TaskShared>,
+}
+
+/// The extended-data (stderr) side of a [`Channel`].
+#[derive(Debug)]
+pub struct ChannelStderr {
+    state: ChanRef,
+    shared: Arc<TaskShared>,
+}
+
+fn closed_error(s: &ChanState) -> io::Error {
+    match &s.closed {
+        Some(Some(reason)) => io::Error::new(io::ErrorKind::ConnectionAborted, reason.to_string()),
+        _ => io::Error::new(io::ErrorKind::BrokenPipe, "channel closed"),
+    }
+}
+
+/// Copies from queued chunks into `buf`; returns the bytes taken.
+fn take_chunks(
+    chunks: &mut std::collections::VecDeque<Vec<u8>>,
+    offset: &mut usize,
+    buf: &mut ReadBuf<'_>,
+) -> usize {
+    let mut n = 0;
+    while buf.remaining() > 0 {
+        let Some(front) = chunks.front() else { break };
+        let avail = &front[*offset..];
+        let k = avail.len().min(buf.remaining());
+        buf.put_slice(&avail[..k]);
+        n += k;
+        *offset += k;
+        if *offset == front.len() {
+            chunks.pop_front();
+            *offset = 0;
+        }
+    }
+    n
+}
+
+impl Channel {
+    pub(crate) fn new(
+        id: ChannelId,
+        state: ChanRef,
+        cmds: mpsc::UnboundedSender<Cmd>,
+        shared: Arc<TaskShared>,
+    ) -> Self {
+        Channel { id, state, cmds, shared }
+    }
+
+    /// The channel's number on our side.
+    pub fn id(&self) -> ChannelId {
+        self.id
+    }
+
+    /// A reader for the channel's stderr (extended data). Take it before
+    /// starting the command: until a reader exists, stderr is discarded (so
+    /// a program that only reads stdout never stalls on a full window); once
+    /// it exists, unread stderr holds the window like unread stdout.
+    pub fn stderr(&self) -> ChannelStderr {
+        lock(&self.state).stderr_wanted = true;
+        ChannelStderr { state: self.state.clone(), shared: self.shared.clone() }
+    }
+
+    async fn request(&self, request: ChannelRequest, want_reply: bool) -> Result<(), ClientError> {
+        let what = request.name().to_owned();
+        if !want_reply {
+            self.cmds
+                .send(Cmd::Request { channel: self.id, request, reply: None })
+                .map_err(|_| self.gone())?;
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(Cmd::Request { channel: self.id, request, reply: Some(tx) })
+            .map_err(|_| self.gone())?;
+        match rx.await.map_err(|_| self.gone())? {
+            Err(ClientError::Refused(_)) => Err(ClientError::Refused(what)),
+            other => other,
+        }
+    }
+
+    fn gone(&self) -> ClientError {
+        match self.shared.closed.borrow().clone() {
+            Some(reason) => ClientError::Closed(reason),
+            None => ClientError::Closed(crate::CloseReason::Eof),
+        }
+    }
+
+    /// Runs `command` (an `exec` request).
+    pub async fn exec(&self, command: &str) -> Result<(), ClientError> {
+        self.request(ChannelRequest::exec(command), true).await
+    }
+
+    /// Starts the user's shell.
+    pub async fn shell(&self) -> Result<(), ClientError> {
+        self.request(ChannelRequest::Shell, true).await
+    }
+
+    /// Starts a subsystem (e.g. `sftp`).
+    pub async fn subsystem(&self, name: &str) -> Result<(), ClientError> {
+        self.request(ChannelRequest::Subsystem { name: name.into() }, true).await
+    }
+
+    /// Asks for a pseudo-terminal.
+    pub async fn request_pty(&self, pty: Pty) -> Result<(), ClientError> {
+        self.request(ChannelRequest::Pty(pty), true).await
+    }
+
+    /// Sets an environment variable (servers accept few: OpenSSH's AcceptEnv).
+    pub async fn env(&self, name: &str, value: &str) -> Result<(), ClientError> {
+        self.request(ChannelRequest::Env { name: name.into(), value: value.into() }, true).await
+    }
+
+    /// Tells the remote terminal its new size.
+    pub async fn resize(&self, cols: u32, rows: u32) -> Result<(), ClientError> {
+        self.request(ChannelRequest::WindowChange { cols, rows, width_px: 0, height_px: 0 }, false).await
+    }
+
+    /// Sends a signal (name without `SIG`) to the remote process.
+    pub async fn signal(&self, name: &str) -> Result<(), ClientError> {
+        self.request(ChannelRequest::Signal { name: name.into() }, false).await
+    }
+
+    /// Sends EOF once everything written is out (same as `shutdown`).
+    pub fn eof(&self) {
+        let mut s = lock(&self.state);
+        s.want_eof = true;
+        drop(s);
+        self.shared.notify.notify_one();
+    }
+
+    /// Waits for the remote command to end: its exit status or signal, or
+    /// `None` if the channel closed without one.
+    pub async fn wait(&self) -> Result<Option<ExitStatus>, ClientError> {
+        poll_fn(|cx| {
+            let mut s = lock(&self.state);
+            if let Some(exit) = &s.exit {
+                return Poll::Ready(Ok(Some(exit.clone())));
+            }
+            match &s.closed {
+                Some(None) => Poll::Ready(Ok(None)),
+                Some(Some(reason)) => Poll::Ready(Err(ClientError::Closed(reason.clone()))),
+                None => {
+                    s.exit_waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next chunk of data as the connection received it, without a copy
+    /// (the fast path for bulk readers); `None` at EOF.
+    pub async fn read_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        poll_fn(|cx| {
+            let mut s = lock(&self.state);
+            if let Some(mut chunk) = s.stdout.pop_front() {
+                if s.stdout_offset > 0 {
+                    chunk.drain(..s.stdout_offset);
+                    s.stdout_offset = 0;
+                }
+                s.consumed += chunk.len();
+                drop(s);
+                self.shared.notify.notify_one();
+                return Poll::Ready(Ok(Some(chunk)));
+            }
+            if s.eof {
+                return Poll::Ready(if matches!(s.closed, Some(Some(_))) {
+                    Err(closed_error(&s))
+                } else {
+                    Ok(None)
+                });
+            }
+            s.read_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Closes the channel (after what was written).
+    pub fn close(&self) {
+        let mut s = lock(&self.state);
+        s.want_close = true;
+        drop(s);
+        self.shared.notify.notify_one();
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl AsyncRead for Channel {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let mut s = lock(&self.state);
+        let s = &mut *s;
+        let n = take_chunks(&mut s.stdout, &mut s.stdout_offset, buf);
+        if n > 0 {
+            s.consumed += n;
+            self.shared.notify.notify_one();
+            return Poll::Ready(Ok(()));
+        }
+        if s.eof {
+            return Poll::Ready(if matches!(s.closed, Some(Some(_))) {
+                Err(closed_error(s))
+            } else {
+                Ok(())
+            });
+        }
+        s.read_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for Channel {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let mut s = lock(&self.state);
+        if s.closed.is_some() || s.close_sent || s.want_close || s.want_eof {
+            return Poll::Ready(Err(closed_error(&s)));
+        }
+        let in_flight = s.out.len() + s.core_pending;
+        if in_flight >= WRITE_LIMIT {
+            s.write_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = data.len().min(WRITE_LIMIT - in_flight);
+        s.out.extend_from_slice(&data[..n]);
+        drop(s);
+        self.shared.notify.notify_one();
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut s = lock(&self.state);
+        if s.out.is_empty() && s.core_pending == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if s.closed.is_some() {
+            return Poll::Ready(Err(closed_error(&s)));
+        }
+        s.write_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.eof();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for ChannelStderr {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let mut s = lock(&self.state);
+        let s = &mut *s;
+        let n = take_chunks(&mut s.stderr, &mut s.stderr_offset, buf);
+        if n > 0 {
+            s.consumed += n;
+            self.shared.notify.notify_one();
+            return Poll::Ready(Ok(()));
+        }
+        if s.eof {
+            return Poll::Ready(Ok(()));
+        }
+        s.stderr_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}

@@ -1,0 +1,457 @@
+//! [`Client`]: connect, authenticate, run commands, open channels.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::agent::Agent;
+use super::channel::Channel;
+use super::task::{Cmd, Hooks, Task, TaskShared};
+use super::{ClientError, ClientOptions, PromptFn, PromptRequest, os_seed};
+use crate::{
+    ChannelKind, CloseReason, Connection, Credential, Event, ExitStatus, OpenFailure, Secret, Stats,
+    Timestamp,
+};
+
+/// What a command produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Its standard output.
+    pub stdout: Vec<u8>,
+    /// Its standard error.
+    pub stderr: Vec<u8>,
+    /// How it ended, if the server said.
+    pub exit: Option<ExitStatus>,
+}
+
+impl ExecOutput {
+    /// The exit code, or 128 + signal number style codes like a shell for
+    /// signals (`None` when the server sent no status).
+    pub fn code(&self) -> Option<i32> {
+        match &self.exit {
+            Some(ExitStatus::Code(c)) => Some(*c as i32),
+            Some(ExitStatus::Signal { signal, .. }) => Some(128 + signal_number(signal)),
+            None => None,
+        }
+    }
+}
+
+/// POSIX numbers of the signals RFC 4254 names (for shell-like exit codes).
+pub(crate) fn signal_number(name: &str) -> i32 {
+    match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "ILL" => 4,
+        "ABRT" => 6,
+        "FPE" => 8,
+        "KILL" => 9,
+        "USR1" => 10,
+        "SEGV" => 11,
+        "USR2" => 12,
+        "PIPE" => 13,
+        "ALRM" => 14,
+        "TERM" => 15,
+        _ => 0,
+    }
+}
+
+/// Where remote-forwarded connections go: (bound host, bound port) → target.
+pub(crate) type ForwardTable = Arc<Mutex<HashMap<u32, (String, u16)>>>;
+
+/// A connected, authenticated SSH client. Cheap to clone: clones share the
+/// connection, which closes when the last clone and channel are dropped.
+#[derive(Clone, Debug)]
+pub struct Client {
+    cmds: mpsc::UnboundedSender<Cmd>,
+    shared: Arc<TaskShared>,
+    closed: watch::Receiver<Option<CloseReason>>,
+    pub(crate) forwards: ForwardTable,
+    banners: Arc<Mutex<Vec<String>>>,
+}
+
+struct ClientHooks {
+    host: String,
+    port: u16,
+    policy: super::HostKeyPolicy,
+    prompt: Option<PromptFn>,
+    agent: Option<Agent>,
+    authenticated: Option<oneshot::Sender<()>>,
+    forwards: ForwardTable,
+    banners: Arc<Mutex<Vec<String>>>,
+}
+
+/// Runs `f` on a blocking thread, then `apply` with its result in the task.
+fn blocking<T: Send + 'static>(
+    cmds: &mpsc::UnboundedSender<Cmd>,
+    f: impl FnOnce() -> T + Send + 'static,
+    apply: impl FnOnce(&mut Connection, T) + Send + 'static,
+) {
+    let cmds = cmds.clone();
+    tokio::task::spawn_blocking(move || {
+        let value = f();
+        let _ = cmds.send(Cmd::With(Box::new(move |conn| apply(conn, value))));
+    });
+}
+
+impl Hooks for ClientHooks {
+    fn on_event(&mut self, conn: &mut Connection, event: &Event, cmds: &mpsc::UnboundedSender<Cmd>) {
+        match event {
+            Event::HostKey(check) => {
+                let (id, key) = (check.id, check.key.clone());
+                let (policy, host, port) = (self.policy.clone(), self.host.clone(), self.port);
+                tracing::debug!("server host key {} {}", check.algorithm.name(), check.fingerprint);
+                blocking(
+                    cmds,
+                    move || policy.decide(&host, port, &key),
+                    move |conn, verdict| {
+                        let r = match verdict {
+                            Ok(true) => conn.accept_host_key(id),
+                            Ok(false) => conn.reject_host_key(id),
+                            Err(e) => {
+                                tracing::warn!("known_hosts: {e}");
+                                conn.reject_host_key(id)
+                            }
+                        };
+                        if let Err(e) = r {
+                            tracing::debug!("host key answer: {e}");
+                        }
+                    },
+                );
+            }
+            Event::AuthBanner { message, .. } => {
+                tracing::info!("server banner: {}", message.trim_end());
+                self.banners.lock().unwrap_or_else(|p| p.into_inner()).push(message.clone());
+            }
+            Event::AuthProgress(a) => tracing::debug!("authentication: {a}"),
+            Event::PasswordRequest { id, user } => {
+                let id = *id;
+                let req = PromptRequest::Password { user: user.clone(), host: self.host.clone() };
+                self.ask(conn, cmds, req, move |conn, answer| {
+                    let _ = conn.provide_password(id, answer.and_then(|mut a| a.pop()).map(Secret::from));
+                });
+            }
+            Event::PasswordChangeRequest { id, prompt } => {
+                let id = *id;
+                let req = PromptRequest::NewPassword { prompt: prompt.clone() };
+                self.ask(conn, cmds, req, move |conn, answer| {
+                    let _ = conn.change_password(id, answer.and_then(|mut a| a.pop()).map(Secret::from));
+                });
+            }
+            Event::KeyboardInteractive { id, name, instruction, prompts } => {
+                let id = *id;
+                let req = PromptRequest::KeyboardInteractive {
+                    name: name.clone(),
+                    instruction: instruction.clone(),
+                    prompts: prompts.clone(),
+                };
+                self.ask(conn, cmds, req, move |conn, answer| {
+                    let answers = answer.map(|a| a.into_iter().map(Secret::from).collect());
+                    if let Err(e) = conn.answer_keyboard_interactive(id, answers) {
+                        tracing::warn!("keyboard-interactive: {e}");
+                        let _ = conn.answer_keyboard_interactive(id, None);
+                    }
+                });
+            }
+            Event::SignRequest { id, key, algorithm, data } => {
+                let id = *id;
+                let Some(agent) = self.agent.clone() else {
+                    let _ = conn.provide_signature(id, None);
+                    return;
+                };
+                let (key, algorithm, data, cmds) = (key.clone(), *algorithm, data.clone(), cmds.clone());
+                tokio::spawn(async move {
+                    let sig = agent.sign(&key, algorithm, &data).await;
+                    if let Err(e) = &sig {
+                        tracing::warn!("ssh-agent signing failed: {e}");
+                    }
+                    let _ = cmds.send(Cmd::With(Box::new(move |conn| {
+                        let _ = conn.provide_signature(id, sig.ok().as_deref());
+                    })));
+                });
+            }
+            Event::Authenticated { method, .. } => {
+                tracing::info!("authenticated with {method}");
+                if let Some(tx) = self.authenticated.take() {
+                    let _ = tx.send(());
+                }
+            }
+            Event::ChannelOpenRequest {
+                channel,
+                kind: ChannelKind::ForwardedTcpip { connected_port, originator_host, originator_port, .. },
+            } => {
+                let target =
+                    self.forwards.lock().unwrap_or_else(|p| p.into_inner()).get(connected_port).cloned();
+                let channel = *channel;
+                let Some((host, port)) = target else {
+                    let _ = conn.reject_channel(
+                        channel,
+                        OpenFailure::ADMINISTRATIVELY_PROHIBITED,
+                        "no such forwarding",
+                    );
+                    return;
+                };
+                tracing::debug!(
+                    "forwarded connection from {originator_host}:{originator_port} to {host}:{port}"
+                );
+                let cmds = cmds.clone();
+                tokio::spawn(async move {
+                    let cmd = match TcpStream::connect((host.as_str(), port)).await {
+                        Ok(stream) => {
+                            let _ = stream.set_nodelay(true);
+                            Cmd::AcceptForwarded { channel, stream }
+                        }
+                        Err(e) => {
+                            tracing::warn!("remote forward to {host}:{port}: {e}");
+                            Cmd::With(Box::new(move |conn| {
+                                let _ =
+                                    conn.reject_channel(channel, OpenFailure::CONNECT_FAILED, &e.to_string());
+                            }))
+                        }
+                    };
+                    let _ = cmds.send(cmd);
+                });
+            }
+            Event::ChannelOpenRequest { channel, .. } => {
+                let _ = conn.reject_channel(
+                    *channel,
+                    OpenFailure::ADMINISTRATIVELY_PROHIBITED,
+                    "not accepted by this client",
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+impl ClientHooks {
+    /// Asks the prompt callback on a blocking thread (or answers `None`).
+    fn ask(
+        &self,
+        conn: &mut Connection,
+        cmds: &mpsc::UnboundedSender<Cmd>,
+        req: PromptRequest,
+        apply: impl FnOnce(&mut Connection, Option<Vec<String>>) + Send + 'static,
+    ) {
+        match self.prompt.clone() {
+            Some(prompt) => blocking(cmds, move || prompt(req), apply),
+            None => apply(conn, None),
+        }
+    }
+}
+
+impl Client {
+    /// Connects to `host:port`, checks the host key, authenticates. Returns
+    /// once authenticated; fails with the close reason (host key refused,
+    /// authentication failed, ...) or a timeout.
+    pub async fn connect(host: &str, port: u16, options: ClientOptions) -> Result<Client, ClientError> {
+        let timeout = options.connect_timeout;
+        let fut = Self::connect_inner(host, port, options);
+        match timeout {
+            Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| ClientError::Timeout(t))?,
+            None => fut.await,
+        }
+    }
+
+    async fn connect_inner(host: &str, port: u16, options: ClientOptions) -> Result<Client, ClientError> {
+        let mut config = options.config;
+        for path in &options.identity_files {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ClientError::File { what: path.display().to_string(), source })?;
+            let key = crate::load_private_key(&text, options.passphrase.as_deref().map(str::as_bytes))
+                .map_err(|source| ClientError::Key { path: path.display().to_string(), source })?;
+            config.credentials.push(Credential::PrivateKey(key));
+        }
+        let agent = if options.use_agent { Agent::from_env() } else { None };
+        if let Some(agent) = &agent {
+            match agent.identities().await {
+                Ok(keys) => config.credentials.extend(keys.into_iter().map(Credential::ExternalKey)),
+                Err(e) => tracing::debug!("ssh-agent unavailable: {e}"),
+            }
+        }
+        if options.prompt.is_some() {
+            let has = |creds: &[Credential], m: &str| creds.iter().any(|c| c.method() == m);
+            if !has(&config.credentials, "password") {
+                config.credentials.push(Credential::PasswordPrompt);
+            }
+            if !has(&config.credentials, "keyboard-interactive") {
+                config.credentials.push(Credential::KeyboardInteractive);
+            }
+        }
+        options.host_key_policy.prefer_known(host, port, &mut config.transport.host_key_algorithms);
+
+        let stream = TcpStream::connect((host, port))
+            .await
+            .map_err(|source| ClientError::Connect { addr: format!("{host}:{port}"), source })?;
+        stream.set_nodelay(true)?;
+        let conn = Connection::client(config, Timestamp::ZERO, os_seed())?;
+
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (closed_tx, closed_rx) = watch::channel(None);
+        let shared = Arc::new(TaskShared { notify: Notify::new(), closed: closed_tx });
+        let (auth_tx, auth_rx) = oneshot::channel();
+        let forwards = ForwardTable::default();
+        let banners = Arc::new(Mutex::new(Vec::new()));
+        let hooks = ClientHooks {
+            host: host.to_owned(),
+            port,
+            policy: options.host_key_policy,
+            prompt: options.prompt,
+            agent,
+            authenticated: Some(auth_tx),
+            forwards: forwards.clone(),
+            banners: banners.clone(),
+        };
+        let task = Task {
+            conn,
+            stream,
+            origin: Instant::now(),
+            cmds: cmd_rx,
+            cmd_tx: cmd_tx.clone(),
+            shared: shared.clone(),
+            hooks,
+            channels: HashMap::new(),
+            opening: HashMap::new(),
+            requests: HashMap::new(),
+            globals: HashMap::new(),
+        };
+        tokio::spawn(task.run());
+        let client = Client { cmds: cmd_tx, shared, closed: closed_rx, forwards, banners };
+        let mut closed = client.closed.clone();
+        tokio::select! {
+            r = auth_rx => match r {
+                Ok(()) => Ok(client),
+                Err(_) => Err(ClientError::Closed(client.close_reason().unwrap_or(CloseReason::Eof))),
+            },
+            r = closed.wait_for(Option::is_some) => {
+                let reason = r.ok().and_then(|r| r.clone()).unwrap_or(CloseReason::Eof);
+                Err(ClientError::Closed(reason))
+            }
+        }
+    }
+
+    fn gone(&self) -> ClientError {
+        ClientError::Closed(self.close_reason().unwrap_or(CloseReason::Eof))
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.closed.borrow().clone()
+    }
+
+    /// Waits until the connection ends and says why.
+    pub async fn closed(&self) -> CloseReason {
+        let mut rx = self.closed.clone();
+        match rx.wait_for(Option::is_some).await {
+            Ok(r) => r.clone().unwrap_or(CloseReason::Eof),
+            Err(_) => CloseReason::Eof,
+        }
+    }
+
+    /// USERAUTH_BANNERs the server sent.
+    pub fn banners(&self) -> Vec<String> {
+        self.banners.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Counters and RTT of the connection.
+    pub async fn stats(&self) -> Result<Stats, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(Cmd::Stats(tx)).map_err(|_| self.gone())?;
+        rx.await.map_err(|_| self.gone())
+    }
+
+    /// Sends DISCONNECT and closes.
+    pub fn disconnect(&self) {
+        let _ = self.cmds.send(Cmd::Disconnect("disconnected by user".into()));
+    }
+
+    /// Opens a channel of `kind`.
+    pub async fn open_channel(&self, kind: ChannelKind) -> Result<Channel, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(Cmd::Open { kind, reply: tx }).map_err(|_| self.gone())?;
+        let (id, state) = rx.await.map_err(|_| self.gone())??;
+        Ok(Channel::new(id, state, self.cmds.clone(), self.shared.clone()))
+    }
+
+    /// Opens a session channel (for a command, a shell or a subsystem).
+    pub async fn open_session(&self) -> Result<Channel, ClientError> {
+        self.open_channel(ChannelKind::Session).await
+    }
+
+    /// Opens a `direct-tcpip` channel: the server connects to `host:port`.
+    pub async fn open_direct_tcpip(
+        &self,
+        host: &str,
+        port: u16,
+        originator: std::net::SocketAddr,
+    ) -> Result<Channel, ClientError> {
+        self.open_channel(ChannelKind::DirectTcpip {
+            host: host.into(),
+            port: u32::from(port),
+            originator_host: originator.ip().to_string(),
+            originator_port: u32::from(originator.port()),
+        })
+        .await
+    }
+
+    /// Runs `command` and collects its output and exit status.
+    pub async fn exec(&self, command: &str) -> Result<ExecOutput, ClientError> {
+        self.exec_with_input(command, &[]).await
+    }
+
+    /// Runs `command` with `stdin` as its input.
+    pub async fn exec_with_input(&self, command: &str, stdin: &[u8]) -> Result<ExecOutput, ClientError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut ch = self.open_session().await?;
+        let mut err = ch.stderr();
+        ch.exec(command).await?;
+        if !stdin.is_empty() {
+            ch.write_all(stdin).await?;
+        }
+        ch.eof();
+        let mut out = ExecOutput::default();
+        let (a, b) = tokio::join!(
+            async {
+                let mut buf = Vec::new();
+                while let Some(chunk) = ch.read_chunk().await? {
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok::<_, std::io::Error>((buf, ch))
+            },
+            err.read_to_end(&mut out.stderr)
+        );
+        let (stdout, ch) = a?;
+        b?;
+        out.stdout = stdout;
+        out.exit = ch.wait().await?;
+        Ok(out)
+    }
+
+    /// Sends a global request and returns the reply data on success.
+    pub async fn global_request(&self, name: &str, data: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(Cmd::Global { name: name.into(), data: data.to_vec(), reply: tx })
+            .map_err(|_| self.gone())?;
+        match rx.await.map_err(|_| self.gone())? {
+            Err(ClientError::Refused(_)) => Err(ClientError::Refused(name.into())),
+            other => other,
+        }
+    }
+
+    /// Asks for a key re-exchange now.
+    pub fn rekey(&self) {
+        let _ = self.cmds.send(Cmd::With(Box::new(|conn| {
+            let _ = conn.rekey();
+        })));
+    }
+
+    /// Waits (up to `timeout`) for the connection to end, after `disconnect`.
+    pub async fn wait_closed(&self, timeout: Duration) -> Option<CloseReason> {
+        tokio::time::timeout(timeout, self.closed()).await.ok()
+    }
+}

@@ -1,0 +1,121 @@
+//! Port forwarding: local (`ssh -L`) and remote (`ssh -R`).
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::{Client, ClientError};
+use crate::wire::Writer;
+
+/// A local forwarding: connections to `local_addr` are carried through the
+/// server to the target. Stops accepting when dropped.
+#[derive(Debug)]
+pub struct LocalForward {
+    local_addr: SocketAddr,
+    accept: JoinHandle<()>,
+}
+
+impl LocalForward {
+    /// The address actually listened on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for LocalForward {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// A remote forwarding: the server listens and sends connections back to us.
+#[derive(Debug)]
+pub struct RemoteForward {
+    client: Client,
+    bind_host: String,
+    bound_port: u32,
+}
+
+impl RemoteForward {
+    /// The port the server bound (the one asked for, or its choice for 0).
+    pub fn bound_port(&self) -> u32 {
+        self.bound_port
+    }
+
+    /// Asks the server to stop listening.
+    pub async fn cancel(self) -> Result<(), ClientError> {
+        self.client.forwards.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.bound_port);
+        let mut data = Vec::new();
+        data.put_str(&self.bind_host);
+        data.put_u32(self.bound_port);
+        self.client.global_request("cancel-tcpip-forward", &data).await.map(|_| ())
+    }
+}
+
+impl Client {
+    /// `ssh -L listen:host:port`: listens on `listen` and carries each
+    /// connection through the server to `host:port`.
+    pub async fn local_forward(
+        &self,
+        listen: SocketAddr,
+        host: &str,
+        port: u16,
+    ) -> Result<LocalForward, ClientError> {
+        let listener = TcpListener::bind(listen).await?;
+        let local_addr = listener.local_addr()?;
+        let client = self.clone();
+        let host = host.to_owned();
+        let accept = tokio::spawn(async move {
+            loop {
+                let (mut tcp, peer) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("local forward {local_addr}: accept: {e}");
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let (conn, host) = (client.clone(), host.clone());
+                tokio::spawn(async move {
+                    match conn.open_direct_tcpip(&host, port, peer).await {
+                        Ok(mut ch) => {
+                            if let Err(e) = tokio::io::copy_bidirectional(&mut tcp, &mut ch).await {
+                                tracing::debug!("local forward {peer} -> {host}:{port}: {e}");
+                            }
+                        }
+                        Err(e) => tracing::warn!("local forward {peer} -> {host}:{port}: {e}"),
+                    }
+                });
+                if client.close_reason().is_some() {
+                    return;
+                }
+            }
+        });
+        Ok(LocalForward { local_addr, accept })
+    }
+
+    /// `ssh -R bind_host:bind_port:host:port`: the server listens on
+    /// `bind_host:bind_port` (0: its choice) and each connection there is
+    /// carried back to `host:port` from here.
+    pub async fn remote_forward(
+        &self,
+        bind_host: &str,
+        bind_port: u32,
+        host: &str,
+        port: u16,
+    ) -> Result<RemoteForward, ClientError> {
+        let mut data = Vec::new();
+        data.put_str(bind_host);
+        data.put_u32(bind_port);
+        let reply = self.global_request("tcpip-forward", &data).await?;
+        let bound_port = if bind_port == 0 {
+            crate::channel::bound_port(&reply)
+                .ok_or_else(|| ClientError::Refused("tcpip-forward (no port)".into()))?
+        } else {
+            bind_port
+        };
+        self.forwards.lock().unwrap_or_else(|p| p.into_inner()).insert(bound_port, (host.to_owned(), port));
+        Ok(RemoteForward { client: self.clone(), bind_host: bind_host.to_owned(), bound_port })
+    }
+}

@@ -1,0 +1,484 @@
+//! The task that owns one connection: socket, timers, command queue.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::ErrorKind;
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::ClientError;
+use crate::{
+    ChannelId, ChannelKind, ChannelOptions, ChannelRequest, CloseReason, Connection, DisconnectCode, Event,
+    ExitStatus, Stats, Timestamp,
+};
+
+/// Bytes a channel's writers may have in flight (ours plus the core's
+/// queue) before `poll_write` waits: backpressure without a copy per byte.
+pub(crate) const WRITE_LIMIT: usize = 1 << 20;
+
+/// Receive window of the channels the adapter opens: OpenSSH's 2 MiB. The
+/// adapter grants it back only as readers consume, so memory stays bounded.
+pub(crate) fn channel_options() -> ChannelOptions {
+    ChannelOptions { manual_window: true, ..ChannelOptions::default() }
+}
+
+/// A channel's state shared between the task and its [`super::Channel`] handle.
+#[derive(Debug, Default)]
+pub(crate) struct ChanState {
+    // Inbound, filled by the task.
+    pub(crate) stdout: VecDeque<Vec<u8>>,
+    pub(crate) stdout_offset: usize,
+    pub(crate) stderr: VecDeque<Vec<u8>>,
+    pub(crate) stderr_offset: usize,
+    /// A stderr reader exists; without one, stderr is granted back and
+    /// dropped (so a stdout-only reader never stalls on an unread stderr).
+    pub(crate) stderr_wanted: bool,
+    pub(crate) eof: bool,
+    pub(crate) closed: Option<Option<CloseReason>>,
+    pub(crate) exit: Option<ExitStatus>,
+    pub(crate) read_waker: Option<Waker>,
+    pub(crate) stderr_waker: Option<Waker>,
+    pub(crate) exit_waker: Option<Waker>,
+    /// Bytes readers took since the task last granted window.
+    pub(crate) consumed: usize,
+    // Outbound, filled by the handle.
+    pub(crate) out: Vec<u8>,
+    pub(crate) want_eof: bool,
+    pub(crate) want_close: bool,
+    /// What the core still queues for this channel (waiting for window).
+    pub(crate) core_pending: usize,
+    pub(crate) write_waker: Option<Waker>,
+    // Bookkeeping of the task.
+    pub(crate) eof_sent: bool,
+    pub(crate) close_sent: bool,
+}
+
+impl ChanState {
+    fn wake_all(&mut self) {
+        for w in [
+            self.read_waker.take(),
+            self.stderr_waker.take(),
+            self.exit_waker.take(),
+            self.write_waker.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            w.wake();
+        }
+    }
+}
+
+pub(crate) type ChanRef = Arc<Mutex<ChanState>>;
+
+/// Where the answer to an open goes.
+pub(crate) type OpenReply = oneshot::Sender<Result<(ChannelId, ChanRef), ClientError>>;
+
+/// Locks a channel state; a panic elsewhere must not wedge the connection.
+pub(crate) fn lock(c: &ChanRef) -> std::sync::MutexGuard<'_, ChanState> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Commands from handles to the task.
+pub(crate) enum Cmd {
+    Open {
+        kind: ChannelKind,
+        reply: oneshot::Sender<Result<(ChannelId, ChanRef), ClientError>>,
+    },
+    Request {
+        channel: ChannelId,
+        request: ChannelRequest,
+        reply: Option<oneshot::Sender<Result<(), ClientError>>>,
+    },
+    Global {
+        name: String,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, ClientError>>,
+    },
+    /// Run against the connection in the task (hooks posting back results).
+    With(Box<dyn FnOnce(&mut Connection) + Send>),
+    /// A forwarded channel whose target is connected: accept and pump.
+    AcceptForwarded {
+        channel: ChannelId,
+        stream: TcpStream,
+    },
+    Stats(oneshot::Sender<Stats>),
+    Disconnect(String),
+}
+
+/// Per-role handling of the events the generic task does not own.
+pub(crate) trait Hooks: Send + 'static {
+    /// Called for every event before the task's own handling.
+    fn on_event(&mut self, conn: &mut Connection, event: &Event, cmds: &mpsc::UnboundedSender<Cmd>);
+}
+
+/// State shared by the task and every handle.
+#[derive(Debug)]
+pub(crate) struct TaskShared {
+    /// Wakes the task (data written, data consumed).
+    pub(crate) notify: Notify,
+    /// The close reason once the connection has ended.
+    pub(crate) closed: watch::Sender<Option<CloseReason>>,
+}
+
+pub(crate) struct Task<H: Hooks> {
+    pub(crate) conn: Connection,
+    pub(crate) stream: TcpStream,
+    pub(crate) origin: Instant,
+    pub(crate) cmds: mpsc::UnboundedReceiver<Cmd>,
+    pub(crate) cmd_tx: mpsc::UnboundedSender<Cmd>,
+    pub(crate) shared: Arc<TaskShared>,
+    pub(crate) hooks: H,
+    pub(crate) channels: HashMap<ChannelId, ChanRef>,
+    pub(crate) opening: HashMap<ChannelId, OpenReply>,
+    pub(crate) requests: HashMap<u64, oneshot::Sender<Result<(), ClientError>>>,
+    pub(crate) globals: HashMap<u64, oneshot::Sender<Result<Vec<u8>, ClientError>>>,
+}
+
+impl<H: Hooks> Task<H> {
+    pub(crate) fn now(&self) -> Timestamp {
+        Timestamp::from_micros(self.origin.elapsed().as_micros() as u64)
+    }
+
+    /// Runs the connection until it is closed and flushed.
+    pub(crate) async fn run(mut self) {
+        let mut closed_at: Option<Instant> = None;
+        loop {
+            self.events();
+            self.pump_channels();
+            self.events();
+            let flushed = self.write_some();
+            if self.conn.is_closed() {
+                let since = *closed_at.get_or_insert_with(Instant::now);
+                // Give the DISCONNECT a moment to leave, not forever.
+                if flushed || since.elapsed() > Duration::from_secs(2) {
+                    break;
+                }
+            }
+            let deadline =
+                self.conn.poll_timeout().map(|t| self.origin + Duration::from_micros(t.as_micros()));
+            let want_write = !self.conn.pending_transmit().is_empty();
+            tokio::select! {
+                cmd = self.cmds.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    // Every handle is gone: nobody can use the connection.
+                    None => { let _ = self.conn.disconnect(DisconnectCode::BY_APPLICATION, "client closed"); }
+                },
+                () = self.shared.notify.notified() => {}
+                r = self.stream.readable() => match r {
+                    Ok(()) => self.read_some(),
+                    Err(e) => self.eof(&e),
+                },
+                r = self.stream.writable(), if want_write => if let Err(e) = r { self.eof(&e) },
+                () = sleep_until(deadline), if deadline.is_some() && !self.conn.is_closed() => {
+                    let now = self.now();
+                    self.conn.handle_timeout(now);
+                }
+                () = tokio::time::sleep(Duration::from_millis(100)), if closed_at.is_some() => {}
+            }
+        }
+        self.events();
+        self.finish();
+    }
+
+    fn eof(&mut self, e: &std::io::Error) {
+        tracing::debug!("socket error: {e}");
+        let now = self.now();
+        self.conn.handle_eof(now);
+    }
+
+    fn read_some(&mut self) {
+        for _ in 0..16 {
+            let buf = self.conn.receive_buffer(64 * 1024);
+            match self.stream.try_read(buf) {
+                Ok(0) => {
+                    let now = self.now();
+                    self.conn.handle_eof(now);
+                    return;
+                }
+                Ok(n) => {
+                    let now = self.now();
+                    if let Err(e) = self.conn.commit_received(now, n) {
+                        tracing::warn!("protocol error from peer: {e}");
+                        return;
+                    }
+                    // Hand data to readers between reads, so a fast link
+                    // cannot pile up more than the window in events.
+                    self.events();
+                    if n < 64 * 1024 {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.eof(&e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes what the socket takes now. Returns true when nothing is left.
+    fn write_some(&mut self) -> bool {
+        while !self.conn.pending_transmit().is_empty() {
+            match self.stream.try_write(self.conn.pending_transmit()) {
+                Ok(n) => self.conn.consume_transmit(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) => {
+                    self.eof(&e);
+                    // Nothing more can be written.
+                    let n = self.conn.pending_transmit().len();
+                    self.conn.consume_transmit(n);
+                    return true;
+                }
+            }
+        }
+        true
+    }
+
+    fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Open { kind, reply } => match self.conn.open_channel(kind, channel_options()) {
+                Ok(id) => {
+                    self.opening.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(self.error(e)));
+                }
+            },
+            Cmd::Request { channel, request, reply } => {
+                match self.conn.channel_request(channel, &request, reply.is_some()) {
+                    Ok(id) => {
+                        if let Some(reply) = reply {
+                            self.requests.insert(id, reply);
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(self.error(e)));
+                        }
+                    }
+                }
+            }
+            Cmd::Global { name, data, reply } => match self.conn.global_request(&name, true, &data) {
+                Ok(id) => {
+                    self.globals.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(self.error(e)));
+                }
+            },
+            Cmd::With(f) => f(&mut self.conn),
+            Cmd::AcceptForwarded { channel, mut stream } => {
+                if let Err(e) = self.conn.accept_channel(channel, channel_options()) {
+                    tracing::debug!("{channel}: accept: {e}");
+                    return;
+                }
+                let state = ChanRef::default();
+                self.channels.insert(channel, state.clone());
+                let mut ch = super::Channel::new(channel, state, self.cmd_tx.clone(), self.shared.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut ch).await {
+                        tracing::debug!("{channel}: forward: {e}");
+                    }
+                });
+            }
+            Cmd::Stats(reply) => {
+                let _ = reply.send(self.conn.stats());
+            }
+            Cmd::Disconnect(text) => {
+                let _ = self.conn.disconnect(DisconnectCode::BY_APPLICATION, &text);
+            }
+        }
+    }
+
+    /// A command error, or the close reason if the connection is gone.
+    fn error(&self, e: crate::Error) -> ClientError {
+        match (&e, self.shared.closed.borrow().clone()) {
+            (crate::Error::Closed, Some(reason)) => ClientError::Closed(reason),
+            _ => ClientError::Protocol(e),
+        }
+    }
+
+    /// Moves what handles wrote (and read) into the connection.
+    fn pump_channels(&mut self) {
+        if self.conn.is_closed() {
+            return;
+        }
+        for (&id, state) in &self.channels {
+            let mut s = lock(state);
+            if s.consumed > 0 {
+                let n = std::mem::take(&mut s.consumed);
+                let _ = self.conn.channel_consumed(id, n);
+            }
+            if !s.out.is_empty() && !s.close_sent {
+                let data = std::mem::take(&mut s.out);
+                match self.conn.channel_write(id, &data) {
+                    Ok(pending) => s.core_pending = pending,
+                    Err(e) => tracing::debug!("{id}: write dropped: {e}"),
+                }
+                // Space freed in `out`: writers may continue.
+                if s.out.len() + s.core_pending < WRITE_LIMIT
+                    && let Some(w) = s.write_waker.take()
+                {
+                    w.wake();
+                }
+            }
+            if s.want_eof && !s.eof_sent && s.out.is_empty() {
+                s.eof_sent = true;
+                let _ = self.conn.channel_eof(id);
+            }
+            if s.want_close && !s.close_sent && s.out.is_empty() {
+                s.close_sent = true;
+                let _ = self.conn.channel_close(id);
+            }
+        }
+    }
+
+    fn events(&mut self) {
+        while let Some(event) = self.conn.poll_event() {
+            self.hooks.on_event(&mut self.conn, &event, &self.cmd_tx);
+            self.event(event);
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::ChannelOpened { channel } => {
+                let state = ChanRef::default();
+                self.channels.insert(channel, state.clone());
+                if let Some(reply) = self.opening.remove(&channel)
+                    && reply.send(Ok((channel, state))).is_err()
+                {
+                    // Nobody waits for it any more.
+                    let _ = self.conn.channel_close(channel);
+                }
+            }
+            Event::ChannelOpenFailed { channel, reason, description, .. } => {
+                if let Some(reply) = self.opening.remove(&channel) {
+                    let _ = reply.send(Err(ClientError::OpenFailed { reason, description }));
+                }
+            }
+            Event::ChannelData { channel, data } => {
+                if let Some(state) = self.channels.get(&channel) {
+                    let mut s = lock(state);
+                    s.stdout.push_back(data);
+                    if let Some(w) = s.read_waker.take() {
+                        w.wake();
+                    }
+                } else {
+                    // No reader (the handle is gone): keep the window open.
+                    let _ = self.conn.channel_consumed(channel, data.len());
+                }
+            }
+            Event::ChannelExtendedData { channel, data, .. } => {
+                if let Some(state) = self.channels.get(&channel) {
+                    let mut s = lock(state);
+                    if !s.stderr_wanted {
+                        tracing::debug!("{channel}: {} bytes of stderr with no reader", data.len());
+                        drop(s);
+                        let _ = self.conn.channel_consumed(channel, data.len());
+                        return;
+                    }
+                    s.stderr.push_back(data);
+                    for w in [s.stderr_waker.take(), s.read_waker.take()].into_iter().flatten() {
+                        w.wake();
+                    }
+                } else {
+                    let _ = self.conn.channel_consumed(channel, data.len());
+                }
+            }
+            Event::ChannelEof { channel } => {
+                if let Some(state) = self.channels.get(&channel) {
+                    let mut s = lock(state);
+                    s.eof = true;
+                    s.wake_all();
+                }
+            }
+            Event::ChannelExit { channel, status } => {
+                if let Some(state) = self.channels.get(&channel) {
+                    let mut s = lock(state);
+                    s.exit = Some(status);
+                    if let Some(w) = s.exit_waker.take() {
+                        w.wake();
+                    }
+                }
+            }
+            Event::ChannelClosed { channel, .. } => {
+                if let Some(state) = self.channels.remove(&channel) {
+                    let mut s = lock(&state);
+                    s.eof = true;
+                    s.closed = Some(None);
+                    s.wake_all();
+                }
+            }
+            Event::ChannelWritable { channel } => {
+                if let Some(state) = self.channels.get(&channel) {
+                    let mut s = lock(state);
+                    s.core_pending = 0;
+                    if let Some(w) = s.write_waker.take() {
+                        w.wake();
+                    }
+                }
+            }
+            Event::ChannelRequestResult { id, success, .. } => {
+                if let Some(reply) = self.requests.remove(&id) {
+                    let _ = reply.send(if success {
+                        Ok(())
+                    } else {
+                        Err(ClientError::Refused("the request".into()))
+                    });
+                }
+            }
+            Event::GlobalReply { id, success, data } => {
+                if let Some(reply) = self.globals.remove(&id) {
+                    let _ = reply.send(if success {
+                        Ok(data)
+                    } else {
+                        Err(ClientError::Refused("the global request".into()))
+                    });
+                }
+            }
+            Event::Closed { reason } => {
+                tracing::info!("connection closed: {reason}");
+                self.shared.closed.send_replace(Some(reason));
+                self.finish();
+            }
+            _ => {}
+        }
+    }
+
+    /// Fails everything still waiting: the connection is gone.
+    fn finish(&mut self) {
+        let reason = self.shared.closed.borrow().clone().unwrap_or(CloseReason::Eof);
+        for (_, reply) in self.opening.drain() {
+            let _ = reply.send(Err(ClientError::Closed(reason.clone())));
+        }
+        for (_, reply) in self.requests.drain() {
+            let _ = reply.send(Err(ClientError::Closed(reason.clone())));
+        }
+        for (_, reply) in self.globals.drain() {
+            let _ = reply.send(Err(ClientError::Closed(reason.clone())));
+        }
+        for (_, state) in self.channels.drain() {
+            let mut s = lock(&state);
+            s.eof = true;
+            s.closed = Some(Some(reason.clone()));
+            s.wake_all();
+        }
+        if self.shared.closed.borrow().is_none() {
+            self.shared.closed.send_replace(Some(reason));
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

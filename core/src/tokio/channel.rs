@@ -25,7 +25,8 @@ pub struct Channel {
     shared: Arc<TaskShared>,
 }
 
-/// The extended-data (stderr) side of a [`Channel`].
+/// The extended-data (stderr) side of a [`Channel`]: read it on a client,
+/// write it on a server.
 #[derive(Debug)]
 pub struct ChannelStderr {
     state: ChanRef,
@@ -145,6 +146,18 @@ impl Channel {
         self.request(ChannelRequest::Signal { name: name.into() }, false).await
     }
 
+    /// Sends an exit status (servers: before closing the channel). Requests
+    /// go out at once, so `flush` the output first for the status to follow it.
+    pub async fn send_exit(&self, status: ExitStatus) -> Result<(), ClientError> {
+        let request = match status {
+            ExitStatus::Code(status) => ChannelRequest::ExitStatus { status },
+            ExitStatus::Signal { signal, core_dumped, message } => {
+                ChannelRequest::ExitSignal { signal, core_dumped, message }
+            }
+        };
+        self.request(request, false).await
+    }
+
     /// Sends EOF once everything written is out (same as `shutdown`).
     pub fn eof(&self) {
         let mut s = lock(&self.state);
@@ -244,7 +257,7 @@ impl AsyncWrite for Channel {
         if s.closed.is_some() || s.close_sent || s.want_close || s.want_eof {
             return Poll::Ready(Err(closed_error(&s)));
         }
-        let in_flight = s.out.len() + s.core_pending;
+        let in_flight = s.out.len() + s.out_stderr.len() + s.core_pending;
         if in_flight >= WRITE_LIMIT {
             s.write_waker = Some(cx.waker().clone());
             return Poll::Pending;
@@ -271,6 +284,41 @@ impl AsyncWrite for Channel {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.eof();
         Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for ChannelStderr {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let mut s = lock(&self.state);
+        if s.closed.is_some() || s.close_sent || s.want_close || s.want_eof {
+            return Poll::Ready(Err(closed_error(&s)));
+        }
+        let in_flight = s.out.len() + s.out_stderr.len() + s.core_pending;
+        if in_flight >= WRITE_LIMIT {
+            s.write_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = data.len().min(WRITE_LIMIT - in_flight);
+        s.out_stderr.extend_from_slice(&data[..n]);
+        drop(s);
+        self.shared.notify.notify_one();
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut s = lock(&self.state);
+        if s.out_stderr.is_empty() && s.core_pending == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if s.closed.is_some() {
+            return Poll::Ready(Err(closed_error(&s)));
+        }
+        s.write_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::agent::Agent;
 use super::channel::Channel;
-use super::task::{Cmd, Hooks, Task, TaskShared};
+use super::task::{Cmd, HookCtx, Hooks, Task, TaskShared};
 use super::{ClientError, ClientOptions, PromptFn, PromptRequest, os_seed};
 use crate::{
     ChannelKind, CloseReason, Connection, Credential, Event, ExitStatus, OpenFailure, Secret, Stats,
@@ -99,7 +99,8 @@ fn blocking<T: Send + 'static>(
 }
 
 impl Hooks for ClientHooks {
-    fn on_event(&mut self, conn: &mut Connection, event: &Event, cmds: &mpsc::UnboundedSender<Cmd>) {
+    fn on_event(&mut self, ctx: &mut HookCtx<'_>, event: &Event) {
+        let (conn, cmds) = (&mut *ctx.conn, ctx.cmds);
         match event {
             Event::HostKey(check) => {
                 let (id, key) = (check.id, check.key.clone());

@@ -47,6 +47,8 @@ pub(crate) struct ChanState {
     pub(crate) consumed: usize,
     // Outbound, filled by the handle.
     pub(crate) out: Vec<u8>,
+    /// Extended data (stderr) to send, for servers.
+    pub(crate) out_stderr: Vec<u8>,
     pub(crate) want_eof: bool,
     pub(crate) want_close: bool,
     /// What the core still queues for this channel (waiting for window).
@@ -110,10 +112,29 @@ pub(crate) enum Cmd {
     Disconnect(String),
 }
 
+/// What role hooks may touch inside the task.
+pub(crate) struct HookCtx<'a> {
+    pub(crate) conn: &'a mut Connection,
+    /// Channels with a handle; hooks that accept a channel register it here.
+    pub(crate) channels: &'a mut HashMap<ChannelId, ChanRef>,
+    pub(crate) cmds: &'a mpsc::UnboundedSender<Cmd>,
+    pub(crate) shared: &'a Arc<TaskShared>,
+}
+
+impl HookCtx<'_> {
+    /// Accepts a channel the peer opened and returns its handle.
+    pub(crate) fn accept_channel(&mut self, channel: ChannelId) -> Result<super::Channel, crate::Error> {
+        self.conn.accept_channel(channel, channel_options())?;
+        let state = ChanRef::default();
+        self.channels.insert(channel, state.clone());
+        Ok(super::Channel::new(channel, state, self.cmds.clone(), self.shared.clone()))
+    }
+}
+
 /// Per-role handling of the events the generic task does not own.
 pub(crate) trait Hooks: Send + 'static {
     /// Called for every event before the task's own handling.
-    fn on_event(&mut self, conn: &mut Connection, event: &Event, cmds: &mpsc::UnboundedSender<Cmd>);
+    fn on_event(&mut self, ctx: &mut HookCtx<'_>, event: &Event);
 }
 
 /// State shared by the task and every handle.
@@ -274,13 +295,19 @@ impl<H: Hooks> Task<H> {
             },
             Cmd::With(f) => f(&mut self.conn),
             Cmd::AcceptForwarded { channel, mut stream } => {
-                if let Err(e) = self.conn.accept_channel(channel, channel_options()) {
-                    tracing::debug!("{channel}: accept: {e}");
-                    return;
-                }
-                let state = ChanRef::default();
-                self.channels.insert(channel, state.clone());
-                let mut ch = super::Channel::new(channel, state, self.cmd_tx.clone(), self.shared.clone());
+                let mut ctx = HookCtx {
+                    conn: &mut self.conn,
+                    channels: &mut self.channels,
+                    cmds: &self.cmd_tx,
+                    shared: &self.shared,
+                };
+                let mut ch = match ctx.accept_channel(channel) {
+                    Ok(ch) => ch,
+                    Err(e) => {
+                        tracing::debug!("{channel}: accept: {e}");
+                        return;
+                    }
+                };
                 tokio::spawn(async move {
                     if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut ch).await {
                         tracing::debug!("{channel}: forward: {e}");
@@ -328,11 +355,23 @@ impl<H: Hooks> Task<H> {
                     w.wake();
                 }
             }
-            if s.want_eof && !s.eof_sent && s.out.is_empty() {
+            if !s.out_stderr.is_empty() && !s.close_sent {
+                let data = std::mem::take(&mut s.out_stderr);
+                match self.conn.channel_write_extended(id, 1, &data) {
+                    Ok(pending) => s.core_pending = pending,
+                    Err(e) => tracing::debug!("{id}: stderr write dropped: {e}"),
+                }
+                if s.out.len() + s.core_pending < WRITE_LIMIT
+                    && let Some(w) = s.write_waker.take()
+                {
+                    w.wake();
+                }
+            }
+            if s.want_eof && !s.eof_sent && s.out.is_empty() && s.out_stderr.is_empty() {
                 s.eof_sent = true;
                 let _ = self.conn.channel_eof(id);
             }
-            if s.want_close && !s.close_sent && s.out.is_empty() {
+            if s.want_close && !s.close_sent && s.out.is_empty() && s.out_stderr.is_empty() {
                 s.close_sent = true;
                 let _ = self.conn.channel_close(id);
             }
@@ -341,7 +380,13 @@ impl<H: Hooks> Task<H> {
 
     fn events(&mut self) {
         while let Some(event) = self.conn.poll_event() {
-            self.hooks.on_event(&mut self.conn, &event, &self.cmd_tx);
+            let mut ctx = HookCtx {
+                conn: &mut self.conn,
+                channels: &mut self.channels,
+                cmds: &self.cmd_tx,
+                shared: &self.shared,
+            };
+            self.hooks.on_event(&mut ctx, &event);
             self.event(event);
         }
     }

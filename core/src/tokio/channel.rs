@@ -88,15 +88,9 @@ impl Channel {
 
     async fn request(&self, request: ChannelRequest, want_reply: bool) -> Result<(), ClientError> {
         let what = request.name().to_owned();
-        if !want_reply {
-            self.cmds
-                .send(Cmd::Request { channel: self.id, request, reply: None })
-                .map_err(|_| self.gone())?;
-            return Ok(());
-        }
         let (tx, rx) = oneshot::channel();
         self.cmds
-            .send(Cmd::Request { channel: self.id, request, reply: Some(tx) })
+            .send(Cmd::Request { channel: self.id, request, want_reply, reply: tx })
             .map_err(|_| self.gone())?;
         match rx.await.map_err(|_| self.gone())? {
             Err(ClientError::Refused(_)) => Err(ClientError::Refused(what)),

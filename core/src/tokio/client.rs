@@ -87,14 +87,16 @@ struct ClientHooks {
 
 /// Runs `f` on a blocking thread, then `apply` with its result in the task.
 fn blocking<T: Send + 'static>(
-    cmds: &mpsc::UnboundedSender<Cmd>,
+    cmds: &mpsc::WeakUnboundedSender<Cmd>,
     f: impl FnOnce() -> T + Send + 'static,
     apply: impl FnOnce(&mut Connection, T) + Send + 'static,
 ) {
     let cmds = cmds.clone();
     tokio::task::spawn_blocking(move || {
         let value = f();
-        let _ = cmds.send(Cmd::With(Box::new(move |conn| apply(conn, value))));
+        if let Some(cmds) = cmds.upgrade() {
+            let _ = cmds.send(Cmd::With(Box::new(move |conn| apply(conn, value))));
+        }
     });
 }
 
@@ -170,9 +172,11 @@ impl Hooks for ClientHooks {
                     if let Err(e) = &sig {
                         tracing::warn!("ssh-agent signing failed: {e}");
                     }
-                    let _ = cmds.send(Cmd::With(Box::new(move |conn| {
-                        let _ = conn.provide_signature(id, sig.ok().as_deref());
-                    })));
+                    if let Some(cmds) = cmds.upgrade() {
+                        let _ = cmds.send(Cmd::With(Box::new(move |conn| {
+                            let _ = conn.provide_signature(id, sig.ok().as_deref());
+                        })));
+                    }
                 });
             }
             Event::Authenticated { method, .. } => {
@@ -214,7 +218,9 @@ impl Hooks for ClientHooks {
                             }))
                         }
                     };
-                    let _ = cmds.send(cmd);
+                    if let Some(cmds) = cmds.upgrade() {
+                        let _ = cmds.send(cmd);
+                    }
                 });
             }
             Event::ChannelOpenRequest { channel, .. } => {
@@ -234,7 +240,7 @@ impl ClientHooks {
     fn ask(
         &self,
         conn: &mut Connection,
-        cmds: &mpsc::UnboundedSender<Cmd>,
+        cmds: &mpsc::WeakUnboundedSender<Cmd>,
         req: PromptRequest,
         apply: impl FnOnce(&mut Connection, Option<Vec<String>>) + Send + 'static,
     ) {
@@ -312,7 +318,8 @@ impl Client {
             stream,
             origin: Instant::now(),
             cmds: cmd_rx,
-            cmd_tx: cmd_tx.clone(),
+            cmd_tx: cmd_tx.downgrade(),
+            keep_alive: None,
             shared: shared.clone(),
             hooks,
             channels: HashMap::new(),

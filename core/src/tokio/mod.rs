@@ -24,6 +24,7 @@ mod channel;
 mod client;
 mod forward;
 mod hostkey;
+mod server;
 mod task;
 
 use std::path::PathBuf;
@@ -33,7 +34,8 @@ use std::time::Duration;
 pub use channel::{Channel, ChannelStderr};
 pub use client::{Client, ExecOutput};
 pub use forward::{LocalForward, RemoteForward};
-pub use hostkey::HostKeyPolicy;
+pub use hostkey::{HostKeyPolicy, HostKeyQuery};
+pub use server::{AuthFn, Server, ServerOptions, serve};
 
 use crate::{ClientConfig, CloseReason, OpenFailure, Prompt};
 

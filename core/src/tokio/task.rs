@@ -89,12 +89,16 @@ pub(crate) fn lock(c: &ChanRef) -> std::sync::MutexGuard<'_, ChanState> {
 pub(crate) enum Cmd {
     Open {
         kind: ChannelKind,
-        reply: oneshot::Sender<Result<(ChannelId, ChanRef), ClientError>>,
+        reply: OpenReply,
     },
+    /// A channel request; `reply` is answered when the peer replies (with
+    /// `want_reply`) or as soon as the request is queued (without), so that
+    /// what the caller does next follows it.
     Request {
         channel: ChannelId,
         request: ChannelRequest,
-        reply: Option<oneshot::Sender<Result<(), ClientError>>>,
+        want_reply: bool,
+        reply: oneshot::Sender<Result<(), ClientError>>,
     },
     Global {
         name: String,
@@ -117,17 +121,19 @@ pub(crate) struct HookCtx<'a> {
     pub(crate) conn: &'a mut Connection,
     /// Channels with a handle; hooks that accept a channel register it here.
     pub(crate) channels: &'a mut HashMap<ChannelId, ChanRef>,
-    pub(crate) cmds: &'a mpsc::UnboundedSender<Cmd>,
+    /// Weak: work spawned by hooks must not keep the connection alive.
+    pub(crate) cmds: &'a mpsc::WeakUnboundedSender<Cmd>,
     pub(crate) shared: &'a Arc<TaskShared>,
 }
 
 impl HookCtx<'_> {
     /// Accepts a channel the peer opened and returns its handle.
     pub(crate) fn accept_channel(&mut self, channel: ChannelId) -> Result<super::Channel, crate::Error> {
+        let cmds = self.cmds.upgrade().ok_or(crate::Error::Closed)?;
         self.conn.accept_channel(channel, channel_options())?;
         let state = ChanRef::default();
         self.channels.insert(channel, state.clone());
-        Ok(super::Channel::new(channel, state, self.cmds.clone(), self.shared.clone()))
+        Ok(super::Channel::new(channel, state, cmds, self.shared.clone()))
     }
 }
 
@@ -151,7 +157,12 @@ pub(crate) struct Task<H: Hooks> {
     pub(crate) stream: TcpStream,
     pub(crate) origin: Instant,
     pub(crate) cmds: mpsc::UnboundedReceiver<Cmd>,
-    pub(crate) cmd_tx: mpsc::UnboundedSender<Cmd>,
+    /// Weak, so that the queue closes when the last handle is dropped.
+    pub(crate) cmd_tx: mpsc::WeakUnboundedSender<Cmd>,
+    /// Servers keep the connection up without handles; clients do not.
+    /// Held, never read: it only keeps the queue open.
+    #[allow(dead_code)]
+    pub(crate) keep_alive: Option<mpsc::UnboundedSender<Cmd>>,
     pub(crate) shared: Arc<TaskShared>,
     pub(crate) hooks: H,
     pub(crate) channels: HashMap<ChannelId, ChanRef>,
@@ -271,17 +282,16 @@ impl<H: Hooks> Task<H> {
                     let _ = reply.send(Err(self.error(e)));
                 }
             },
-            Cmd::Request { channel, request, reply } => {
-                match self.conn.channel_request(channel, &request, reply.is_some()) {
-                    Ok(id) => {
-                        if let Some(reply) = reply {
-                            self.requests.insert(id, reply);
-                        }
+            Cmd::Request { channel, request, want_reply, reply } => {
+                match self.conn.channel_request(channel, &request, want_reply) {
+                    Ok(id) if want_reply => {
+                        self.requests.insert(id, reply);
+                    }
+                    Ok(_) => {
+                        let _ = reply.send(Ok(()));
                     }
                     Err(e) => {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Err(self.error(e)));
-                        }
+                        let _ = reply.send(Err(self.error(e)));
                     }
                 }
             }
@@ -301,7 +311,8 @@ impl<H: Hooks> Task<H> {
                     cmds: &self.cmd_tx,
                     shared: &self.shared,
                 };
-                let mut ch = match ctx.accept_channel(channel) {
+                let ch = ctx.accept_channel(channel);
+                let mut ch = match ch {
                     Ok(ch) => ch,
                     Err(e) => {
                         tracing::debug!("{channel}: accept: {e}");

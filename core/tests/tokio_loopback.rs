@@ -67,3 +67,36 @@ async fn a_wrong_key_is_refused_and_dropping_the_client_disconnects() {
     c2.disconnect();
     assert!(c2.wait_closed(Duration::from_secs(5)).await.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_detects_a_black_holed_link_and_cuts_are_eof() {
+    use sansh::tokio::{FaultMode, FaultProxy};
+    let addr = server().await;
+    let proxy = FaultProxy::start(addr).await.unwrap();
+    let mut o = options();
+    o.config.transport.keepalive = sansh::KeepaliveConfig {
+        probe_interval: Some(Duration::from_millis(300)),
+        probe_count_max: 2,
+        ..Default::default()
+    };
+    let client = Client::connect("127.0.0.1", proxy.local_addr().port(), o.clone()).await.unwrap();
+    assert_eq!(client.exec("echo up").await.unwrap().stdout, b"up\n");
+    // Healthy and idle: probes keep it up and measure the round trip.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stats = client.stats().await.unwrap();
+    assert!(stats.probes_answered >= 3 && stats.rtt.min.is_some(), "{stats:?}");
+    // The link silently stops: detected after 300 ms × (2 + 1), plus slack.
+    proxy.set(FaultMode::BlackHole);
+    let started = tokio::time::Instant::now();
+    let reason = client.wait_closed(Duration::from_secs(5)).await.expect("closed");
+    assert_eq!(reason, sansh::CloseReason::KeepaliveTimeout { unanswered: 2 });
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(600) && took < Duration::from_millis(1500), "{took:?}");
+    // A cut link is a plain EOF.
+    proxy.set(FaultMode::Pass);
+    let client = Client::connect("127.0.0.1", proxy.local_addr().port(), o).await.unwrap();
+    proxy.set(FaultMode::Cut);
+    let reason = client.wait_closed(Duration::from_secs(5)).await.expect("closed");
+    assert_eq!(reason, sansh::CloseReason::Eof);
+    assert_eq!(proxy.connections(), 2);
+}

@@ -24,6 +24,7 @@ mod channel;
 mod client;
 mod forward;
 mod hostkey;
+mod proxy;
 mod server;
 mod task;
 
@@ -35,6 +36,7 @@ pub use channel::{Channel, ChannelStderr};
 pub use client::{Client, ExecOutput};
 pub use forward::{LocalForward, RemoteForward};
 pub use hostkey::{HostKeyPolicy, HostKeyQuery};
+pub use proxy::{FaultMode, FaultProxy};
 pub use server::{AuthFn, Server, ServerOptions, serve};
 
 use crate::{ClientConfig, CloseReason, OpenFailure, Prompt};

@@ -881,7 +881,14 @@ impl Connection {
     /// The next event, if any.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        let event = self.shared.events.pop_front()?;
+        let Some(event) = self.shared.events.pop_front() else {
+            // Drained after a burst (the handshake, a bulk read): an idle
+            // connection should not keep the burst's capacity.
+            if self.shared.events.capacity() > 4 {
+                self.shared.events.shrink_to_fit();
+            }
+            return None;
+        };
         // Data handed to the application counts as consumed, unless the
         // channel replenishes its window by hand (`channel_consumed`). The
         // grant may queue a WINDOW_ADJUST: drain pending_transmit after events.

@@ -284,6 +284,11 @@ impl ClientAuth {
                     self.record(method, detail, AuthOutcome::Success, ctx);
                 }
                 self.state = State::Done;
+                // Done with credentials: private keys and passwords should
+                // not stay in memory for the life of the connection.
+                self.pending = VecDeque::new();
+                self.deferred = Vec::new();
+                self.attempts = Vec::new();
                 Ok(Step::Authenticated { user: self.user.clone(), method: method.to_owned() })
             }
             msg::USERAUTH_FAILURE => {

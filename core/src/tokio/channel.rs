@@ -90,7 +90,7 @@ impl Channel {
         let what = request.name().to_owned();
         let (tx, rx) = oneshot::channel();
         self.cmds
-            .send(Cmd::Request { channel: self.id, request, want_reply, reply: tx })
+            .send(Cmd::Request { channel: self.id, request: Box::new(request), want_reply, reply: tx })
             .map_err(|_| self.gone())?;
         match rx.await.map_err(|_| self.gone())? {
             Err(ClientError::Refused(_)) => Err(ClientError::Refused(what)),

@@ -326,6 +326,7 @@ impl Client {
             opening: HashMap::new(),
             requests: HashMap::new(),
             globals: HashMap::new(),
+            read_size: super::task::MIN_READ,
         };
         tokio::spawn(task.run());
         let client = Client { cmds: cmd_tx, shared, closed: closed_rx, forwards, banners };
@@ -380,7 +381,7 @@ impl Client {
     /// Opens a channel of `kind`.
     pub async fn open_channel(&self, kind: ChannelKind) -> Result<Channel, ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Open { kind, reply: tx }).map_err(|_| self.gone())?;
+        self.cmds.send(Cmd::Open { kind: Box::new(kind), reply: tx }).map_err(|_| self.gone())?;
         let (id, state) = rx.await.map_err(|_| self.gone())??;
         Ok(Channel::new(id, state, self.cmds.clone(), self.shared.clone()))
     }
@@ -443,7 +444,7 @@ impl Client {
     pub async fn global_request(&self, name: &str, data: &[u8]) -> Result<Vec<u8>, ClientError> {
         let (tx, rx) = oneshot::channel();
         self.cmds
-            .send(Cmd::Global { name: name.into(), data: data.to_vec(), reply: tx })
+            .send(Cmd::Global { request: Box::new((name.into(), data.to_vec())), reply: tx })
             .map_err(|_| self.gone())?;
         match rx.await.map_err(|_| self.gone())? {
             Err(ClientError::Refused(_)) => Err(ClientError::Refused(name.into())),

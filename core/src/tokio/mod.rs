@@ -13,7 +13,7 @@
 //! let mut options = ClientOptions::new("alice");
 //! options.identity_files.push("/home/alice/.ssh/id_ed25519".into());
 //! options.host_key_policy = HostKeyPolicy::AcceptNew { known_hosts: "/home/alice/.ssh/known_hosts".into() };
-//! let client = Client::connect("server.example:22", options).await?;
+//! let client = Client::connect("server.example", 22, options).await?;
 //! let out = client.exec("uname -a").await?;
 //! println!("{}", String::from_utf8_lossy(&out.stdout));
 //! # Ok(()) }

@@ -253,6 +253,7 @@ pub async fn serve(stream: TcpStream, options: ServerOptions) -> Result<(), crat
         opening: HashMap::new(),
         requests: HashMap::new(),
         globals: HashMap::new(),
+        read_size: super::task::MIN_READ,
     };
     task.run().await;
     Ok(())

@@ -87,8 +87,10 @@ pub(crate) fn lock(c: &ChanRef) -> std::sync::MutexGuard<'_, ChanState> {
 
 /// Commands from handles to the task.
 pub(crate) enum Cmd {
+    // Large payloads are boxed: the command queue's blocks are sized by
+    // the largest variant, and every connection has one.
     Open {
-        kind: ChannelKind,
+        kind: Box<ChannelKind>,
         reply: OpenReply,
     },
     /// A channel request; `reply` is answered when the peer replies (with
@@ -96,13 +98,12 @@ pub(crate) enum Cmd {
     /// what the caller does next follows it.
     Request {
         channel: ChannelId,
-        request: ChannelRequest,
+        request: Box<ChannelRequest>,
         want_reply: bool,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
     Global {
-        name: String,
-        data: Vec<u8>,
+        request: Box<(String, Vec<u8>)>,
         reply: oneshot::Sender<Result<Vec<u8>, ClientError>>,
     },
     /// Run against the connection in the task (hooks posting back results).
@@ -169,7 +170,14 @@ pub(crate) struct Task<H: Hooks> {
     pub(crate) opening: HashMap<ChannelId, OpenReply>,
     pub(crate) requests: HashMap<u64, oneshot::Sender<Result<(), ClientError>>>,
     pub(crate) globals: HashMap<u64, oneshot::Sender<Result<Vec<u8>, ClientError>>>,
+    /// How much to read at once (adapts between MIN_READ and MAX_READ).
+    pub(crate) read_size: usize,
 }
+
+/// Socket read sizes: small while idle (little memory per connection),
+/// large for bulk transfers (few system calls).
+pub(crate) const MIN_READ: usize = 1024;
+const MAX_READ: usize = 256 * 1024;
 
 impl<H: Hooks> Task<H> {
     pub(crate) fn now(&self) -> Timestamp {
@@ -225,7 +233,8 @@ impl<H: Hooks> Task<H> {
 
     fn read_some(&mut self) {
         for _ in 0..16 {
-            let buf = self.conn.receive_buffer(64 * 1024);
+            let buf = self.conn.receive_buffer(self.read_size);
+            let offered = buf.len();
             match self.stream.try_read(buf) {
                 Ok(0) => {
                     let now = self.now();
@@ -241,7 +250,13 @@ impl<H: Hooks> Task<H> {
                     // Hand data to readers between reads, so a fast link
                     // cannot pile up more than the window in events.
                     self.events();
-                    if n < 64 * 1024 {
+                    // Reads that fill the buffer mean bulk: read bigger.
+                    // Small ones mean interactive or idle: read small, so
+                    // the connection's buffer shrinks back.
+                    if n == offered {
+                        self.read_size = (self.read_size * 2).min(MAX_READ);
+                    } else {
+                        self.read_size = (self.read_size / 2).max(MIN_READ);
                         return;
                     }
                 }
@@ -274,7 +289,7 @@ impl<H: Hooks> Task<H> {
 
     fn command(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Open { kind, reply } => match self.conn.open_channel(kind, channel_options()) {
+            Cmd::Open { kind, reply } => match self.conn.open_channel(*kind, channel_options()) {
                 Ok(id) => {
                     self.opening.insert(id, reply);
                 }
@@ -295,7 +310,7 @@ impl<H: Hooks> Task<H> {
                     }
                 }
             }
-            Cmd::Global { name, data, reply } => match self.conn.global_request(&name, true, &data) {
+            Cmd::Global { request, reply } => match self.conn.global_request(&request.0, true, &request.1) {
                 Ok(id) => {
                     self.globals.insert(id, reply);
                 }

@@ -75,6 +75,10 @@ impl Shared {
 /// Bytes buffered while the application decides on the host key. A
 /// well-behaved server sends at most NEWKEYS and EXT_INFO in that time.
 const PAUSED_INPUT_LIMIT: usize = 512 * 1024;
+/// Buffers larger than this are released when they empty (idle connections
+/// should cost little memory; a bulk transfer regrows them in a few steps).
+const SHRINK_ABOVE: usize = 16 * 1024;
+
 /// Compact the output buffer once this much written space sits at its front.
 const COMPACT_THRESHOLD: usize = 64 * 1024;
 
@@ -101,6 +105,11 @@ impl Input {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            // Idle after a burst: give back storage far beyond what is asked
+            // for, so idle connections stay small.
+            if self.buf.len() > SHRINK_ABOVE && self.buf.len() > 4 * n {
+                self.buf = Vec::new();
+            }
         }
         if self.buf.len() - self.end < n && self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
@@ -108,7 +117,7 @@ impl Input {
             self.start = 0;
         }
         if self.buf.len() - self.end < n {
-            let want = (self.end + n).max(self.buf.len() * 2).max(4096);
+            let want = (self.end + n).max(self.buf.len() * 2).max(1024);
             self.buf.resize(want, 0);
         }
     }
@@ -172,6 +181,10 @@ impl Output {
         if self.sent == self.buf.len() {
             self.buf.clear();
             self.sent = 0;
+            // Everything went out: do not keep a burst's worth of memory.
+            if self.buf.capacity() > SHRINK_ABOVE {
+                self.buf = Vec::new();
+            }
         } else if self.sent >= COMPACT_THRESHOLD && self.sent * 2 >= self.buf.len() {
             self.buf.drain(..self.sent);
             self.sent = 0;
@@ -364,7 +377,7 @@ impl Transport {
                 packets_since_kex: 0,
             },
             output: Output {
-                buf: Vec::with_capacity(4096),
+                buf: Vec::new(),
                 sent: 0,
                 sealer: Sealer::new(),
                 holding: false,

@@ -20,6 +20,9 @@ use crate::transport::{Inbound, Negotiated, PeerExtensions, Role, Shared, Transp
 use crate::wire::{MessageClass, msg};
 use std::collections::VecDeque;
 
+/// Spare data buffers kept for reuse (a window's worth of 32 KiB packets).
+const MAX_SPARE: usize = 64;
+
 /// Counters for monitoring.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -85,6 +88,7 @@ fn new_shared(now: Timestamp, seed: Seed) -> Shared {
         state: State::Connecting,
         stats: Stats::default(),
         next_id: 0,
+        spare: Vec::new(),
     }
 }
 
@@ -761,6 +765,15 @@ impl Connection {
             p.consumed(channel, n, ctx);
             Ok(())
         })
+    }
+
+    /// Gives back the buffer of a data event the application is done with,
+    /// to be reused for later data (optional; saves an allocation per packet).
+    pub fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if self.shared.spare.len() < MAX_SPARE && (1024..=256 * 1024).contains(&buffer.capacity()) {
+            buffer.clear();
+            self.shared.spare.push(buffer);
+        }
     }
 
     /// Flow-control state of a channel.

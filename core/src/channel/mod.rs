@@ -368,7 +368,11 @@ impl ConnectionProtocol {
                     return Ok(());
                 }
                 let channel = ChannelId(id);
-                let data = data.to_vec();
+                let data = {
+                    let mut buf = ctx.shared.spare.pop().unwrap_or_default();
+                    buf.extend_from_slice(data);
+                    buf
+                };
                 ctx.shared.events.push_back(match code {
                     None => Event::ChannelData { channel, data },
                     Some(code) => Event::ChannelExtendedData { channel, code, data },

@@ -45,6 +45,8 @@ pub(crate) struct ChanState {
     pub(crate) exit_waker: Option<Waker>,
     /// Bytes readers took since the task last granted window.
     pub(crate) consumed: usize,
+    /// Chunks readers finished with, for the connection to reuse.
+    pub(crate) spent: Vec<Vec<u8>>,
     // Outbound, filled by the handle.
     pub(crate) out: Vec<u8>,
     /// Extended data (stderr) to send, for servers.
@@ -250,13 +252,12 @@ impl<H: Hooks> Task<H> {
                     // Hand data to readers between reads, so a fast link
                     // cannot pile up more than the window in events.
                     self.events();
-                    // Reads that fill the buffer mean bulk: read bigger.
-                    // Small ones mean interactive or idle: read small, so
-                    // the connection's buffer shrinks back.
-                    if n == offered {
-                        self.read_size = (self.read_size * 2).min(MAX_READ);
-                    } else {
-                        self.read_size = (self.read_size / 2).max(MIN_READ);
+                    // Size the next read from this one: bulk transfers keep
+                    // reading big (short reads are normal there), idle and
+                    // interactive connections read small, so their buffer
+                    // shrinks back.
+                    self.read_size = (n * 2).clamp(MIN_READ, MAX_READ);
+                    if n < offered {
                         return;
                     }
                 }
@@ -367,6 +368,9 @@ impl<H: Hooks> Task<H> {
             if s.consumed > 0 {
                 let n = std::mem::take(&mut s.consumed);
                 let _ = self.conn.channel_consumed(id, n);
+            }
+            for buf in s.spent.drain(..) {
+                self.conn.recycle(buf);
             }
             if !s.out.is_empty() && !s.close_sent {
                 let data = std::mem::take(&mut s.out);

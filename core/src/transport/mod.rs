@@ -61,6 +61,9 @@ pub(crate) struct Shared {
     pub(crate) stats: crate::connection::Stats,
     /// Last id handed out for an event that needs an answer.
     pub(crate) next_id: u64,
+    /// Data buffers handed back by the application, reused for the next
+    /// data events: a bulk transfer then allocates (and faults) nothing.
+    pub(crate) spare: Vec<Vec<u8>>,
 }
 
 impl Shared {
@@ -78,6 +81,9 @@ const PAUSED_INPUT_LIMIT: usize = 512 * 1024;
 /// Buffers larger than this are released when they empty (idle connections
 /// should cost little memory; a bulk transfer regrows them in a few steps).
 const SHRINK_ABOVE: usize = 16 * 1024;
+
+/// Reads this small mean an idle or interactive connection.
+const IDLE_READ: usize = 4096;
 
 /// Compact the output buffer once this much written space sits at its front.
 const COMPACT_THRESHOLD: usize = 64 * 1024;
@@ -105,9 +111,10 @@ impl Input {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            // Idle after a burst: give back storage far beyond what is asked
-            // for, so idle connections stay small.
-            if self.buf.len() > SHRINK_ABOVE && self.buf.len() > 4 * n {
+            // Idle after a burst (the adapter reads small again): give the
+            // storage back, so idle connections stay small. Not during bulk
+            // reads, where freeing would only re-fault the pages.
+            if self.buf.len() > SHRINK_ABOVE && n <= IDLE_READ {
                 self.buf = Vec::new();
             }
         }

@@ -43,6 +43,8 @@ pub mod event;
 pub mod keepalive;
 pub mod keys;
 pub mod known_hosts;
+pub mod pool;
+pub mod reconnect;
 pub mod rng;
 pub mod time;
 pub mod transport;
@@ -64,6 +66,10 @@ pub use error::{CloseReason, DisconnectCode, Error};
 pub use event::{Event, HostKeyCheck, State};
 pub use keepalive::{KeepaliveConfig, Rtt};
 pub use keys::{KeyError, SignatureAlgorithm, load_private_key};
+pub use pool::{
+    Acquire, ConnectionId, Lease, LeaseId, Pool, PoolConfig, PoolEvent, PoolKey, PoolStats, WaiterId,
+};
+pub use reconnect::{GiveUpReason, Jitter, Reconnect, ReconnectAction, ReconnectConfig};
 pub use rng::{Rng, Seed};
 pub use time::{Duration, Timestamp};
 pub use transport::{

@@ -9,6 +9,12 @@
 //! 2. CPU per in-memory key exchange (curve25519-sha256, both sides), against
 //!    the crypto any implementation must do for it: X25519 keygen and DH,
 //!    ed25519 sign/verify, the exchange hash and the key derivation hashes.
+//! 3. Bulk throughput through one session channel, client to server: 1 MiB
+//!    `channel_write`s pumped between an authenticated pair (window
+//!    adjustments fed back) until every byte came out as `ChannelData`,
+//!    as MB/s of channel payload per core (both sides run on this thread),
+//!    against the raw AEAD sealing and opening the same packets (32 KiB of
+//!    data each) in the same run.
 //!
 //! Timing: a warm-up that also sizes batches to ~`target` each, then `reps`
 //! batches per subject, interleaved (and in rotating order) so that
@@ -19,7 +25,7 @@
 //!
 //! Without `--bench` (as `cargo test --benches` runs it) every measurement
 //! runs once, as a smoke test. Words after `--` pick sections by name
-//! (`seal-open`, `kex`).
+//! (`seal-open`, `kex`, `bulk`).
 
 use std::cell::Cell;
 use std::hint::black_box;
@@ -36,10 +42,10 @@ use ssh_key::private::KeypairData;
 use subtle::ConstantTimeEq;
 use x25519_dalek::{EphemeralSecret, PublicKey as X25519Public};
 
-use sansh::testing::{LinkConfig, Pair, host_key, keys};
+use sansh::testing::{LinkConfig, Pair, accept_policy, host_key, keys};
 use sansh::{
-    CipherAlgorithm, ClientConfig, Connection, Duration as SimDuration, Event, HostKey, HostKeyAlgorithm,
-    Rng, ServerConfig, Timestamp,
+    ChannelId, ChannelOptions, CipherAlgorithm, ClientConfig, Connection, Credential,
+    Duration as SimDuration, Event, HostKey, HostKeyAlgorithm, Rng, ServerConfig, Timestamp,
 };
 
 /// SSH_MSG_IGNORE data per packet.
@@ -674,6 +680,234 @@ fn bench_kex(s: &Settings) {
     );
 }
 
+// ------------------------------------------------------------------ bulk
+
+/// Bytes per `channel_write` in the bulk section.
+const BULK_WRITE: usize = 1 << 20;
+/// Channel data per packet: sansh's largest chunk and the default maximum
+/// packet of the receiving channel (OpenSSH's 32 KiB).
+const BULK_CHUNK: usize = 32 * 1024;
+/// Target: sansh's bulk throughput as a share of the raw construction's.
+const TARGET_BULK_PCT: f64 = 80.0;
+
+/// An authenticated pair with one open session channel, driven directly
+/// (no link simulator): what the client writes is handed to the server's
+/// `handle_input` whole, and the server's window adjustments come back the
+/// same way.
+struct BulkLink {
+    client: Connection,
+    server: Connection,
+    /// The channel, as each side numbers it.
+    client_channel: ChannelId,
+    server_channel: ChannelId,
+    now: Timestamp,
+    data: Vec<u8>,
+    /// Compare every delivered byte with what was written (smoke mode).
+    verify: bool,
+    /// Channel payload written and delivered (as `ChannelData`) so far.
+    written: u64,
+    delivered: u64,
+    /// Bytes the client put on the wire so far.
+    wire: u64,
+}
+
+impl BulkLink {
+    fn new(cipher: CipherAlgorithm, verify: bool) -> Self {
+        let alg = HostKeyAlgorithm::Ed25519;
+        let mut client = ClientConfig::new("u", vec![Credential::Password("pw".into())]);
+        client.transport.ciphers = vec![cipher];
+        client.transport.host_key_algorithms = vec![alg];
+        client.transport.rekey.bytes = Some(u64::MAX);
+        let mut server = ServerConfig { host_keys: vec![host_key(alg)], ..ServerConfig::default() };
+        server.transport.ciphers = vec![cipher];
+        server.transport.rekey.bytes = Some(u64::MAX);
+        let mut pair = Pair::new(client, server, LinkConfig::default(), 11).expect("valid configuration");
+        let mut policy = accept_policy("pw");
+        pair.on_server_event = Some(Box::new(move |conn, e| {
+            policy(conn, e);
+            if let Event::ChannelOpenRequest { channel, .. } = e {
+                conn.accept_channel(*channel, ChannelOptions::default()).expect("accept the channel");
+            }
+        }));
+        pair.authenticate().expect("authenticates");
+        let client_channel = pair.client.open_session(ChannelOptions::default()).expect("open a session");
+        let opened = |p: &Pair| {
+            p.client_events
+                .iter()
+                .any(|(_, e)| matches!(e, Event::ChannelOpened { channel } if *channel == client_channel))
+        };
+        assert!(pair.run_until(pair.now + SimDuration::from_secs(10), opened), "channel opens");
+        pair.run_idle(pair.now + SimDuration::from_secs(1));
+        let server_channel = pair
+            .server_events
+            .iter()
+            .find_map(|(_, e)| match e {
+                Event::ChannelOpenRequest { channel, .. } => Some(*channel),
+                _ => None,
+            })
+            .expect("the server saw the open");
+        let Pair { client, server, now, .. } = pair;
+        let neg = client.negotiated().expect("negotiated");
+        assert_eq!((neg.cipher_c2s, neg.cipher_s2c), (cipher, cipher));
+        assert!(client.pending_transmit().is_empty() && server.pending_transmit().is_empty());
+        let info = client.channel_info(client_channel).expect("channel");
+        assert!(info.open && info.remote_window == u64::from(ChannelOptions::default().window));
+        BulkLink {
+            client,
+            server,
+            client_channel,
+            server_channel,
+            now,
+            data: (0..BULK_WRITE).map(|i| (i % 251) as u8).collect(),
+            verify,
+            written: 0,
+            delivered: 0,
+            wire: 0,
+        }
+    }
+
+    /// Writes `len` bytes to the channel and pumps both ways until all of
+    /// them came out of the server as `ChannelData` and nothing is left to
+    /// send (the window adjustments included). Splits the time between the
+    /// sides: every call is charged to the side it ran on.
+    fn transfer(&mut self, len: usize) -> Split {
+        let start = Instant::now();
+        let mut lap = start;
+        let (mut tc, mut ts) = (Duration::ZERO, Duration::ZERO);
+        let mut charge = |side: &mut Duration| {
+            let t = Instant::now();
+            *side += t - lap;
+            lap = t;
+        };
+        self.client.channel_write(self.client_channel, &self.data[..len]).expect("write");
+        charge(&mut tc);
+        self.written += len as u64;
+        let mut delivered = 0;
+        loop {
+            let mut progressed = false;
+            let out = self.client.pending_transmit();
+            if !out.is_empty() {
+                let n = out.len();
+                self.server.handle_input(self.now, out).expect("server input");
+                charge(&mut ts);
+                self.client.consume_transmit(n);
+                charge(&mut tc);
+                self.wire += n as u64;
+                progressed = true;
+            }
+            while let Some(e) = self.server.poll_event() {
+                match e {
+                    Event::ChannelData { channel, data } => {
+                        assert_eq!(channel, self.server_channel);
+                        if self.verify {
+                            assert_eq!(data, self.data[delivered..delivered + data.len()], "data intact");
+                        }
+                        delivered += data.len();
+                        // As the tokio adapter does once the reader took it.
+                        self.server.recycle(data);
+                    }
+                    e => panic!("unexpected server event {e:?}"),
+                }
+                progressed = true;
+            }
+            charge(&mut ts);
+            let out = self.server.pending_transmit();
+            if !out.is_empty() {
+                let n = out.len();
+                self.client.handle_input(self.now, out).expect("client input");
+                charge(&mut tc);
+                self.server.consume_transmit(n);
+                charge(&mut ts);
+                progressed = true;
+            }
+            while let Some(e) = self.client.poll_event() {
+                assert!(matches!(e, Event::ChannelWritable { .. }), "unexpected client event {e:?}");
+                progressed = true;
+            }
+            charge(&mut tc);
+            if delivered >= len
+                && self.client.pending_transmit().is_empty()
+                && self.server.pending_transmit().is_empty()
+            {
+                break;
+            }
+            assert!(progressed, "bulk transfer stalled at {delivered} of {len} bytes");
+        }
+        assert_eq!(delivered, len, "every byte written is delivered, once");
+        self.delivered += delivered as u64;
+        Split { total: start.elapsed(), client: tc, server: ts }
+    }
+
+    fn batch(&mut self, n: u64) -> Split {
+        let start = Instant::now();
+        let mut sum = Split::default();
+        for _ in 0..n {
+            let t = self.transfer(BULK_WRITE);
+            sum.client += t.client;
+            sum.server += t.server;
+        }
+        sum.total = start.elapsed();
+        sum
+    }
+}
+
+fn bench_bulk(s: &Settings, verify: bool) {
+    let packets = BULK_WRITE / BULK_CHUNK;
+    println!(
+        "bulk: one session channel client -> server, {BULK_WRITE}-byte channel_write, {BULK_CHUNK}-byte \
+         CHANNEL_DATA, window 2 MiB;\nMB/s of channel payload per core (both sides on this thread); \
+         raw = seal+open of the same packets"
+    );
+    println!(
+        "{:<30} {:>9} {:>11} {:>9} {:>10} {:>10} {:>10} {:>16}",
+        "cipher",
+        "raw MB/s",
+        "sansh MB/s",
+        "sansh/raw",
+        "raw µs/MiB",
+        "client µs",
+        "server µs",
+        "spread raw/sansh"
+    );
+    for cipher in CipherAlgorithm::ALL {
+        let mut sansh = BulkLink::new(cipher, verify);
+        // One packet's worth first: its size on the wire sizes the reference.
+        let wire = sansh.wire;
+        sansh.transfer(BULK_CHUNK);
+        let packet = (sansh.wire - wire) as usize;
+        let mut raw = RawLink::new(cipher, packet - 16);
+        let samples = measure(s, &mut [&mut |n| raw.batch(n * packets as u64), &mut |n| sansh.batch(n)]);
+        let (raw_ns, raw_spread) = stats(&samples[0], |p| p.total);
+        let (sansh_ns, sansh_spread) = stats(&samples[1], |p| p.total);
+        let (client_ns, _) = stats(&samples[1], |p| p.client);
+        let (server_ns, _) = stats(&samples[1], |p| p.server);
+        let mbps = |ns: f64| BULK_WRITE as f64 / ns * 1e3;
+        // sansh/raw MB/s = raw/sansh time, taken per round.
+        let pct = paired_ratio(&samples[1], &samples[0], |p| p.total) * 100.0;
+        println!(
+            "{:<30} {:>9.1} {:>11.1} {:>8.1}% {:>10.1} {:>10.1} {:>10.1} {:>7.1}% /{:>6.1}%{}",
+            cipher.name(),
+            mbps(raw_ns),
+            mbps(sansh_ns),
+            pct,
+            raw_ns / 1e3,
+            client_ns / 1e3,
+            server_ns / 1e3,
+            raw_spread * 100.0,
+            sansh_spread * 100.0,
+            if pct < TARGET_BULK_PCT { "  UNDER TARGET" } else { "" }
+        );
+        assert_eq!(sansh.delivered, sansh.written, "bytes delivered = bytes written");
+        let stats = sansh.server.stats();
+        assert!(!sansh.server.is_closed() && !sansh.client.is_closed() && stats.rekeys == 0);
+        assert_eq!(stats.bytes_received, sansh.client.stats().bytes_sent);
+    }
+    println!(
+        "target: sansh/raw >= {TARGET_BULK_PCT}%; µs per MiB of payload; client/server: time inside each \
+         side's calls"
+    );
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let s = if full {
@@ -711,6 +945,9 @@ fn main() {
     }
     if wanted("kex") {
         bench_kex(&s);
+    }
+    if wanted("bulk") {
+        bench_bulk(&s, !full);
     }
     println!(
         "\nwaited for a CPU (other processes): {:.1}% of {:.1} s timed, subtracted",

@@ -9,10 +9,10 @@ cd "$(dirname "$0")/.."
 
 echo "== format and lints"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --features sansh/cli --locked -- -D warnings
 
 echo "== unit, property, in-memory and interop tests (optimised, with overflow checks)"
-cargo test --workspace --all-targets --locked --profile ci
+cargo test --workspace --all-targets --features sansh/cli --locked --profile ci
 
 echo "== doc tests"
 cargo test --workspace --doc --locked --profile ci

@@ -4,6 +4,7 @@
 //! A peer that cannot be started makes the test fail loudly: interop tests
 //! never pass by skipping.
 
+pub mod cli;
 pub mod driver;
 pub mod sshd;
 

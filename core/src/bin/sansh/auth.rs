@@ -1,0 +1,286 @@
+//! Who we are and whom we trust: identity files (passphrases from
+//! SANSH_PASSPHRASE or the terminal), passwords (SANSH_PASSWORD or the
+//! terminal), keyboard-interactive, and the host key policy with OpenSSH's
+//! StrictHostKeyChecking semantics and messages.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sansh::known_hosts::{Lookup, host_name_for, line_to_append};
+use sansh::tokio::{HostKeyPolicy, HostKeyQuery, PromptFn, PromptRequest};
+use sansh::{Credential, KeyError, Secret, load_private_key};
+
+use crate::args::Strict;
+use crate::tty;
+
+/// The identity files to load: the ones given, or OpenSSH's defaults
+/// that exist. The flag says whether they were given (missing ones warn).
+pub fn identity_files(given: &[PathBuf]) -> (Vec<PathBuf>, bool) {
+    if !given.is_empty() {
+        return (given.to_vec(), true);
+    }
+    let dir = crate::args::home().join(".ssh");
+    let defaults =
+        ["id_ed25519", "id_ecdsa", "id_rsa"].iter().map(|n| dir.join(n)).filter(|p| p.exists()).collect();
+    (defaults, false)
+}
+
+/// Loads one identity file, asking for its passphrase if it is encrypted
+/// (SANSH_PASSPHRASE, else the terminal, three tries). `None` skips it.
+pub fn load_identity(path: &Path, explicit: bool, can_prompt: bool) -> Option<Credential> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            if explicit {
+                eprintln!(
+                    "Warning: Identity file {} not accessible: {}.",
+                    path.display(),
+                    crate::strerror_io(&e)
+                );
+            }
+            return None;
+        }
+    };
+    match load_private_key(&text, None) {
+        Ok(key) => return Some(Credential::PrivateKey(key)),
+        Err(KeyError::PassphraseRequired) => {}
+        Err(e) => {
+            eprintln!("Load key \"{}\": {e}", path.display());
+            return None;
+        }
+    }
+    if let Ok(pass) = std::env::var("SANSH_PASSPHRASE") {
+        match load_private_key(&text, Some(pass.as_bytes())) {
+            Ok(key) => return Some(Credential::PrivateKey(key)),
+            Err(e) => {
+                eprintln!("Load key \"{}\": {e} (from SANSH_PASSPHRASE)", path.display());
+                if !can_prompt {
+                    return None;
+                }
+            }
+        }
+    }
+    if !can_prompt {
+        tracing::info!("{}: encrypted and no passphrase available; skipped", path.display());
+        return None;
+    }
+    for _ in 0..3 {
+        let pass = tty::ask_hidden(&format!("Enter passphrase for key '{}': ", path.display()))?;
+        if pass.is_empty() {
+            return None;
+        }
+        match load_private_key(&text, Some(pass.as_bytes())) {
+            Ok(key) => return Some(Credential::PrivateKey(key)),
+            Err(KeyError::WrongPassphrase) => tty::say("Bad passphrase, try again.\n"),
+            Err(e) => {
+                eprintln!("Load key \"{}\": {e}", path.display());
+                return None;
+            }
+        }
+    }
+    None
+}
+
+/// Which interactive methods may be answered.
+#[derive(Clone, Debug)]
+pub struct PromptSettings {
+    /// From SANSH_PASSWORD.
+    pub env_password: Option<String>,
+    /// A terminal to ask on, and BatchMode is off.
+    pub can_prompt: bool,
+    /// PasswordAuthentication.
+    pub password: bool,
+    /// KbdInteractiveAuthentication.
+    pub keyboard_interactive: bool,
+}
+
+/// The prompt callback: passwords and keyboard-interactive answers from
+/// SANSH_PASSWORD or the terminal. Declining (None) skips the method.
+pub fn prompt_fn(s: PromptSettings) -> PromptFn {
+    Arc::new(move |req: PromptRequest| match req {
+        PromptRequest::Password { user, host } => {
+            if !s.password {
+                return None;
+            }
+            if let Some(pw) = &s.env_password {
+                return Some(vec![pw.clone()]);
+            }
+            if !s.can_prompt {
+                return None;
+            }
+            tty::ask_hidden(&format!("{user}@{host}'s password: ")).map(|p| vec![p])
+        }
+        PromptRequest::KeyboardInteractive { name, instruction, prompts } => {
+            if !s.keyboard_interactive {
+                return None;
+            }
+            if prompts.is_empty() {
+                return Some(Vec::new());
+            }
+            // A single hidden prompt is a password (PAM): SANSH_PASSWORD answers it.
+            if let (Some(pw), [p]) = (&s.env_password, prompts.as_slice())
+                && !p.echo
+            {
+                return Some(vec![pw.clone()]);
+            }
+            if !s.can_prompt {
+                return None;
+            }
+            for text in [&name, &instruction] {
+                if !text.is_empty() {
+                    tty::say(&format!("{}\n", text.trim_end()));
+                }
+            }
+            prompts
+                .iter()
+                .map(|p| if p.echo { tty::ask(&p.text) } else { tty::ask_hidden(&p.text) })
+                .collect::<Option<Vec<String>>>()
+        }
+        PromptRequest::NewPassword { prompt } => {
+            if !s.can_prompt {
+                return None;
+            }
+            tty::say(&format!("{}\n", prompt.trim_end()));
+            let new = tty::ask_hidden("Enter new password: ")?;
+            let again = tty::ask_hidden("Retype new password: ")?;
+            if new != again {
+                tty::say("Mismatch; try again later.\n");
+                return None;
+            }
+            Some(vec![new])
+        }
+    })
+}
+
+/// The password credential from SANSH_PASSWORD, if set and allowed.
+pub fn env_password_credential(s: &PromptSettings) -> Option<Credential> {
+    if !s.password {
+        return None;
+    }
+    s.env_password.as_ref().map(|p| Credential::Password(Secret::new(p.clone())))
+}
+
+/// OpenSSH's name for a key type in messages (`ED25519`, `ECDSA`, `RSA`).
+fn key_type(key: &ssh_key::PublicKey) -> &'static str {
+    match key.algorithm() {
+        ssh_key::Algorithm::Ed25519 => "ED25519",
+        ssh_key::Algorithm::Ecdsa { .. } => "ECDSA",
+        ssh_key::Algorithm::Rsa { .. } => "RSA",
+        _ => "unknown",
+    }
+}
+
+/// Appends `line` to the known_hosts file (creating its directory).
+fn record(path: &Path, host: &str, port: u16, key: &ssh_key::PublicKey) -> std::io::Result<()> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let needs_newline = std::fs::read(path).map(|b| b.last().is_some_and(|&c| c != b'\n')).unwrap_or(false);
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    if needs_newline {
+        f.write_all(b"\n")?;
+    }
+    writeln!(f, "{}", line_to_append(host, port, key, None))
+}
+
+/// The host key policy for StrictHostKeyChecking `strict` over `known_hosts`.
+/// `no` trusts every key and records nothing; the others are decided here
+/// (on the adapter's blocking thread) so that the messages are OpenSSH's.
+pub fn host_key_policy(strict: Strict, known_hosts: PathBuf, can_prompt: bool) -> HostKeyPolicy {
+    if strict == Strict::No {
+        return HostKeyPolicy::AcceptAny;
+    }
+    let file = known_hosts.clone();
+    let decide = move |q: &HostKeyQuery| -> bool {
+        let name = host_name_for(&q.host, q.port);
+        let kind = key_type(&q.key);
+        match &q.known {
+            Lookup::Match { .. } => true,
+            Lookup::Revoked { .. } => {
+                eprintln!(
+                    "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+                     @       WARNING: REVOKED HOST KEY DETECTED!               @\n\
+                     @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+                     The {kind} host key for {name} is marked as revoked.\n\
+                     This could mean that a stolen key is being used to\n\
+                     impersonate this host."
+                );
+                false
+            }
+            Lookup::Mismatch { lines, .. } => {
+                eprintln!(
+                    "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+                     @    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n\
+                     @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+                     IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\n\
+                     Someone could be eavesdropping on you right now (man-in-the-middle attack)!\n\
+                     It is also possible that a host key has just been changed.\n\
+                     The fingerprint for the {kind} key sent by the remote host is\n{}.\n\
+                     Please contact your system administrator.\n\
+                     Add correct host key in {} to get rid of this message.\n\
+                     Offending key in {}:{}\n\
+                     Host key for {name} has changed and you have requested strict checking.",
+                    q.fingerprint,
+                    file.display(),
+                    file.display(),
+                    lines.first().copied().unwrap_or(0),
+                );
+                false
+            }
+            Lookup::Unknown => match strict {
+                Strict::AcceptNew => accept(&file, q, &name, kind),
+                Strict::Ask if can_prompt => {
+                    let question = format!(
+                        "The authenticity of host '{name}' can't be established.\n\
+                         {kind} key fingerprint is {}.\n\
+                         This key is not known by any other names.\n\
+                         Are you sure you want to continue connecting (yes/no/[fingerprint])? ",
+                        q.fingerprint
+                    );
+                    let mut prompt = question;
+                    loop {
+                        let Some(answer) = tty::ask(&prompt) else { return false };
+                        let answer = answer.trim();
+                        if answer.eq_ignore_ascii_case("yes") || answer == q.fingerprint {
+                            return accept(&file, q, &name, kind);
+                        }
+                        if answer.eq_ignore_ascii_case("no") {
+                            return false;
+                        }
+                        prompt = "Please type 'yes', 'no' or the fingerprint: ".into();
+                    }
+                }
+                Strict::Ask => {
+                    eprintln!(
+                        "No {kind} host key is known for {name} and there is no terminal to ask \
+                         whether to trust {}.",
+                        q.fingerprint
+                    );
+                    false
+                }
+                _ => {
+                    eprintln!(
+                        "No {kind} host key is known for {name} and you have requested strict checking."
+                    );
+                    false
+                }
+            },
+        }
+    };
+    HostKeyPolicy::Callback { known_hosts: Some(known_hosts), decide: Arc::new(decide) }
+}
+
+fn accept(file: &Path, q: &HostKeyQuery, name: &str, kind: &str) -> bool {
+    match record(file, &q.host, q.port, &q.key) {
+        Ok(()) => {
+            eprintln!("Warning: Permanently added '{name}' ({kind}) to the list of known hosts.");
+        }
+        Err(e) => {
+            eprintln!("Failed to add the host to the list of known hosts ({}): {e}", file.display());
+        }
+    }
+    true
+}

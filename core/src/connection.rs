@@ -337,7 +337,7 @@ impl Connection {
         if t.output.packets_total != self.seen_sent {
             self.seen_sent = t.output.packets_total;
             self.shared.stats.last_sent = Some(now);
-            self.keepalive.on_sent();
+            self.keepalive.on_sent(now);
         }
     }
 

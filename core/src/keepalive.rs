@@ -89,6 +89,8 @@ pub(crate) struct Keepalive {
     /// no timestamp, so rather than re-arming from a stale clock the timer
     /// checks this when it fires: an IGNORE only follows a whole idle interval.
     sent_since_armed: bool,
+    /// When the last packet other than an IGNORE went out.
+    last_sent: Timestamp,
     probe_deadline: Option<Timestamp>,
     unanswered: u32,
     next_seq: u64,
@@ -107,6 +109,7 @@ impl Keepalive {
             probe_enabled: false,
             ignore_deadline: None,
             sent_since_armed: false,
+            last_sent: Timestamp::ZERO,
             probe_deadline: None,
             unanswered: 0,
             next_seq: 0,
@@ -134,9 +137,11 @@ impl Keepalive {
         }
     }
 
-    /// Something was sent: no IGNORE is due before a whole idle interval.
-    pub(crate) fn on_sent(&mut self) {
+    /// Something was sent: no IGNORE is due before a whole idle interval
+    /// has passed since `now`.
+    pub(crate) fn on_sent(&mut self, now: Timestamp) {
         self.sent_since_armed = true;
+        self.last_sent = now;
     }
 
     /// Arms the IGNORE timer one jittered interval from `now`.
@@ -213,8 +218,13 @@ impl Keepalive {
                     rng.range_inclusive(u64::from(lo.min(hi)), u64::from(hi.max(lo)).min(4096)) as usize;
                 actions.push(KeepaliveAction::Ignore(len));
             }
-            // Busy (or in a key exchange): look again one interval from now.
-            self.arm_ignore(now, rng);
+            // Busy: the next IGNORE is due one interval after the last send
+            // (never in the past); in a key exchange, one interval from now.
+            let base = if can_send && self.sent_since_armed { self.last_sent } else { now };
+            self.arm_ignore(base, rng);
+            if self.ignore_deadline.is_some_and(|d| d <= now) {
+                self.arm_ignore(now, rng);
+            }
         }
         actions
     }

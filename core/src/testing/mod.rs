@@ -488,3 +488,5 @@ impl Pair {
         log.iter().map(|(_, e)| e).collect()
     }
 }
+
+pub mod fuzz;

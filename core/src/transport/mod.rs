@@ -8,9 +8,9 @@
 
 mod cipher;
 mod hostkey;
-mod kex;
-mod packet;
-mod version;
+pub(crate) mod kex;
+pub(crate) mod packet;
+pub(crate) mod version;
 
 use std::collections::VecDeque;
 use std::ops::Range;

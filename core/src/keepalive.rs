@@ -280,19 +280,23 @@ mod tests {
         });
         k.enable_ignore(Timestamp::ZERO, &mut rng);
         let mut seen = std::collections::BTreeSet::new();
-        let mut last = Timestamp::ZERO;
+        // The next IGNORE is due one jittered interval after the later of
+        // the last deadline and the last other send.
+        let mut base = Timestamp::ZERO;
         for i in 0..200 {
             let d = k.poll_timeout().unwrap();
-            let gap = d - last;
+            let gap = d - base;
             assert!(gap >= Duration::from_secs(90) && gap <= Duration::from_secs(110), "{gap:?}");
             seen.insert(gap);
-            // Every other interval something else was sent: no IGNORE then.
+            // Every other interval something else was sent 30 s in: no
+            // IGNORE then, and the next is due an interval after that send.
+            let sent = base + Duration::from_secs(30);
             if i % 2 == 0 {
-                k.on_sent();
+                k.on_sent(sent);
             }
             let actions = k.on_timeout(d, true, &mut rng);
             assert_eq!(actions.len(), usize::from(i % 2 == 1), "{actions:?}");
-            last = d;
+            base = if i % 2 == 0 { sent } else { d };
         }
         assert!(seen.len() > 150, "jitter varies");
     }

@@ -76,6 +76,8 @@ pub struct Connection {
     /// Packet counters at the last activity check (to notice traffic).
     seen_sent: u64,
     seen_received: u64,
+    /// `shared.now` is the time of the current timed call (not a command).
+    clock_is_current: bool,
     /// Set once `Event::Closed` has been queued.
     closed: bool,
 }
@@ -109,6 +111,7 @@ impl Connection {
             user: None,
             keepalive,
             seen_sent: 0,
+            clock_is_current: false,
             seen_received: 0,
             closed: false,
         })
@@ -142,6 +145,7 @@ impl Connection {
             user: None,
             keepalive,
             seen_sent: 0,
+            clock_is_current: false,
             seen_received: 0,
             closed: false,
         })
@@ -213,12 +217,13 @@ impl Connection {
         if self.closed {
             return Ok(());
         }
-        self.shared.now = now;
+        self.set_now(now);
         self.shared.stats.bytes_received += bytes.len() as u64;
         let result = self.transport.receive(bytes).and_then(|()| self.process());
         if let Err(e) = &result {
             self.fail(e.clone());
         }
+        self.clock_is_current = false;
         result
     }
 
@@ -235,12 +240,13 @@ impl Connection {
         if self.closed {
             return Ok(());
         }
-        self.shared.now = now;
+        self.set_now(now);
         self.shared.stats.bytes_received += n as u64;
         let result = self.transport.commit_received(n).and_then(|()| self.process());
         if let Err(e) = &result {
             self.fail(e.clone());
         }
+        self.clock_is_current = false;
         result
     }
 
@@ -337,7 +343,7 @@ impl Connection {
         if t.output.packets_total != self.seen_sent {
             self.seen_sent = t.output.packets_total;
             self.shared.stats.last_sent = Some(now);
-            self.keepalive.on_sent(now);
+            self.keepalive.on_sent(self.clock_is_current.then_some(now));
         }
     }
 
@@ -476,7 +482,22 @@ impl Connection {
         if self.closed {
             return;
         }
+        self.set_now(now);
+        self.handle_timeout_now();
+        self.clock_is_current = false;
+    }
+
+    /// Sets the clock at a timed entry point. Commands carry no time, so
+    /// what they sent is dated by the next timed call (never earlier than
+    /// it happened: an IGNORE is never sent early for it).
+    fn set_now(&mut self, now: Timestamp) {
         self.shared.now = now;
+        self.clock_is_current = true;
+        self.keepalive.observe_time(now);
+    }
+
+    fn handle_timeout_now(&mut self) {
+        let now = self.shared.now;
         if let Some(reason) = self.transport.handle_timeout(&mut self.shared) {
             let desc = "key exchange timed out";
             self.close_with(reason, Some((DisconnectCode::KEY_EXCHANGE_FAILED, desc)));

@@ -91,6 +91,8 @@ pub(crate) struct Keepalive {
     sent_since_armed: bool,
     /// When the last packet other than an IGNORE went out.
     last_sent: Timestamp,
+    /// A command sent something since the last timed call.
+    sent_undated: bool,
     probe_deadline: Option<Timestamp>,
     unanswered: u32,
     next_seq: u64,
@@ -110,6 +112,7 @@ impl Keepalive {
             ignore_deadline: None,
             sent_since_armed: false,
             last_sent: Timestamp::ZERO,
+            sent_undated: false,
             probe_deadline: None,
             unanswered: 0,
             next_seq: 0,
@@ -138,10 +141,21 @@ impl Keepalive {
     }
 
     /// Something was sent: no IGNORE is due before a whole idle interval
-    /// has passed since `now`.
-    pub(crate) fn on_sent(&mut self, now: Timestamp) {
+    /// has passed since then. `None`: by a command, at a time known only
+    /// at the next `observe_time`.
+    pub(crate) fn on_sent(&mut self, at: Option<Timestamp>) {
         self.sent_since_armed = true;
-        self.last_sent = now;
+        match at {
+            Some(t) => self.last_sent = t,
+            None => self.sent_undated = true,
+        }
+    }
+
+    /// The clock at a timed entry point: dates sends made by commands.
+    pub(crate) fn observe_time(&mut self, now: Timestamp) {
+        if std::mem::take(&mut self.sent_undated) {
+            self.last_sent = now;
+        }
     }
 
     /// Arms the IGNORE timer one jittered interval from `now`.
@@ -292,7 +306,7 @@ mod tests {
             // IGNORE then, and the next is due an interval after that send.
             let sent = base + Duration::from_secs(30);
             if i % 2 == 0 {
-                k.on_sent(sent);
+                k.on_sent(Some(sent));
             }
             let actions = k.on_timeout(d, true, &mut rng);
             assert_eq!(actions.len(), usize::from(i % 2 == 1), "{actions:?}");

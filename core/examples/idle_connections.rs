@@ -1,11 +1,11 @@
 //! Memory per idle authenticated connection.
 //!
-//! `cargo run --release -p sansh --features tokio,testing --example idle_connections -- server`
-//! prints the port of a sansh server; in another process,
+//! `cargo run --release -p sansh --features tokio,testing --example idle_connections -- server [KEY.pub]`
+//! prints the port of a sansh server (authorizing the test key, and KEY.pub if given); in another process,
 //! `... --example idle_connections -- client PORT 1000` opens 1,000
 //! authenticated connections to it, lets them settle, and prints the growth
 //! of its resident memory per connection (from /proc/self/status).
-//! `tests/bench/run.sh` runs both.
+//! `tests/bench/compare.py` runs both, beside asyncssh.
 
 use std::time::Duration;
 
@@ -33,7 +33,15 @@ async fn main() {
                 ..ServerConfig::default()
             };
             config.max_channels = 16;
-            let options = ServerOptions::with_authorized_keys(config, vec![user_key.public_key().clone()]);
+            // An extra authorized key (OpenSSH .pub file), so that another
+            // client (asyncssh in tests/bench/compare.py) can be measured too.
+            let mut authorized = vec![user_key.public_key().clone()];
+            if let Some(path) = args.get(1) {
+                let text = std::fs::read_to_string(path).expect("read the authorized key file");
+                authorized
+                    .push(ssh_key::PublicKey::from_openssh(text.trim()).expect("an OpenSSH public key"));
+            }
+            let options = ServerOptions::with_authorized_keys(config, authorized);
             let server = Server::bind("127.0.0.1:0".parse().unwrap(), options).await.expect("bind");
             println!("{}", server.local_addr().unwrap().port());
             server.run().await.expect("serve");
@@ -62,6 +70,6 @@ async fn main() {
             );
             drop(first);
         }
-        _ => eprintln!("usage: idle_connections server | client PORT [N]"),
+        _ => eprintln!("usage: idle_connections server [KEY.pub] | client PORT [N]"),
     }
 }

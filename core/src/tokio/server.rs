@@ -171,24 +171,30 @@ async fn run_exec(channel: Channel, command: String) {
         child.stderr.take().expect("piped"),
     );
     let (mut rd, mut wr) = tokio::io::split(channel);
+    // Like sshd, the exit status goes out once the command has exited and
+    // its output is drained, whether or not the client ever sends EOF on
+    // stdin (asyncssh's `run()` does not).
     let feed = async {
         let _ = tokio::io::copy(&mut rd, &mut stdin).await;
         drop(stdin);
-        rd
+        std::future::pending::<()>().await
     };
     let out = async {
         let _ = tokio::io::copy(&mut stdout, &mut wr).await;
         let _ = wr.flush().await;
-        wr
     };
     let errs = async {
         let _ = tokio::io::copy(&mut stderr, &mut err_out).await;
         let _ = err_out.flush().await;
     };
-    let (status, (rd, wr)) = tokio::join!(child.wait(), async {
-        let (_, wr, rd) = tokio::join!(errs, out, feed);
-        (rd, wr)
-    });
+    let done = async {
+        tokio::join!(errs, out);
+        child.wait().await
+    };
+    let status = tokio::select! {
+        status = done => status,
+        () = feed => unreachable!("feed never finishes"),
+    };
     let channel = rd.unsplit(wr);
     let status = match status {
         Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {

@@ -31,15 +31,11 @@ use std::cell::Cell;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use chacha20::ChaCha20Legacy;
-use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
-use poly1305::Poly1305;
-use poly1305::universal_hash::KeyInit;
+use ring::aead::chacha20_poly1305_openssh::{OpeningKey, SealingKey};
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use sha2::{Digest, Sha256};
 use ssh_key::private::KeypairData;
-use subtle::ConstantTimeEq;
 use x25519_dalek::{EphemeralSecret, PublicKey as X25519Public};
 
 use sansh::testing::{LinkConfig, Pair, accept_policy, host_key, keys};
@@ -220,15 +216,17 @@ impl SanshLink {
 
 /// One direction of the raw AEAD: PROTOCOL.chacha20poly1305 or RFC 5647.
 enum RawCipher {
-    ChaCha { k1: [u8; 32], k2: [u8; 32] },
-    // Boxed, as in sansh's PacketCipher; ring, as there.
+    // Boxed and from ring, as in sansh's PacketCipher.
+    ChaCha(Box<(SealingKey, OpeningKey)>),
     Gcm(Box<LessSafeKey>),
 }
 
 impl RawCipher {
     fn new(cipher: CipherAlgorithm) -> Self {
         match cipher {
-            CipherAlgorithm::ChaCha20Poly1305 => RawCipher::ChaCha { k1: [0x11; 32], k2: [0x22; 32] },
+            CipherAlgorithm::ChaCha20Poly1305 => {
+                RawCipher::ChaCha(Box::new((SealingKey::new(&[0x11; 64]), OpeningKey::new(&[0x11; 64]))))
+            }
             CipherAlgorithm::Aes128Gcm => RawCipher::Gcm(Box::new(LessSafeKey::new(
                 UnboundKey::new(&AES_128_GCM, &[0x33; 16]).expect("key"),
             ))),
@@ -247,16 +245,10 @@ impl RawCipher {
     /// Encrypts `packet` (4-byte length, then the body) in place; returns the tag.
     fn seal(&self, seq: u32, packet: &mut [u8]) -> [u8; 16] {
         match self {
-            RawCipher::ChaCha { k1, k2 } => {
-                let nonce = u64::from(seq).to_be_bytes();
-                let (len, body) = packet.split_at_mut(4);
-                ChaCha20Legacy::new(k1.into(), &nonce.into()).apply_keystream(len);
-                let mut c = ChaCha20Legacy::new(k2.into(), &nonce.into());
-                let mut poly_key = [0u8; 32];
-                c.apply_keystream(&mut poly_key);
-                c.seek(64u64);
-                c.apply_keystream(body);
-                Poly1305::new(&poly_key.into()).compute_unpadded(packet).into()
+            RawCipher::ChaCha(keys) => {
+                let mut tag = [0u8; 16];
+                keys.0.seal_in_place(seq, packet, &mut tag);
+                tag
             }
             RawCipher::Gcm(aead) => {
                 let (len, body) = packet.split_at_mut(4);
@@ -271,17 +263,9 @@ impl RawCipher {
     /// Reads the length, checks the tag and decrypts the body in place.
     fn open(&self, seq: u32, packet: &mut [u8], tag: &[u8; 16]) -> u32 {
         match self {
-            RawCipher::ChaCha { k1, k2 } => {
-                let nonce = u64::from(seq).to_be_bytes();
-                let mut len: [u8; 4] = packet[..4].try_into().expect("4 bytes");
-                ChaCha20Legacy::new(k1.into(), &nonce.into()).apply_keystream(&mut len);
-                let mut c = ChaCha20Legacy::new(k2.into(), &nonce.into());
-                let mut poly_key = [0u8; 32];
-                c.apply_keystream(&mut poly_key);
-                let expected = Poly1305::new(&poly_key.into()).compute_unpadded(packet);
-                assert!(bool::from(expected.as_slice().ct_eq(tag)), "tag");
-                c.seek(64u64);
-                c.apply_keystream(&mut packet[4..]);
+            RawCipher::ChaCha(keys) => {
+                let len = keys.1.decrypt_packet_length(seq, packet[..4].try_into().expect("4 bytes"));
+                keys.1.open_in_place(seq, packet, tag).expect("tag");
                 u32::from_be_bytes(len)
             }
             RawCipher::Gcm(aead) => {

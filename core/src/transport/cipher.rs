@@ -2,17 +2,17 @@
 //! and aes{128,256}-gcm@openssh.com. Each seals and opens one whole packet in
 //! place, so framing never copies a payload twice.
 //!
-//! chacha20-poly1305 is built from RustCrypto's `chacha20` (64-bit-nonce
-//! ChaCha20) and `poly1305`, per OpenSSH's PROTOCOL.chacha20poly1305.
-//! AES-GCM uses `ring` (AES-NI/CLMUL assembly): 7× the `aes-gcm` crate's
-//! throughput on this machine (11 GB/s vs 1.6 GB/s sealing 32 KiB packets).
+//! Both AEADs use `ring`'s assembly. AES-GCM (AES-NI/CLMUL): 7× the
+//! `aes-gcm` crate's throughput on this machine (11 GB/s vs 1.6 GB/s sealing
+//! 32 KiB packets). chacha20-poly1305 uses ring's OpenSSH construction
+//! (PROTOCOL.chacha20poly1305) rather than RustCrypto's `chacha20` +
+//! `poly1305`: the `poly1305` crate's AVX2 backend costs ~1.1 µs of set-up
+//! per packet, so a 64-byte packet took 1.5 µs to seal against ring's
+//! 0.47 µs (the keepalive CPU budget is per small packet), and ring seals
+//! 32 KiB packets 14% faster (1.28 vs 1.12 GB/s).
 
-use chacha20::ChaCha20Legacy;
-use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
-use poly1305::Poly1305;
-use poly1305::universal_hash::KeyInit;
+use ring::aead::chacha20_poly1305_openssh::{OpeningKey, SealingKey};
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
-use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
 /// A cipher the transport can negotiate.
@@ -80,12 +80,10 @@ pub(crate) struct TagMismatch;
 pub(crate) enum PacketCipher {
     /// No encryption: before the first NEWKEYS.
     None,
-    ChaCha {
-        /// K_2: payload and Poly1305 key.
-        main: [u8; 32],
-        /// K_1: packet length only.
-        header: [u8; 32],
-    },
+    /// chacha20-poly1305@openssh.com: both halves from the same 64 bytes
+    /// (K_2 for payload and Poly1305 key, then K_1 for the length); a
+    /// direction uses one of them.
+    ChaCha(Box<(SealingKey, OpeningKey)>),
     /// aes128-gcm or aes256-gcm.
     AesGcm { aead: Box<LessSafeKey>, iv: [u8; 12], bits: u16 },
 }
@@ -95,7 +93,7 @@ impl core::fmt::Debug for PacketCipher {
         // Never print key material.
         f.write_str(match self {
             PacketCipher::None => "none",
-            PacketCipher::ChaCha { .. } => "chacha20-poly1305",
+            PacketCipher::ChaCha(_) => "chacha20-poly1305",
             PacketCipher::AesGcm { bits: 128, .. } => "aes128-gcm",
             PacketCipher::AesGcm { .. } => "aes256-gcm",
         })
@@ -106,10 +104,7 @@ impl Drop for PacketCipher {
     fn drop(&mut self) {
         // ring zeroes its own key schedules.
         match self {
-            PacketCipher::ChaCha { main, header } => {
-                main.zeroize();
-                header.zeroize();
-            }
+            PacketCipher::ChaCha(_) => {}
             PacketCipher::AesGcm { iv, .. } => iv.zeroize(),
             PacketCipher::None => {}
         }
@@ -132,11 +127,10 @@ impl PacketCipher {
     pub(crate) fn new(alg: CipherAlgorithm, key: &[u8], iv: &[u8]) -> Self {
         match alg {
             CipherAlgorithm::ChaCha20Poly1305 => {
-                let mut main = [0u8; 32];
-                let mut header = [0u8; 32];
-                main.copy_from_slice(&key[..32]);
-                header.copy_from_slice(&key[32..64]);
-                PacketCipher::ChaCha { main, header }
+                let mut bytes: [u8; 64] = key.try_into().expect("64-byte key");
+                let keys = (SealingKey::new(&bytes), OpeningKey::new(&bytes));
+                bytes.zeroize();
+                PacketCipher::ChaCha(Box::new(keys))
             }
             CipherAlgorithm::Aes128Gcm | CipherAlgorithm::Aes256Gcm => {
                 let (ring_alg, bits) =
@@ -154,7 +148,7 @@ impl PacketCipher {
     /// Block size that the padded packet must be a multiple of.
     pub(crate) fn block_size(&self) -> usize {
         match self {
-            PacketCipher::None | PacketCipher::ChaCha { .. } => 8,
+            PacketCipher::None | PacketCipher::ChaCha(_) => 8,
             PacketCipher::AesGcm { .. } => 16,
         }
     }
@@ -178,18 +172,9 @@ impl PacketCipher {
     pub(crate) fn seal(&mut self, seq: u32, packet: &mut [u8], tag: &mut [u8]) {
         match self {
             PacketCipher::None => {}
-            PacketCipher::ChaCha { main, header } => {
-                let nonce = u64::from(seq).to_be_bytes();
-                let (len, body) = packet.split_at_mut(4);
-                ChaCha20Legacy::new(&(*header).into(), &nonce.into()).apply_keystream(len);
-                let mut body_cipher = ChaCha20Legacy::new(&(*main).into(), &nonce.into());
-                let mut poly_key = [0u8; 32];
-                body_cipher.apply_keystream(&mut poly_key);
-                body_cipher.seek(64u64);
-                body_cipher.apply_keystream(body);
-                let t = Poly1305::new(&poly_key.into()).compute_unpadded(packet);
-                poly_key.zeroize();
-                tag.copy_from_slice(&t);
+            PacketCipher::ChaCha(keys) => {
+                let tag: &mut [u8; 16] = tag.try_into().expect("16-byte tag");
+                keys.0.seal_in_place(seq, packet, tag);
             }
             PacketCipher::AesGcm { aead, iv, .. } => {
                 let nonce = gcm_step(iv);
@@ -206,12 +191,7 @@ impl PacketCipher {
     /// consuming them (chacha20-poly1305 encrypts it; the others do not).
     pub(crate) fn peek_length(&self, seq: u32, first4: &[u8; 4]) -> u32 {
         match self {
-            PacketCipher::ChaCha { header, .. } => {
-                let mut len = *first4;
-                let nonce = u64::from(seq).to_be_bytes();
-                ChaCha20Legacy::new(&(*header).into(), &nonce.into()).apply_keystream(&mut len);
-                u32::from_be_bytes(len)
-            }
+            PacketCipher::ChaCha(keys) => u32::from_be_bytes(keys.1.decrypt_packet_length(seq, *first4)),
             _ => u32::from_be_bytes(*first4),
         }
     }
@@ -221,19 +201,11 @@ impl PacketCipher {
     pub(crate) fn open(&mut self, seq: u32, packet: &mut [u8], tag: &[u8]) -> Result<(), TagMismatch> {
         match self {
             PacketCipher::None => Ok(()),
-            PacketCipher::ChaCha { main, .. } => {
-                let nonce = u64::from(seq).to_be_bytes();
-                let mut body_cipher = ChaCha20Legacy::new(&(*main).into(), &nonce.into());
-                let mut poly_key = [0u8; 32];
-                body_cipher.apply_keystream(&mut poly_key);
-                let expected = Poly1305::new(&poly_key.into()).compute_unpadded(packet);
-                poly_key.zeroize();
-                if !bool::from(expected.as_slice().ct_eq(tag)) {
-                    return Err(TagMismatch);
-                }
-                body_cipher.seek(64u64);
-                body_cipher.apply_keystream(&mut packet[4..]);
-                Ok(())
+            PacketCipher::ChaCha(keys) => {
+                // ring checks the tag over the whole packet before it
+                // decrypts anything, and leaves the length field as it came.
+                let tag: &[u8; 16] = tag.try_into().map_err(|_| TagMismatch)?;
+                keys.1.open_in_place(seq, packet, tag).map(|_| ()).map_err(|_| TagMismatch)
             }
             PacketCipher::AesGcm { aead, iv, .. } => {
                 let nonce = gcm_step(iv);
@@ -274,6 +246,27 @@ mod tests {
             rx.open(seq, &mut pkt, &tag).unwrap();
             assert_eq!(pkt[4..], plain[4..]);
         }
+    }
+
+    /// A packet sealed by the previous implementation (RustCrypto's
+    /// `chacha20` + `poly1305`, per PROTOCOL.chacha20poly1305, interop-tested
+    /// against OpenSSH): the construction and key order are unchanged.
+    #[test]
+    fn chacha_known_answer() {
+        let key: Vec<u8> = (0u8..64).collect();
+        let mut packet = vec![0, 0, 0, 28];
+        packet.extend((0u8..28).map(|i| i.wrapping_mul(37)));
+        let plain = packet.clone();
+        let mut tx = PacketCipher::new(CipherAlgorithm::ChaCha20Poly1305, &key, &[]);
+        let mut tag = [0u8; 16];
+        tx.seal(7, &mut packet, &mut tag);
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(hex(&packet), "a39afcb628635f2cda3af45d4420c9676b6ed50764c7aa899aea13d038f7d938");
+        assert_eq!(hex(&tag), "94eeb5c5e5f70b38fdb83eeeed92a251");
+        let mut rx = PacketCipher::new(CipherAlgorithm::ChaCha20Poly1305, &key, &[]);
+        assert_eq!(rx.peek_length(7, &packet[..4].try_into().unwrap()), 28);
+        rx.open(7, &mut packet, &tag).unwrap();
+        assert_eq!(packet[4..], plain[4..]);
     }
 
     #[test]

@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
-# Installs the real SSH peers the interop tests start on 127.0.0.1.
-# Idempotent; needs root (CI and the dev machines run as root).
+# Installs the real SSH peers the interop tests start on 127.0.0.1: OpenSSH's
+# sshd, dropbear, and asyncssh (Python) in its own virtualenv.
+# Idempotent; needs root (CI and the dev machines run as root). Any failure
+# stops the script with a non-zero status.
 set -euo pipefail
+
+# Where the asyncssh peer lives; tests/src/asyncssh.rs looks here too.
+VENV=/opt/sansh-interop/venv
+# The asyncssh release the interop suites were written against.
+ASYNCSSH_SPEC='asyncssh==2.24.*'
 
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
+[ -x /usr/sbin/dropbear ] && [ -x /usr/bin/dropbearkey ] || need+=(dropbear-bin)
+[ -x /usr/bin/python3 ] || need+=(python3)
+# Debian's python3 is externally managed (PEP 668): asyncssh goes into a venv.
+/usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -14,4 +25,13 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # sshd's privilege-separation directory (the tests also create it).
 mkdir -p /run/sshd
+
+if ! "$VENV/bin/python" -c 'import asyncssh, sys; sys.exit(not asyncssh.__version__.startswith("2.24."))' 2>/dev/null; then
+  echo "setup: installing $ASYNCSSH_SPEC into $VENV"
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q "$ASYNCSSH_SPEC"
+fi
+
 echo "setup: sshd $(ssh -V 2>&1)"
+echo "setup: $(/usr/sbin/dropbear -V 2>&1 | head -n1)"
+echo "setup: asyncssh $("$VENV/bin/python" -c 'import asyncssh; print(asyncssh.__version__)')"

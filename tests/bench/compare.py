@@ -290,15 +290,21 @@ asyncio.run(main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3])))
 """
 
 
+# tests/setup.sh installs asyncssh into this virtualenv (Debian's Python
+# refuses system-wide pip installs); otherwise this interpreter's.
+VENV_PYTHON = Path("/opt/sansh-interop/venv/bin/python")
+PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+
+
 def have_asyncssh() -> bool:
-    return subprocess.run([sys.executable, "-c", "import asyncssh"], capture_output=True).returncode == 0
+    return subprocess.run([PYTHON, "-c", "import asyncssh"], capture_output=True).returncode == 0
 
 
 def asyncssh_pooled(port: int, key: Path, runs: int) -> float | None:
     if not have_asyncssh():
         print("  asyncssh not installed: no asyncssh column (pip install asyncssh)", flush=True)
         return None
-    out = subprocess.run([sys.executable, "-c", ASYNCSSH_POOLED, str(port), str(key), str(runs), BENCH_USER],
+    out = subprocess.run([PYTHON, "-c", ASYNCSSH_POOLED, str(port), str(key), str(runs), BENCH_USER],
                          check=True, capture_output=True, text=True).stdout
     return float(out)
 
@@ -308,7 +314,7 @@ def asyncssh_idle(port: int, key: Path, n: int, runs: int) -> float | None:
         return None
     per = []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", ASYNCSSH_IDLE, str(port), str(key), str(n)],
+        out = subprocess.run([PYTHON, "-c", ASYNCSSH_IDLE, str(port), str(key), str(n)],
                              check=True, capture_output=True, text=True).stdout
         per.append(float(out))
     return med(per)

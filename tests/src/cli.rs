@@ -30,7 +30,22 @@ pub fn sansh_binary() -> &'static Path {
         let (target, profile, profile_dir) = build_layout();
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        // Drop what cargo set for this test process: build scripts watch some
+        // of it (ring reruns when CARGO_MANIFEST_DIR changes), so a build with
+        // it would rebuild them here and again at the next `cargo test`.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let set_for_tests = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_", "CARGO_CRATE_NAME"]
+                .iter()
+                .any(|p| name.starts_with(p))
+                || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "CARGO_RUSTC_CURRENT_DIR"]
+                    .contains(&&*name);
+            if set_for_tests {
+                build.env_remove(&*name);
+            }
+        }
+        let out = build
             .current_dir(&workspace)
             .args(["build", "-p", "sansh", "--features", "cli", "--profile", &profile, "--target-dir"])
             .arg(&target)

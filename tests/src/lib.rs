@@ -4,8 +4,11 @@
 //! A peer that cannot be started makes the test fail loudly: interop tests
 //! never pass by skipping.
 
+pub mod asyncssh;
 pub mod cli;
 pub mod driver;
+pub mod dropbear;
+pub mod peer;
 pub mod sshd;
 
 use std::net::TcpListener;

@@ -43,13 +43,18 @@ impl RemoteForward {
         self.bound_port
     }
 
-    /// Asks the server to stop listening.
+    /// Asks the server to stop listening. If the server refuses (dropbear
+    /// 2022.83 refuses every cancel), it keeps listening and its connections
+    /// keep being carried to the target until the connection ends.
     pub async fn cancel(self) -> Result<(), ClientError> {
-        self.client.forwards.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.bound_port);
         let mut data = Vec::new();
         data.put_str(&self.bind_host);
         data.put_u32(self.bound_port);
-        self.client.global_request("cancel-tcpip-forward", &data).await.map(|_| ())
+        self.client.global_request("cancel-tcpip-forward", &data).await?;
+        // Only now: forgetting the target first would turn the connections a
+        // still-listening server sends into refused channels.
+        self.client.forwards.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.bound_port);
+        Ok(())
     }
 }
 

@@ -170,7 +170,8 @@ pub(crate) struct Task<H: Hooks> {
     pub(crate) hooks: H,
     pub(crate) channels: HashMap<ChannelId, ChanRef>,
     pub(crate) opening: HashMap<ChannelId, OpenReply>,
-    pub(crate) requests: HashMap<u64, oneshot::Sender<Result<(), ClientError>>>,
+    /// Channel requests awaiting the peer's reply, with their channel.
+    pub(crate) requests: HashMap<u64, (ChannelId, oneshot::Sender<Result<(), ClientError>>)>,
     pub(crate) globals: HashMap<u64, oneshot::Sender<Result<Vec<u8>, ClientError>>>,
     /// How much to read at once (adapts between MIN_READ and MAX_READ).
     pub(crate) read_size: usize,
@@ -301,7 +302,7 @@ impl<H: Hooks> Task<H> {
             Cmd::Request { channel, request, want_reply, reply } => {
                 match self.conn.channel_request(channel, &request, want_reply) {
                     Ok(id) if want_reply => {
-                        self.requests.insert(id, reply);
+                        self.requests.insert(id, (channel, reply));
                     }
                     Ok(_) => {
                         let _ = reply.send(Ok(()));
@@ -490,6 +491,19 @@ impl<H: Hooks> Task<H> {
                     s.closed = Some(None);
                     s.wake_all();
                 }
+                // A peer may close a channel instead of answering (dropbear
+                // 2022.83 closes sessions that have not started a command
+                // when another one ends): no reply will come.
+                let unanswered: Vec<u64> =
+                    self.requests.iter().filter(|(_, (c, _))| *c == channel).map(|(id, _)| *id).collect();
+                for id in unanswered {
+                    if let Some((_, reply)) = self.requests.remove(&id) {
+                        let _ = reply.send(Err(ClientError::Io(std::io::Error::new(
+                            ErrorKind::ConnectionAborted,
+                            "the channel was closed before the request was answered",
+                        ))));
+                    }
+                }
             }
             Event::ChannelWritable { channel } => {
                 if let Some(state) = self.channels.get(&channel) {
@@ -501,7 +515,7 @@ impl<H: Hooks> Task<H> {
                 }
             }
             Event::ChannelRequestResult { id, success, .. } => {
-                if let Some(reply) = self.requests.remove(&id) {
+                if let Some((_, reply)) = self.requests.remove(&id) {
                     let _ = reply.send(if success {
                         Ok(())
                     } else {
@@ -533,7 +547,7 @@ impl<H: Hooks> Task<H> {
         for (_, reply) in self.opening.drain() {
             let _ = reply.send(Err(ClientError::Closed(reason.clone())));
         }
-        for (_, reply) in self.requests.drain() {
+        for (_, (_, reply)) in self.requests.drain() {
             let _ = reply.send(Err(ClientError::Closed(reason.clone())));
         }
         for (_, reply) in self.globals.drain() {

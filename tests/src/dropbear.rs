@@ -1,0 +1,239 @@
+//! A throwaway dropbear server on 127.0.0.1 with its own host keys.
+//!
+//! dropbear reads public keys only from `~user/.ssh/authorized_keys`, so the
+//! client keys of running instances go into the dedicated test account's
+//! file ([`crate::TEST_USER`], created by the tests, never a real user's),
+//! each line tagged with its owner and removed again on drop.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::sshd::KeyKind;
+use crate::{TEST_USER, TempDir, free_port, run};
+
+/// Where Debian's dropbear-bin puts the server.
+pub const DROPBEAR: &str = "/usr/sbin/dropbear";
+/// And its key generator.
+pub const DROPBEARKEY: &str = "/usr/bin/dropbearkey";
+
+/// How to start dropbear.
+#[derive(Clone, Debug)]
+pub struct DropbearOptions {
+    /// Host keys to generate (with `dropbearkey`) and serve.
+    pub host_keys: Vec<KeyKind>,
+    /// `-K`: dropbear sends keepalive@openssh.com requests after this many
+    /// idle seconds and gives up when they go unanswered.
+    pub keepalive_secs: Option<u32>,
+}
+
+impl Default for DropbearOptions {
+    fn default() -> Self {
+        DropbearOptions { host_keys: vec![KeyKind::Ed25519], keepalive_secs: None }
+    }
+}
+
+/// A running dropbear, killed on drop (its authorized key line removed).
+#[derive(Debug)]
+pub struct Dropbear {
+    /// The port on 127.0.0.1.
+    pub port: u16,
+    child: Child,
+    dir: TempDir,
+    host_keys: Vec<(KeyKind, String)>,
+    /// The comment that marks our line in authorized_keys.
+    key_tag: String,
+}
+
+impl KeyKind {
+    /// `dropbearkey` arguments for this kind.
+    fn dropbearkey_args(self) -> &'static [&'static str] {
+        match self {
+            KeyKind::Ed25519 => &["-t", "ed25519"],
+            KeyKind::EcdsaP256 => &["-t", "ecdsa", "-s", "256"],
+            KeyKind::EcdsaP384 => &["-t", "ecdsa", "-s", "384"],
+            // 2048 bits: dropbear generates RSA keys slowly.
+            KeyKind::Rsa => &["-t", "rsa", "-s", "2048"],
+        }
+    }
+}
+
+impl Dropbear {
+    /// Generates host keys, authorizes `client_public_key` for
+    /// [`TEST_USER`], starts `dropbear -F` and waits until it accepts
+    /// connections. Panics (failing the test) when dropbear is missing or
+    /// does not start. The test user must exist ([`crate::ensure_test_user`]).
+    pub fn start(opts: DropbearOptions, client_public_key: &str) -> Dropbear {
+        for bin in [DROPBEAR, DROPBEARKEY] {
+            assert!(Path::new(bin).exists(), "{bin} not found: install dropbear-bin (tests/setup.sh does)");
+        }
+        let dir = TempDir::new("dropbear");
+        let mut host_keys = Vec::new();
+        for (i, kind) in opts.host_keys.iter().enumerate() {
+            let path = dir.path().join(format!("host_key_{i}"));
+            run(Command::new(DROPBEARKEY).args(kind.dropbearkey_args()).arg("-f").arg(&path));
+            // `-y` prints "Public key portion is:", the OpenSSH line, a fingerprint.
+            let out = run(Command::new(DROPBEARKEY).arg("-y").arg("-f").arg(&path));
+            let line = out
+                .lines()
+                .find(|l| l.starts_with("ssh-") || l.starts_with("ecdsa-"))
+                .unwrap_or_else(|| panic!("no public key in dropbearkey -y output:\n{out}"))
+                .to_owned();
+            host_keys.push((*kind, line));
+        }
+        let key_tag = authorized_keys::add(client_public_key);
+        let log = dir.path().join("dropbear.log");
+        let mut last_log = String::new();
+        // A port picked free can be taken before dropbear binds it: retry then.
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut cmd = Command::new(DROPBEAR);
+            // -F: foreground, -E: log to stderr, -m: no motd.
+            cmd.args(["-F", "-E", "-m", "-p", &format!("127.0.0.1:{port}"), "-P"]);
+            cmd.arg(dir.path().join("dropbear.pid"));
+            for i in 0..host_keys.len() {
+                cmd.arg("-r").arg(dir.path().join(format!("host_key_{i}")));
+            }
+            if let Some(k) = opts.keepalive_secs {
+                cmd.args(["-K", &k.to_string()]);
+            }
+            let log_file = std::fs::File::create(&log).expect("create dropbear.log");
+            let mut child = cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {DROPBEAR}: {e}"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Dropbear { port, child, dir, host_keys, key_tag };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            last_log = std::fs::read_to_string(&log).unwrap_or_default();
+            if !last_log.contains("Address already in use") {
+                break;
+            }
+        }
+        authorized_keys::remove(&key_tag);
+        panic!("dropbear did not start:\n{last_log}");
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The public host key of `kind`.
+    pub fn host_public_key(&self, kind: KeyKind) -> ssh_key::PublicKey {
+        let (_, line) =
+            self.host_keys.iter().find(|(k, _)| *k == kind).expect("dropbear has this host key kind");
+        ssh_key::PublicKey::from_openssh(line).expect("parse dropbear host key")
+    }
+
+    /// dropbear's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dropbear.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dropbear {
+    fn drop(&mut self) {
+        // The listener only: each connection is a process of its own that
+        // ends when its client goes.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        authorized_keys::remove(&self.key_tag);
+    }
+}
+
+/// The test user's `~/.ssh/authorized_keys`, shared by the dropbear
+/// instances of every test thread: a line per instance, tagged
+/// `sansh-dropbear-<pid>-<n>`.
+mod authorized_keys {
+    use super::*;
+
+    /// Serialises the read-modify-write of the file within this process.
+    static LOCK: Mutex<()> = Mutex::new(());
+
+    /// (home, uid, gid) of the test user, from /etc/passwd.
+    fn test_user_account() -> (PathBuf, u32, u32) {
+        let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+        passwd
+            .lines()
+            .find_map(|line| {
+                let f: Vec<&str> = line.split(':').collect();
+                if f.len() < 6 || f[0] != TEST_USER {
+                    return None;
+                }
+                Some((PathBuf::from(f[5]), f[2].parse().ok()?, f[3].parse().ok()?))
+            })
+            .unwrap_or_else(|| panic!("no {TEST_USER} in /etc/passwd: call ensure_test_user() first"))
+    }
+
+    /// Whether the process that tagged a line is gone (its line is stale:
+    /// it died without running its destructors).
+    fn stale(line: &str) -> bool {
+        let Some(rest) = line.split_whitespace().last().and_then(|c| c.strip_prefix("sansh-dropbear-"))
+        else {
+            return false;
+        };
+        let pid = rest.split('-').next().unwrap_or("");
+        !Path::new("/proc").join(pid).exists()
+    }
+
+    /// Rewrites the file with `edit` applied to its lines. dropbear reads
+    /// it as the user, so it belongs to the user (mode 600 in a 700 dir);
+    /// the new file is renamed into place so readers never see half of it.
+    fn rewrite(edit: impl FnOnce(&mut Vec<String>)) {
+        let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let (home, uid, gid) = test_user_account();
+        let ssh_dir = home.join(".ssh");
+        std::fs::create_dir_all(&ssh_dir).expect("create ~/.ssh of the test user");
+        std::os::unix::fs::chown(&ssh_dir, Some(uid), Some(gid)).expect("chown ~/.ssh");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&ssh_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod ~/.ssh");
+        let path = ssh_dir.join("authorized_keys");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut lines: Vec<String> = text.lines().filter(|l| !stale(l)).map(str::to_owned).collect();
+        edit(&mut lines);
+        let tmp = ssh_dir.join(format!("authorized_keys.tmp-{}", std::process::id()));
+        let mut body = lines.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        std::fs::write(&tmp, body).expect("write authorized_keys");
+        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).expect("chown authorized_keys");
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod authorized_keys");
+        std::fs::rename(&tmp, &path).expect("rename authorized_keys into place");
+    }
+
+    /// Adds `public_key_line` (its comment replaced by a tag); returns the tag.
+    pub(super) fn add(public_key_line: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let tag = format!("sansh-dropbear-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let mut fields = public_key_line.split_whitespace();
+        let (algorithm, blob) = (fields.next().expect("key type"), fields.next().expect("key blob"));
+        let line = format!("{algorithm} {blob} {tag}");
+        rewrite(|lines| lines.push(line));
+        tag
+    }
+
+    /// Removes the line tagged `tag`.
+    pub(super) fn remove(tag: &str) {
+        rewrite(|lines| lines.retain(|l| l.split_whitespace().last() != Some(tag)));
+    }
+}

@@ -414,30 +414,7 @@ impl Client {
 
     /// Runs `command` with `stdin` as its input.
     pub async fn exec_with_input(&self, command: &str, stdin: &[u8]) -> Result<ExecOutput, ClientError> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut ch = self.open_session().await?;
-        let mut err = ch.stderr();
-        ch.exec(command).await?;
-        if !stdin.is_empty() {
-            ch.write_all(stdin).await?;
-        }
-        ch.eof();
-        let mut out = ExecOutput::default();
-        let (a, b) = tokio::join!(
-            async {
-                let mut buf = Vec::new();
-                while let Some(chunk) = ch.read_chunk().await? {
-                    buf.extend_from_slice(&chunk);
-                }
-                Ok::<_, std::io::Error>((buf, ch))
-            },
-            err.read_to_end(&mut out.stderr)
-        );
-        let (stdout, ch) = a?;
-        b?;
-        out.stdout = stdout;
-        out.exit = ch.wait().await?;
-        Ok(out)
+        collect_exec(self.open_session().await?, command, stdin).await
     }
 
     /// Sends a global request and returns the reply data on success.
@@ -463,4 +440,36 @@ impl Client {
     pub async fn wait_closed(&self, timeout: Duration) -> Option<CloseReason> {
         tokio::time::timeout(timeout, self.closed()).await.ok()
     }
+}
+
+/// Runs `command` on a fresh session channel with `stdin` as its input, and
+/// collects stdout, stderr and the exit status.
+pub(crate) async fn collect_exec(
+    mut ch: Channel,
+    command: &str,
+    stdin: &[u8],
+) -> Result<ExecOutput, ClientError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut err = ch.stderr();
+    ch.exec(command).await?;
+    if !stdin.is_empty() {
+        ch.write_all(stdin).await?;
+    }
+    ch.eof();
+    let mut out = ExecOutput::default();
+    let (a, b) = tokio::join!(
+        async {
+            let mut buf = Vec::new();
+            while let Some(chunk) = ch.read_chunk().await? {
+                buf.extend_from_slice(&chunk);
+            }
+            Ok::<_, std::io::Error>((buf, ch))
+        },
+        err.read_to_end(&mut out.stderr)
+    );
+    let (stdout, ch) = a?;
+    b?;
+    out.stdout = stdout;
+    out.exit = ch.wait().await?;
+    Ok(out)
 }

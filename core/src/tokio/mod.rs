@@ -24,6 +24,7 @@ mod channel;
 mod client;
 mod forward;
 mod hostkey;
+mod pool;
 mod proxy;
 mod server;
 mod task;
@@ -36,6 +37,7 @@ pub use channel::{Channel, ChannelStderr};
 pub use client::{Client, ExecOutput};
 pub use forward::{LocalForward, RemoteForward};
 pub use hostkey::{HostKeyPolicy, HostKeyQuery};
+pub use pool::{Pool, PooledSession, Target};
 pub use proxy::{FaultMode, FaultProxy};
 pub use server::{AuthFn, Server, ServerOptions, serve};
 

@@ -26,6 +26,7 @@ mod forward;
 mod hostkey;
 mod pool;
 mod proxy;
+mod reconnect;
 mod server;
 mod task;
 
@@ -39,6 +40,7 @@ pub use forward::{LocalForward, RemoteForward};
 pub use hostkey::{HostKeyPolicy, HostKeyQuery};
 pub use pool::{Pool, PooledSession, Target};
 pub use proxy::{FaultMode, FaultProxy};
+pub use reconnect::{ReconnectEvent, ReconnectingClient};
 pub use server::{AuthFn, Server, ServerOptions, serve};
 
 use crate::{ClientConfig, CloseReason, OpenFailure, Prompt};

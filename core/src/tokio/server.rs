@@ -34,6 +34,9 @@ pub struct ServerOptions {
     pub auth: AuthFn,
     /// Run `exec` requests with `sh -c` as the server's own user.
     pub run_commands: bool,
+    /// Accept `direct-tcpip` channels (the client's `-L`) to loopback
+    /// addresses only (127.0.0.0/8, ::1, localhost).
+    pub allow_loopback_forwarding: bool,
 }
 
 impl ServerOptions {
@@ -46,6 +49,7 @@ impl ServerOptions {
                 move |_user, method| matches!(method, AuthMethod::PublicKey { key, .. } if keys.contains(key.key_data())),
             ),
             run_commands: true,
+            allow_loopback_forwarding: false,
         }
     }
 }
@@ -85,6 +89,28 @@ impl Hooks for ServerHooks {
                         self.sessions.insert(*channel, ch);
                     }
                     Err(e) => tracing::debug!("{channel}: accept: {e}"),
+                }
+            }
+            Event::ChannelOpenRequest { channel, kind: ChannelKind::DirectTcpip { host, port, .. } }
+                if self.options.allow_loopback_forwarding =>
+            {
+                let loopback =
+                    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+                let port = u16::try_from(*port).ok();
+                match (loopback, port) {
+                    (true, Some(port)) => match ctx.accept_channel(*channel) {
+                        Ok(ch) => {
+                            tokio::spawn(forward_to(ch, host.clone(), port));
+                        }
+                        Err(e) => tracing::debug!("{channel}: accept: {e}"),
+                    },
+                    _ => {
+                        let _ = ctx.conn.reject_channel(
+                            *channel,
+                            OpenFailure::ADMINISTRATIVELY_PROHIBITED,
+                            "only loopback destinations are forwarded",
+                        );
+                    }
                 }
             }
             Event::ChannelOpenRequest { channel, .. } => {
@@ -142,6 +168,21 @@ fn signal_name(n: i32) -> &'static str {
         12 => "USR2",
         _ => "unknown",
     }
+}
+
+/// Carries a `direct-tcpip` channel to `host:port`.
+async fn forward_to(mut channel: Channel, host: String, port: u16) {
+    match TcpStream::connect((host.as_str(), port)).await {
+        Ok(mut tcp) => {
+            let _ = tcp.set_nodelay(true);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut tcp, &mut channel).await {
+                tracing::debug!("forward to {host}:{port}: {e}");
+            }
+        }
+        Err(e) => tracing::debug!("forward to {host}:{port}: {e}"),
+    }
+    channel.eof();
+    channel.close();
 }
 
 /// Runs `command` with `sh -c`, wiring the channel to its stdio.

@@ -1,0 +1,313 @@
+//! `ReconnectingClient`: one logical connection that survives lost links.
+//!
+//! A task dials with [`Client::connect`] (so every connection authenticates
+//! afresh), watches it close, and asks the pure [`crate::Reconnect`] when to
+//! dial again or to give up. Local forwards keep one listener across
+//! connections; remote forwards are requested again on each new connection.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use super::{Client, ClientError, ClientOptions, ExecOutput, RemoteForward, os_seed};
+use crate::{CloseReason, GiveUpReason, Reconnect, ReconnectAction, ReconnectConfig, Timestamp};
+
+/// What happened to the connection, for the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReconnectEvent {
+    /// Connected and authenticated; `attempt` 1 is the first try after a
+    /// success (or the very first dial).
+    Connected {
+        /// Attempts it took (1: at once).
+        attempt: u32,
+    },
+    /// The connection closed.
+    Lost {
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A dial failed or the link was lost: attempt `attempt` follows after `delay`.
+    Retrying {
+        /// The attempt that will follow.
+        attempt: u32,
+        /// Backoff (with jitter) before it.
+        delay: Duration,
+    },
+    /// No more attempts.
+    GaveUp {
+        /// Why (a reason a retry cannot fix, retries exhausted, or stopped).
+        reason: GiveUpReason,
+        /// Consecutive failed attempts.
+        attempts: u32,
+    },
+}
+
+/// A remote forward to re-request on every connection.
+#[derive(Clone, Debug)]
+struct RemoteSpec {
+    bind_host: String,
+    bind_port: u32,
+    host: String,
+    port: u16,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// The client while connected; `Err` once given up.
+    current: watch::Sender<Result<Option<Client>, String>>,
+    events: broadcast::Sender<ReconnectEvent>,
+    stop: watch::Sender<bool>,
+    remotes: Mutex<Vec<RemoteSpec>>,
+    /// The remote forwards of the current connection (dropped with it).
+    live: Mutex<Vec<RemoteForward>>,
+}
+
+/// A client that reconnects with backoff when its connection is lost, and
+/// tells the application what happens ([`ReconnectEvent`]).
+///
+/// ```no_run
+/// # async fn demo(options: sansh::tokio::ClientOptions) -> Result<(), sansh::tokio::ClientError> {
+/// use sansh::tokio::{ReconnectEvent, ReconnectingClient};
+/// let rc = ReconnectingClient::start("server.example", 22, options, sansh::ReconnectConfig::default());
+/// let mut events = rc.events();
+/// let fwd = rc.local_forward("127.0.0.1:0".parse().unwrap(), "localhost", 5432).await?;
+/// tokio::spawn(async move {
+///     while let Ok(e) = events.recv().await {
+///         println!("{e:?}"); // Connected, Lost, Retrying, GaveUp
+///     }
+/// });
+/// let out = rc.exec("uptime").await?; // waits while reconnecting
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ReconnectingClient {
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+    forwards: Vec<JoinHandle<()>>,
+}
+
+impl ReconnectingClient {
+    /// Starts connecting to `host:port` in the background. Without a
+    /// liveness probe in `options`, probes every 15 s (3 unanswered: lost)
+    /// are turned on, so a dead link is noticed.
+    pub fn start(
+        host: &str,
+        port: u16,
+        mut options: ClientOptions,
+        config: ReconnectConfig,
+    ) -> ReconnectingClient {
+        let ka = &mut options.config.transport.keepalive;
+        if ka.probe_interval.is_none() {
+            ka.probe_interval = Some(Duration::from_secs(15));
+            ka.probe_count_max = 3;
+        }
+        let (events, _) = broadcast::channel(64);
+        let shared = Arc::new(Shared {
+            current: watch::channel(Ok(None)).0,
+            events,
+            stop: watch::channel(false).0,
+            remotes: Mutex::new(Vec::new()),
+            live: Mutex::new(Vec::new()),
+        });
+        let task = tokio::spawn(run(shared.clone(), host.to_owned(), port, options, config));
+        ReconnectingClient { shared, task, forwards: Vec::new() }
+    }
+
+    /// Subscribes to the events from now on.
+    pub fn events(&self) -> broadcast::Receiver<ReconnectEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// The connected client, waiting while (re)connecting; an error once
+    /// the machine has given up.
+    pub async fn client(&self) -> Result<Client, ClientError> {
+        current(&self.shared).await
+    }
+
+    /// Runs `command` on the current connection (waiting for one).
+    pub async fn exec(&self, command: &str) -> Result<ExecOutput, ClientError> {
+        self.client().await?.exec(command).await
+    }
+
+    /// Listens on `listen` and forwards each connection to `host:port`
+    /// through whatever connection is current (`ssh -L`); the listener
+    /// outlives reconnects. Returns the bound address.
+    pub async fn local_forward(
+        &mut self,
+        listen: SocketAddr,
+        host: &str,
+        port: u16,
+    ) -> Result<SocketAddr, ClientError> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let (shared, host) = (self.shared.clone(), host.to_owned());
+        self.forwards.push(tokio::spawn(async move {
+            loop {
+                let (mut tcp, peer) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("local forward {addr}: accept: {e}");
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let (shared, host) = (shared.clone(), host.clone());
+                tokio::spawn(async move {
+                    let opened = match current(&shared).await {
+                        Ok(client) => client.open_direct_tcpip(&host, port, peer).await,
+                        Err(e) => Err(e),
+                    };
+                    match opened {
+                        Ok(mut ch) => {
+                            if let Err(e) = tokio::io::copy_bidirectional(&mut tcp, &mut ch).await {
+                                tracing::debug!("local forward {peer} -> {host}:{port}: {e}");
+                            }
+                        }
+                        Err(e) => tracing::warn!("local forward {peer} -> {host}:{port}: {e}"),
+                    }
+                });
+            }
+        }));
+        Ok(addr)
+    }
+
+    /// Asks the server to listen on `bind_host:bind_port` and forward to
+    /// `host:port` here (`ssh -R`), now if connected and again after every
+    /// reconnect. A fixed `bind_port` keeps the same port across reconnects.
+    pub async fn remote_forward(
+        &self,
+        bind_host: &str,
+        bind_port: u32,
+        host: &str,
+        port: u16,
+    ) -> Result<(), ClientError> {
+        let spec = RemoteSpec { bind_host: bind_host.to_owned(), bind_port, host: host.to_owned(), port };
+        self.shared.remotes.lock().unwrap_or_else(|p| p.into_inner()).push(spec.clone());
+        let client = self.shared.current.borrow().as_ref().ok().and_then(Clone::clone);
+        if let Some(client) = client {
+            let f = client.remote_forward(&spec.bind_host, spec.bind_port, &spec.host, spec.port).await?;
+            self.shared.live.lock().unwrap_or_else(|p| p.into_inner()).push(f);
+        }
+        Ok(())
+    }
+
+    /// Stops reconnecting and closes the connection (a `GaveUp` with
+    /// reason `Stopped` follows).
+    pub fn stop(&self) {
+        let _ = self.shared.stop.send(true);
+    }
+
+    /// Waits until the task has ended (after `stop`, or when it gave up).
+    pub async fn finished(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for ReconnectingClient {
+    fn drop(&mut self) {
+        let _ = self.shared.stop.send(true);
+        for f in &self.forwards {
+            f.abort();
+        }
+    }
+}
+
+async fn current(shared: &Shared) -> Result<Client, ClientError> {
+    let mut rx = shared.current.subscribe();
+    loop {
+        match &*rx.borrow_and_update() {
+            Ok(Some(c)) => return Ok(c.clone()),
+            Err(why) => return Err(ClientError::Refused(format!("a connection: gave up ({why})"))),
+            Ok(None) => {}
+        }
+        if rx.changed().await.is_err() {
+            return Err(ClientError::Refused("a connection: the reconnecting client is gone".into()));
+        }
+    }
+}
+
+/// The dial → watch → back off loop.
+async fn run(shared: Arc<Shared>, host: String, port: u16, options: ClientOptions, config: ReconnectConfig) {
+    let origin = tokio::time::Instant::now();
+    let now = || Timestamp::from_micros(origin.elapsed().as_micros() as u64);
+    let mut machine = Reconnect::new(config, os_seed());
+    let mut stop = shared.stop.subscribe();
+    let mut attempt = 1;
+    loop {
+        // Dial (the machine starts with a dial under way).
+        let dialled = tokio::select! {
+            r = Client::connect(&host, port, options.clone()) => Some(r),
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        match dialled {
+            None => machine.stop(),
+            Some(Ok(client)) => {
+                machine.connected(now());
+                let remotes = shared.remotes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                for r in remotes {
+                    match client.remote_forward(&r.bind_host, r.bind_port, &r.host, r.port).await {
+                        Ok(f) => shared.live.lock().unwrap_or_else(|p| p.into_inner()).push(f),
+                        Err(e) => tracing::warn!("remote forward {}:{}: {e}", r.bind_host, r.bind_port),
+                    }
+                }
+                let _previous = shared.current.send_replace(Ok(Some(client.clone())));
+                let _ = shared.events.send(ReconnectEvent::Connected { attempt });
+                let reason = tokio::select! {
+                    r = client.closed() => Some(r),
+                    _ = stop.wait_for(|s| *s) => None,
+                };
+                let _previous = shared.current.send_replace(Ok(None));
+                shared.live.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                match reason {
+                    Some(reason) => {
+                        tracing::info!("connection to {host}:{port} lost: {reason}");
+                        let _ = shared.events.send(ReconnectEvent::Lost { reason: reason.clone() });
+                        machine.lost(now(), &reason);
+                    }
+                    None => {
+                        client.disconnect();
+                        machine.stop();
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                tracing::info!("dial {host}:{port}: {e}");
+                machine.dial_failed(now(), e.is_retryable(), &e.to_string());
+            }
+        }
+        // Wait as the machine says, then dial again or give up.
+        loop {
+            match machine.poll_action() {
+                Some(ReconnectAction::Dial { attempt: n }) => {
+                    attempt = n + 1;
+                    break;
+                }
+                Some(ReconnectAction::Scheduled { attempt: n, delay }) => {
+                    let _ = shared.events.send(ReconnectEvent::Retrying { attempt: n + 1, delay });
+                }
+                Some(ReconnectAction::GiveUp { reason, attempts }) => {
+                    let _previous = shared.current.send_replace(Err(reason.to_string()));
+                    let _ = shared.events.send(ReconnectEvent::GaveUp { reason, attempts });
+                    return;
+                }
+                None => {
+                    let Some(t) = machine.poll_timeout() else {
+                        // Nothing scheduled and not done: cannot happen; stop cleanly.
+                        machine.stop();
+                        continue;
+                    };
+                    let wait = t.saturating_duration_since(now());
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => machine.handle_timeout(now()),
+                        _ = stop.wait_for(|s| *s) => machine.stop(),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -139,6 +139,11 @@ async fn acquire_times_out_and_idle_connections_close() {
     assert_eq!((s.ready, s.dialing), (0, 0), "the idle connection was closed: {s:?}");
     pool.exec(&t, "true").await.unwrap();
     assert_eq!(pool.stats().dials, 2, "a new connection after the idle close");
+    // Closing everything by hand: the next caller dials again.
+    pool.close_all();
+    assert_eq!(pool.stats().ready, 0);
+    pool.exec(&t, "true").await.unwrap();
+    assert_eq!(pool.stats().dials, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -293,28 +293,25 @@ impl Pool {
     /// acquire timeout) when every allowed connection is full.
     async fn acquire(&self, target: &Target) -> Result<(Lease, Client), ClientError> {
         let key = target.key();
-        let (waiter, rx) = {
+        let (waiter, rx) = loop {
             let mut st = lock(&self.inner);
             st.targets.entry(key.clone()).or_insert_with(|| target.clone());
             let now = self.inner.now();
             match st.machine.acquire(now, &key) {
                 Acquire::Leased(lease) => {
-                    let client = st.clients.get(&lease.connection).cloned();
-                    self.inner.drive(&mut st);
-                    match client {
-                        Some(c) => return Ok((lease, c)),
-                        None => {
-                            st.machine.release(now, lease.id);
-                            self.inner.drive(&mut st);
-                            return Err(ClientError::Refused("a pooled connection: it was lost".into()));
-                        }
+                    if let Some(c) = st.clients.get(&lease.connection).cloned() {
+                        self.inner.drive(&mut st);
+                        return Ok((lease, c));
                     }
+                    // Closed under us and not yet reported: evict, try again.
+                    st.machine.lost(now, lease.connection);
+                    self.inner.drive(&mut st);
                 }
                 Acquire::Queued { waiter, .. } => {
                     let (tx, rx) = oneshot::channel();
                     st.waiters.insert(waiter, (tx, key.clone()));
                     self.inner.drive(&mut st);
-                    (waiter, rx)
+                    break (waiter, rx);
                 }
             }
         };
@@ -369,9 +366,12 @@ impl Pool {
     /// Closes every pooled connection (leases in use break).
     pub fn close_all(&self) {
         let mut st = lock(&self.inner);
-        for (_, c) in st.clients.drain() {
+        let now = self.inner.now();
+        for (id, c) in std::mem::take(&mut st.clients) {
             c.disconnect();
+            st.machine.lost(now, id);
         }
+        self.inner.drive(&mut st);
     }
 }
 

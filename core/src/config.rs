@@ -30,6 +30,13 @@ pub struct TransportConfig {
     pub software_version: String,
     /// NAT keepalive and liveness probes (off by default, like OpenSSH).
     pub keepalive: KeepaliveConfig,
+    /// Memory bound against a peer that sends and never reads: once this
+    /// many bytes of our output wait to be written, input is left unread
+    /// (`Connection::wants_input` turns false, so TCP pushes back on the
+    /// peer) until half of it has gone out. Channel data is sealed only
+    /// while less than half of it is queued, so bulk transfers never stop
+    /// reading. Default 1 MiB.
+    pub max_queued_output: usize,
 }
 
 impl Default for TransportConfig {
@@ -44,6 +51,7 @@ impl Default for TransportConfig {
             kex_timeout: Some(Duration::from_secs(120)),
             software_version: format!("sansh_{}", env!("CARGO_PKG_VERSION")),
             keepalive: KeepaliveConfig::default(),
+            max_queued_output: 1 << 20,
         }
     }
 }

@@ -251,7 +251,17 @@ impl Connection {
     }
 
     fn process(&mut self) -> Result<(), Error> {
-        while let Some(inbound) = self.transport.poll(&mut self.shared)? {
+        loop {
+            // Memory bound: a peer that sends and never reads stops being
+            // read once our replies to it fill the output cap.
+            if self.transport.output.backed_up() {
+                self.transport.output_stopped = true;
+                return Ok(());
+            }
+            if self.transport.output.held_overflow() {
+                return Err(Error::HeldOverflow { limit: self.transport.output.max_queued });
+            }
+            let Some(inbound) = self.transport.poll(&mut self.shared)? else { break };
             let step = match inbound {
                 Inbound::Upper(range) => {
                     let t = &mut self.transport;
@@ -907,9 +917,33 @@ impl Connection {
         let n = n.min(self.transport.output.pending().len());
         self.shared.stats.bytes_sent += n as u64;
         self.transport.output.consume(n);
-        if self.closed && self.transport.output.pending().is_empty() {
-            self.shared.set_state(State::Closed);
+        if self.closed {
+            if self.transport.output.pending().is_empty() {
+                self.shared.set_state(State::Closed);
+            }
+            return;
         }
+        let out = &self.transport.output;
+        if self.transport.output_stopped && out.data_room() {
+            // Under half the cap again: go on with the input left unread.
+            self.transport.output_stopped = false;
+            if let Err(e) = self.process() {
+                self.fail(e);
+                return;
+            }
+            self.after_output();
+        } else if out.data_blocked && out.data_room() {
+            self.after_output();
+        }
+    }
+
+    /// Whether the adapter should read the socket now. False while our
+    /// output is backed up (the peer is not reading what we send): leaving
+    /// its bytes in the socket makes TCP push back on it. Reading anyway is
+    /// allowed but bounded (`Error::InputOverflow` past 512 KiB).
+    #[must_use]
+    pub fn wants_input(&self) -> bool {
+        !self.closed && !self.transport.output_stopped
     }
 
     /// The next event, if any.

@@ -137,6 +137,14 @@ pub enum Error {
     /// The peer sent more than we buffer while waiting for a decision of ours.
     #[error("peer sent over {limit} bytes while we were waiting on the application")]
     InputOverflow { limit: usize },
+    /// The peer made us hold more replies than the output cap during a key
+    /// exchange (nothing but kex messages may go out then).
+    #[error("peer made us hold over {limit} bytes of replies during a key exchange")]
+    HeldOverflow { limit: usize },
+    /// The peer has more want-reply requests unanswered than we keep
+    /// (replies go out in order, so each waits for the application).
+    #[error("peer has over {limit} requests waiting for replies")]
+    TooManyPendingRequests { limit: usize },
 
     // ---- messages ----
     /// A message's fields did not decode.

@@ -326,25 +326,175 @@ fn channel_open_flood_is_bounded_by_max_channels() {
     assert!(f.victim.open_session(ChannelOptions::default()).is_err(), "the table is full");
 }
 
-/// The proposed bound (see fuzz/README.md, "Memory bound"): with a cap on
-/// queued output the victim stops processing input (and the adapter stops
-/// reading) once its unwritten output passes the cap, so a flood of any
-/// length leaves it at most one packet's replies over the cap, or closes
-/// it with an overflow error. Ignored until the core implements it.
-#[test]
-#[ignore = "the output cap is a proposal; today the output grows without bound"]
-fn output_is_bounded_when_the_peer_never_reads() {
-    const CAP: usize = 1 << 20;
-    let req = payload(80, &[&string(b"keepalive@openssh.com"), &[1]]);
-    let mut f = Flood::new(Role::Client);
-    for _ in 0..100_000 {
-        f.attacker.inject_payload(&req);
+/// The output cap (`TransportConfig::max_queued_output`, 1 MiB): once our
+/// unwritten replies reach it the victim stops processing input and asks
+/// not to be read (`wants_input`); an adapter that reads anyway may buffer
+/// 512 KiB more, then the connection closes with `InputOverflow`. So a
+/// flood of any length leaves at most the cap plus one packet's replies
+/// queued and 512 KiB (+ one read) of input buffered.
+const CAP: usize = 1 << 20;
+
+/// Floods `p` at a victim that nobody reads, checking the bound after every
+/// message; returns how many messages it took until the victim stopped.
+fn flood_never_read(victim: Role, p: &[u8], max: usize) -> (Flood, usize) {
+    let mut f = Flood::new(victim);
+    for i in 0..max {
+        f.attacker.inject_payload(p);
         let bytes = f.attacker.pending_transmit().to_vec();
         f.attacker.consume_transmit(bytes.len());
-        if f.victim.handle_input(f.now, &bytes).is_err() {
+        assert!(f.victim.wants_input(), "a well-behaved adapter would not have read this");
+        f.victim.handle_input(f.now, &bytes).expect("victim accepts what it reads");
+        f.drain();
+        assert!(f.victim.pending_transmit().len() <= CAP + 64 * 1024, "bound kept after {i} messages");
+        if !f.victim.wants_input() {
+            return (f, i + 1);
+        }
+    }
+    panic!("the victim never stopped reading after {max} messages");
+}
+
+#[test]
+fn a_request_flood_stops_being_read_at_the_output_cap_and_resumes_when_drained() {
+    let req = payload(80, &[&string(b"keepalive@openssh.com"), &[1]]);
+    let (mut f, n) = flood_never_read(Role::Client, &req, 200_000);
+    let queued = f.victim.pending_transmit().len();
+    eprintln!("global requests: stopped reading after {n} ({queued} B queued)");
+    assert!(queued >= CAP);
+    // More input that an adapter reads anyway is buffered, not processed.
+    for _ in 0..100 {
+        f.attacker.inject_payload(&req);
+    }
+    let more = f.attacker.pending_transmit().to_vec();
+    f.attacker.consume_transmit(more.len());
+    f.victim.handle_input(f.now, &more).unwrap();
+    assert_eq!(f.victim.pending_transmit().len(), queued, "nothing processed while stopped");
+    // The peer reads everything: the buffered requests are answered too.
+    let at_stop = f.victim.stats().packets_sent;
+    while !f.victim.pending_transmit().is_empty() {
+        let out = f.victim.pending_transmit().len();
+        f.victim.consume_transmit(out);
+    }
+    assert_eq!(f.victim.stats().packets_sent - at_stop, 100, "one reply per buffered request");
+    assert!(f.victim.wants_input());
+    assert!(!f.victim.is_closed());
+}
+
+#[test]
+fn an_adapter_that_keeps_reading_gets_an_input_overflow_and_one_closed() {
+    let ping = payload(192, &[&string(&[0x55; 1000])]);
+    let (mut f, n) = flood_never_read(Role::Client, &ping, 10_000);
+    eprintln!("pings of 1000 B: stopped reading after {n}");
+    let mut fed = 0;
+    let err = loop {
+        f.attacker.inject_payload(&ping);
+        let bytes = f.attacker.pending_transmit().to_vec();
+        f.attacker.consume_transmit(bytes.len());
+        fed += bytes.len();
+        if let Err(e) = f.victim.handle_input(f.now, &bytes) {
+            break e;
+        }
+        assert!(fed <= 600 * 1024, "input stays bounded");
+    };
+    assert!(matches!(err, sansh::Error::InputOverflow { .. }), "{err}");
+    let closed: Vec<_> =
+        std::iter::from_fn(|| f.victim.poll_event()).filter(|e| matches!(e, Event::Closed { .. })).collect();
+    assert_eq!(closed.len(), 1);
+    assert!(f.victim.pending_transmit().len() <= CAP + 64 * 1024 + 256, "only a DISCONNECT added");
+}
+
+#[test]
+fn unknown_channel_open_flood_is_bounded_too() {
+    let open = payload(90, &[&string(b"x11"), &u32be(1), &u32be(1 << 20), &u32be(32768)]);
+    let (f, n) = flood_never_read(Role::Server, &open, 200_000);
+    eprintln!("x11 opens: stopped reading after {n} ({} B queued)", f.victim.pending_transmit().len());
+}
+
+/// Requests the application must answer: replies go out in order, so a peer
+/// piling up unanswered ones is cut off at 64, per connection and per channel.
+#[test]
+fn unanswered_requests_are_bounded() {
+    let mut f = Flood::new(Role::Server);
+    let fwd = payload(80, &[&string(b"tcpip-forward"), &[1], &string(b"127.0.0.1"), &u32be(0)]);
+    let mut err = None;
+    for _ in 0..100 {
+        f.attacker.inject_payload(&fwd);
+        let bytes = f.attacker.pending_transmit().to_vec();
+        f.attacker.consume_transmit(bytes.len());
+        if let Err(e) = f.victim.handle_input(f.now, &bytes) {
+            err = Some(e);
             break;
         }
         f.drain();
-        assert!(f.victim.pending_transmit().len() <= CAP + 64 * 1024);
     }
+    assert!(matches!(err, Some(sansh::Error::TooManyPendingRequests { limit: 64 })), "{err:?}");
+
+    let mut f = Flood::new(Role::Server);
+    let open = payload(90, &[&string(b"session"), &u32be(7), &u32be(1 << 20), &u32be(32768)]);
+    f.attacker.inject_payload(&open);
+    let bytes = f.attacker.pending_transmit().to_vec();
+    f.attacker.consume_transmit(bytes.len());
+    f.victim.handle_input(f.now, &bytes).unwrap();
+    let channel = std::iter::from_fn(|| f.victim.poll_event())
+        .find_map(|e| match e {
+            Event::ChannelOpenRequest { channel, .. } => Some(channel),
+            _ => None,
+        })
+        .expect("the open reaches the application");
+    f.victim.accept_channel(channel, ChannelOptions::default()).unwrap();
+    let exec = payload(98, &[&u32be(channel.0), &string(b"exec"), &[1], &string(b"true")]);
+    let mut err = None;
+    for _ in 0..100 {
+        f.attacker.inject_payload(&exec);
+        let bytes = f.attacker.pending_transmit().to_vec();
+        f.attacker.consume_transmit(bytes.len());
+        if let Err(e) = f.victim.handle_input(f.now, &bytes) {
+            err = Some(e);
+            break;
+        }
+        f.drain();
+    }
+    assert!(matches!(err, Some(sansh::Error::TooManyPendingRequests { limit: 64 })), "{err:?}");
+}
+
+/// Channel data the application writes to a peer that never reads fills
+/// at most half the cap; the rest waits in the channel (accepted, pending),
+/// and the connection keeps reading, so replies still flow.
+#[test]
+fn bulk_data_to_a_peer_that_never_reads_fills_half_the_cap() {
+    let mut f = Flood::new(Role::Client);
+    let channel = f.victim.open_session(ChannelOptions::default()).unwrap();
+    for _ in 0..4 {
+        let out = f.victim.pending_transmit().to_vec();
+        f.victim.consume_transmit(out.len());
+        f.attacker.handle_input(f.now, &out).unwrap();
+        while let Some(e) = f.attacker.poll_event() {
+            if let Event::ChannelOpenRequest { channel, .. } = e {
+                f.attacker.accept_channel(channel, ChannelOptions::default()).unwrap();
+            }
+        }
+        let back = f.attacker.pending_transmit().to_vec();
+        f.attacker.consume_transmit(back.len());
+        f.victim.handle_input(f.now, &back).unwrap();
+        f.drain();
+    }
+    let data = vec![7u8; 1 << 20];
+    let accepted = f.victim.channel_write(channel, &data).unwrap();
+    assert!(accepted > 0);
+    let queued = f.victim.pending_transmit().len();
+    assert!(queued <= CAP / 2 + 64 * 1024, "{queued} B sealed");
+    assert!(f.victim.wants_input(), "data alone never stops reading");
+    // Writing the output lets the rest out (within the peer's 2 MiB window).
+    let (mut written, mut total) = (accepted, 0);
+    for _ in 0..1000 {
+        let out = f.victim.pending_transmit().len();
+        assert!(out <= CAP / 2 + 64 * 1024, "{out} B sealed");
+        total += out;
+        f.victim.consume_transmit(out);
+        if written < data.len() {
+            written += f.victim.channel_write(channel, &data[written..]).unwrap();
+        } else if out == 0 {
+            break;
+        }
+    }
+    assert!(total >= 1 << 20, "all of it went out ({total} B)");
 }

@@ -33,6 +33,12 @@ pub fn bound_port(reply_data: &[u8]) -> Option<u32> {
 /// OpenSSH's own size, and safe for every transport (RFC 4253 asks 35000).
 const MAX_DATA_CHUNK: u32 = 32 * 1024;
 
+/// Want-reply requests from the peer waiting for their replies, per
+/// connection (global) and per channel. Replies go out in order, so one the
+/// application has not answered holds back the rest; a peer that piles up
+/// more is flooding.
+const MAX_PENDING_REQUESTS: usize = 64;
+
 /// Smallest maximum packet size we accept from a peer. Every data packet
 /// costs ~40 bytes of framing, padding and tag: a peer announcing 1 made us
 /// queue ~36 bytes of output per byte written (found by fuzzing). Real
@@ -463,6 +469,9 @@ impl ConnectionProtocol {
             }),
             _ => None,
         };
+        if want_reply && self.incoming.len() >= MAX_PENDING_REQUESTS {
+            return Err(Error::TooManyPendingRequests { limit: MAX_PENDING_REQUESTS });
+        }
         let id = Self::next_id(ctx);
         match request {
             Some(request) => {
@@ -585,6 +594,9 @@ impl ConnectionProtocol {
             // unknown ones): refused, as OpenSSH does.
             _ => Some(false),
         };
+        if want_reply && ch.theirs.len() >= MAX_PENDING_REQUESTS {
+            return Err(Error::TooManyPendingRequests { limit: MAX_PENDING_REQUESTS });
+        }
         match for_app {
             None => {
                 if want_reply {
@@ -859,6 +871,8 @@ impl ConnectionProtocol {
         if !ctx.out.can_send_now() {
             return;
         }
+        // Set again below if some channel still has to wait for room.
+        ctx.out.data_blocked = false;
         for id in 0..self.slots.len() {
             self.flush(id as u32, ctx);
         }
@@ -874,7 +888,14 @@ impl ConnectionProtocol {
         }
         let had_queue = ch.queued > 0;
         // Segments are moved out and back (not copied) around send_data.
-        while let Some(mut seg) = ch.queue.pop_front() {
+        // Channel data fills at most half the output cap, so the replies
+        // that stop input (the other half) are never crowded out by it.
+        while !ch.queue.is_empty() {
+            if !ctx.out.data_room() {
+                ctx.out.data_blocked = true;
+                break;
+            }
+            let Some(mut seg) = ch.queue.pop_front() else { break };
             let n = send_data(ch, seg.code, &seg.bytes[seg.sent..], ctx);
             seg.sent += n;
             ch.queued -= n;
@@ -909,6 +930,10 @@ fn send_data(ch: &mut Channel, code: Option<u32>, data: &[u8], ctx: &mut Ctx<'_>
     let mut sent = 0;
     let chunk_max = ch.remote_max_packet.min(MAX_DATA_CHUNK) as usize;
     while sent < data.len() && ch.remote_window > 0 && !ctx.out.over_limit() {
+        if !ctx.out.data_room() {
+            ctx.out.data_blocked = true;
+            break;
+        }
         let n = (data.len() - sent).min(chunk_max).min(ch.remote_window as usize);
         let chunk = &data[sent..sent + n];
         let remote = ch.remote_id;

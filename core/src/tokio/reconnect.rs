@@ -73,7 +73,7 @@ struct Shared {
 /// ```no_run
 /// # async fn demo(options: sansh::tokio::ClientOptions) -> Result<(), sansh::tokio::ClientError> {
 /// use sansh::tokio::{ReconnectEvent, ReconnectingClient};
-/// let rc = ReconnectingClient::start("server.example", 22, options, sansh::ReconnectConfig::default());
+/// let mut rc = ReconnectingClient::start("server.example", 22, options, sansh::ReconnectConfig::default());
 /// let mut events = rc.events();
 /// let fwd = rc.local_forward("127.0.0.1:0".parse().unwrap(), "localhost", 5432).await?;
 /// tokio::spawn(async move {

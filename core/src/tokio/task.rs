@@ -205,6 +205,9 @@ impl<H: Hooks> Task<H> {
             let deadline =
                 self.conn.poll_timeout().map(|t| self.origin + Duration::from_micros(t.as_micros()));
             let want_write = !self.conn.pending_transmit().is_empty();
+            // While our output is backed up the peer's bytes stay in the
+            // socket (TCP pushes back on it); writing goes on meanwhile.
+            let want_read = self.conn.wants_input();
             tokio::select! {
                 cmd = self.cmds.recv() => match cmd {
                     Some(cmd) => self.command(cmd),
@@ -212,7 +215,7 @@ impl<H: Hooks> Task<H> {
                     None => { let _ = self.conn.disconnect(DisconnectCode::BY_APPLICATION, "client closed"); }
                 },
                 () = self.shared.notify.notified() => {}
-                r = self.stream.readable() => match r {
+                r = self.stream.readable(), if want_read => match r {
                     Ok(()) => self.read_some(),
                     Err(e) => self.eof(&e),
                 },
@@ -236,6 +239,9 @@ impl<H: Hooks> Task<H> {
 
     fn read_some(&mut self) {
         for _ in 0..16 {
+            if !self.conn.wants_input() {
+                return;
+            }
             let buf = self.conn.receive_buffer(self.read_size);
             let offered = buf.len();
             match self.stream.try_read(buf) {

@@ -161,6 +161,12 @@ pub(crate) struct Output {
     /// Between our KEXINIT and our NEWKEYS: only kex messages and DISCONNECT go out.
     holding: bool,
     held: VecDeque<Vec<u8>>,
+    /// Payload bytes in `held`.
+    held_bytes: usize,
+    /// `TransportConfig::max_queued_output`.
+    pub(crate) max_queued: usize,
+    /// Channel data waits because the output reached half of `max_queued`.
+    pub(crate) data_blocked: bool,
     /// After DISCONNECT (or EOF) nothing more is sent.
     closed: bool,
     bytes_since_kex: u64,
@@ -180,6 +186,24 @@ impl Output {
     /// Bytes waiting to be written.
     pub(crate) fn pending(&self) -> &[u8] {
         &self.buf[self.sent..]
+    }
+
+    /// Whether input processing must wait for the output to drain. Only
+    /// sealed bytes count: those the adapter can write, so a stopped
+    /// connection always has something to write (it cannot stall). Held
+    /// payloads are bounded separately (`held_overflow`).
+    pub(crate) fn backed_up(&self) -> bool {
+        self.pending().len() >= self.max_queued
+    }
+
+    /// Replies held for a key exchange past the cap: only a flood does that.
+    pub(crate) fn held_overflow(&self) -> bool {
+        self.held_bytes > self.max_queued
+    }
+
+    /// Whether channel data may be sealed now (under half the cap).
+    pub(crate) fn data_room(&self) -> bool {
+        self.pending().len() < self.max_queued / 2
     }
 
     /// Marks `n` pending bytes as written.
@@ -205,6 +229,7 @@ impl Output {
         }
         let n = payload[0];
         if self.holding && !(MessageClass::of(n) == MessageClass::Kex || n == msg::DISCONNECT) {
+            self.held_bytes += payload.len();
             self.held.push_back(payload.to_vec());
         } else {
             self.seal(payload, rng);
@@ -252,6 +277,7 @@ impl Output {
     fn release_held(&mut self, rng: &mut Rng) {
         self.holding = false;
         while let Some(p) = self.held.pop_front() {
+            self.held_bytes -= p.len();
             self.seal(&p, rng);
         }
     }
@@ -309,6 +335,9 @@ enum Service {
 pub(crate) struct Transport {
     role: Role,
     config: TransportConfig,
+    /// Input is left unprocessed until our output drains (see
+    /// `TransportConfig::max_queued_output`).
+    pub(crate) output_stopped: bool,
     host_keys: Vec<HostKey>,
     /// Server: the user-key signature algorithms announced in EXT_INFO.
     server_sig_algs: Vec<crate::keys::SignatureAlgorithm>,
@@ -369,8 +398,10 @@ impl Transport {
         }
         let our_version = format!("SSH-2.0-{sv}");
         let max_packet_len = config.max_packet_len.max(35_000);
+        let max_queued = config.max_queued_output.max(64 * 1024);
         let mut t = Transport {
             role,
+            output_stopped: false,
             our_version,
             peer_version: None,
             version_reader: VersionReader::new(role == Role::Client),
@@ -389,6 +420,9 @@ impl Transport {
                 sealer: Sealer::new(),
                 holding: false,
                 held: VecDeque::new(),
+                held_bytes: 0,
+                max_queued,
+                data_blocked: false,
                 closed: false,
                 bytes_since_kex: 0,
                 packets_since_kex: 0,
@@ -507,7 +541,10 @@ impl Transport {
     }
 
     fn check_paused_limit(&self) -> Result<(), Error> {
-        if self.input.paused && self.input.buffered() > PAUSED_INPUT_LIMIT {
+        // Also while input waits for our output to drain: an adapter that
+        // keeps reading may buffer this much, then the peer is cut off.
+        let waiting = self.input.paused || self.output_stopped;
+        if waiting && self.input.buffered() > PAUSED_INPUT_LIMIT {
             return Err(Error::InputOverflow { limit: PAUSED_INPUT_LIMIT });
         }
         Ok(())
@@ -1246,6 +1283,7 @@ impl Transport {
         }
         self.output.closed = true;
         self.output.held.clear();
+        self.output.held_bytes = 0;
         self.input.paused = true;
         self.kex_deadline = None;
         self.rekey_deadline = None;

@@ -445,13 +445,19 @@ impl Client {
 /// Runs `command` on a fresh session channel with `stdin` as its input, and
 /// collects stdout, stderr and the exit status.
 pub(crate) async fn collect_exec(
-    mut ch: Channel,
+    ch: Channel,
     command: &str,
     stdin: &[u8],
 ) -> Result<ExecOutput, ClientError> {
+    ch.exec(command).await?;
+    collect_output(ch, stdin).await
+}
+
+/// Feeds `stdin` to a channel whose command has started, and collects
+/// stdout, stderr and the exit status.
+pub(crate) async fn collect_output(mut ch: Channel, stdin: &[u8]) -> Result<ExecOutput, ClientError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut err = ch.stderr();
-    ch.exec(command).await?;
     if !stdin.is_empty() {
         ch.write_all(stdin).await?;
     }

@@ -120,6 +120,8 @@ struct State {
     waiters: HashMap<WaiterId, (oneshot::Sender<Result<Lease, ClientError>>, PoolKey)>,
     /// The last dial error per key, for waiters the machine fails.
     dial_errors: HashMap<PoolKey, String>,
+    /// Consecutive failed dials per key (the backoff before reporting one).
+    dial_failures: HashMap<PoolKey, u32>,
 }
 
 fn lock(inner: &Inner) -> MutexGuard<'_, State> {
@@ -188,6 +190,15 @@ impl Inner {
         tokio::spawn(async move {
             tracing::debug!("pool: dialling {}@{}:{} as connection {}", key.user, key.host, key.port, id.0);
             let result = Client::connect(&target.host, target.port, target.options.clone()).await;
+            if result.is_err() {
+                // Waiters still queued would have the machine dial again at
+                // once: back off per key so a refusing server is not hammered.
+                let failures = lock(&inner).dial_failures.get(&key).copied().unwrap_or(0);
+                let backoff = Duration::from_millis(50)
+                    .saturating_mul(1 << failures.min(6))
+                    .min(Duration::from_secs(2));
+                tokio::time::sleep(backoff).await;
+            }
             let mut st = lock(&inner);
             let now = inner.now();
             match result {
@@ -195,6 +206,7 @@ impl Inner {
                     let watch = client.clone();
                     st.clients.insert(id, client);
                     st.dial_errors.remove(&key);
+                    st.dial_failures.remove(&key);
                     st.machine.connected(now, id);
                     let weak = Arc::downgrade(&inner);
                     tokio::spawn(watch_connection(weak, id, watch));
@@ -202,6 +214,7 @@ impl Inner {
                 Err(e) => {
                     tracing::info!("pool: dial {}:{} failed: {e}", key.host, key.port);
                     // Waiters the machine fails now learn why.
+                    *st.dial_failures.entry(key.clone()).or_insert(0) += 1;
                     st.dial_errors.insert(key, e.to_string());
                     st.machine.failed(now, id);
                 }
@@ -280,6 +293,7 @@ impl Pool {
                 targets: HashMap::new(),
                 waiters: HashMap::new(),
                 dial_errors: HashMap::new(),
+                dial_failures: HashMap::new(),
             }),
             rearm: Arc::new(Notify::new()),
             origin: tokio::time::Instant::now(),
@@ -350,12 +364,28 @@ impl Pool {
     }
 
     /// Runs `command` on a pooled connection and collects its output.
+    ///
+    /// A session the server closes before answering the exec request never
+    /// ran the command, so that is retried on a fresh session (dropbear
+    /// before 2024.86 closes sessions whose command has not started when
+    /// another session's command ends).
     pub async fn exec(&self, target: &Target, command: &str) -> Result<ExecOutput, ClientError> {
-        let session = self.get(target).await?;
-        let PooledSession { channel, _lease: lease } = session;
-        let out = super::client::collect_exec(channel, command, &[]).await;
-        drop(lease);
-        out
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let PooledSession { channel, _lease: lease } = self.get(target).await?;
+            match channel.exec(command).await {
+                Ok(()) => {
+                    let out = super::client::collect_output(channel, &[]).await;
+                    drop(lease);
+                    return out;
+                }
+                Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionAborted && tries < 4 => {
+                    tracing::debug!("pool: session closed before its command started ({e}); retrying");
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The machine's counters: connections, leases, waiters, dials, reuse.

@@ -158,8 +158,20 @@ pub fn load_private_key(text: &str, passphrase: Option<&[u8]>) -> Result<Private
     if let KeypairData::Rsa(kp) = key.key_data() {
         rsa_private_key(kp)?;
     }
+    // A private half that does not match the public half would be offered,
+    // accepted (PK_OK) and then sign something the server rejects: refuse
+    // the file here, clearly (found by fuzzing private_key_parse).
+    let alg = SignatureAlgorithm::for_key(key.public_key().key_data())[0];
+    let mut rng = Rng::from_u64(0);
+    let sig = sign(&key, alg, KEY_CHECK, &mut rng).map_err(|e| KeyError::Invalid(format!("the key cannot sign: {e}")))?;
+    if verify(key.public_key(), alg, &sig, KEY_CHECK).is_err() {
+        return Err(KeyError::Invalid("the private key does not match its public key".into()));
+    }
     Ok(key)
 }
+
+/// What `load_private_key` signs to check a key pair.
+const KEY_CHECK: &[u8] = b"sansh: does this private key match its public key?";
 
 /// Converts an OpenSSH RSA keypair for the `rsa` crate.
 ///

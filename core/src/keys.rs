@@ -163,7 +163,8 @@ pub fn load_private_key(text: &str, passphrase: Option<&[u8]>) -> Result<Private
     // the file here, clearly (found by fuzzing private_key_parse).
     let alg = SignatureAlgorithm::for_key(key.public_key().key_data())[0];
     let mut rng = Rng::from_u64(0);
-    let sig = sign(&key, alg, KEY_CHECK, &mut rng).map_err(|e| KeyError::Invalid(format!("the key cannot sign: {e}")))?;
+    let sig = sign(&key, alg, KEY_CHECK, &mut rng)
+        .map_err(|e| KeyError::Invalid(format!("the key cannot sign: {e}")))?;
     if verify(key.public_key(), alg, &sig, KEY_CHECK).is_err() {
         return Err(KeyError::Invalid("the private key does not match its public key".into()));
     }

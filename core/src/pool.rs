@@ -140,7 +140,8 @@ pub enum PoolEvent {
         /// The waiter.
         waiter: WaiterId,
     },
-    /// Close this connection: idle too long, or its slot is needed.
+    /// Close this connection: idle too long, its slot is needed, or its
+    /// server refused the only channel on it.
     CloseIdle {
         /// The connection.
         connection: ConnectionId,
@@ -193,6 +194,9 @@ struct Conn {
     key: usize,
     state: ConnState,
     leases: u32,
+    /// Most leases it takes: `max_channels_per_connection`, or fewer once
+    /// its server refused a channel (the server's own limit is lower).
+    cap: u32,
     /// Its leases (at most `max_channels_per_connection`), so losing it
     /// breaks exactly these without scanning every lease.
     lease_ids: Vec<LeaseId>,
@@ -299,7 +303,7 @@ impl Pool {
 
     fn push_free(&mut self, id: ConnectionId) {
         let c = self.conns.get_mut(&id).expect("live connection");
-        if c.free_slot.is_none() {
+        if c.free_slot.is_none() && c.leases < c.cap {
             let list = &mut self.keys[c.key].free;
             c.free_slot = Some(list.len());
             list.push(id);
@@ -340,7 +344,6 @@ impl Pool {
     /// Grants a lease on `id` (which has room).
     fn grant(&mut self, id: ConnectionId) -> Lease {
         let lease = LeaseId(self.id());
-        let max = self.config.max_channels_per_connection;
         self.clear_idle(id);
         let c = self.conns.get_mut(&id).expect("live connection");
         c.leases += 1;
@@ -349,7 +352,7 @@ impl Pool {
             self.stats.leases_reused += 1;
         }
         c.served += 1;
-        let full = c.leases >= max;
+        let full = c.leases >= c.cap;
         self.stats.leases_granted += 1;
         self.leases.insert(lease, id);
         if full {
@@ -420,6 +423,8 @@ impl Pool {
                 key: k,
                 state: ConnState::Dialing,
                 leases: 0,
+                // A limit of 0 would make a connection useless: it means 1.
+                cap: self.config.max_channels_per_connection.max(1),
                 lease_ids: Vec::new(),
                 served: 0,
                 free_slot: None,
@@ -476,6 +481,31 @@ impl Pool {
             let lease = self.grant(id);
             self.events.push_back(PoolEvent::LeaseGranted { waiter, lease });
         }
+    }
+
+    /// The server refused to open the channel of `lease` (OpenSSH's
+    /// MaxSessions, dropbear's channel limit, a policy): the lease ends and
+    /// its connection takes no more leases than it still holds, so later
+    /// acquires go to another connection or a new dial. Returns that new
+    /// capacity; 0 means the connection refused its only channel and was
+    /// closed (`CloseIdle`), so retrying on a new one is unlikely to help.
+    pub fn refused(&mut self, _now: Timestamp, lease: LeaseId) -> u32 {
+        let Some(id) = self.leases.remove(&lease) else { return 0 };
+        let Some(c) = self.conns.get_mut(&id) else { return 0 };
+        c.leases -= 1;
+        if let Some(i) = c.lease_ids.iter().position(|l| *l == lease) {
+            c.lease_ids.swap_remove(i);
+        }
+        c.cap = c.cap.min(c.leases);
+        let (cap, k) = (c.cap, c.key);
+        self.remove_free(id);
+        if cap == 0 {
+            self.forget(id);
+            self.events.push_back(PoolEvent::CloseIdle { connection: id });
+        }
+        // Waiters that counted on this connection may need another.
+        self.maybe_dial(k);
+        cap
     }
 
     /// Withdraws a queued request (its caller gave up). Returns whether it

@@ -131,6 +131,8 @@ enum Op {
     Connected(usize),
     Failed(usize),
     Lost(usize),
+    /// The server refused the channel of a live lease.
+    Refused(usize),
     Cancel(usize),
     Advance(u64),
 }
@@ -143,6 +145,7 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
             2 => any::<usize>().prop_map(Op::Connected),
             1 => any::<usize>().prop_map(Op::Failed),
             1 => any::<usize>().prop_map(Op::Lost),
+            1 => any::<usize>().prop_map(Op::Refused),
             1 => any::<usize>().prop_map(Op::Cancel),
             2 => (0u64..200_000).prop_map(Op::Advance),
         ],
@@ -163,11 +166,19 @@ struct Model {
     waiters: HashMap<PoolKey, VecDeque<(WaiterId, u64)>>,
     /// When each ready connection last had no lease.
     idle_since: BTreeMap<ConnectionId, u64>,
+    /// Connections whose server refused a channel: the leases they take now.
+    caps: BTreeMap<ConnectionId, usize>,
+    /// Connections that refused their only channel (the pool must close them).
+    refusing: BTreeSet<ConnectionId>,
 }
 
 impl Model {
     fn leases_on(&self, c: ConnectionId) -> usize {
         self.leases.values().filter(|(conn, _)| *conn == c).count()
+    }
+
+    fn cap(&self, c: ConnectionId, cfg: &PoolConfig) -> usize {
+        self.caps.get(&c).copied().unwrap_or(cfg.max_channels_per_connection as usize)
     }
 
     fn grant(&mut self, lease: sansh::Lease, key: PoolKey) -> Result<(), TestCaseError> {
@@ -218,6 +229,10 @@ fn drain(pool: &mut Pool, m: &mut Model, cfg: &PoolConfig) -> Result<(), TestCas
             }
             PoolEvent::CloseIdle { connection } => {
                 prop_assert_eq!(m.leases_on(connection), 0, "closed a busy connection");
+                if m.refusing.remove(&connection) {
+                    prop_assert!(m.ready.remove(&connection).is_some());
+                    continue;
+                }
                 // Either its idle time is up, or its slot went to another
                 // key's dial (which `Dial` in the same drain shows).
                 let since = m.idle_since.get(&connection).copied();
@@ -245,9 +260,10 @@ fn drain(pool: &mut Pool, m: &mut Model, cfg: &PoolConfig) -> Result<(), TestCas
         *per_key.entry(k).or_default() += 1;
     }
     prop_assert!(per_key.values().all(|&n| n <= cfg.max_connections_per_key));
+    prop_assert!(m.refusing.is_empty(), "a connection refusing every channel was kept");
     for c in m.ready.keys() {
         let n = m.leases_on(*c);
-        prop_assert!(n <= cfg.max_channels_per_connection as usize);
+        prop_assert!(n <= m.cap(*c, cfg), "{:?} holds {} leases over its cap", c, n);
         prop_assert_eq!(pool.leases_on(*c), Some(n as u32));
     }
     prop_assert_eq!(pool.stats().leases, m.leases.len());
@@ -258,7 +274,7 @@ fn drain(pool: &mut Pool, m: &mut Model, cfg: &PoolConfig) -> Result<(), TestCas
         }
         for (c, k) in &m.ready {
             prop_assert!(
-                k != key || m.leases_on(*c) >= cfg.max_channels_per_connection as usize,
+                k != key || m.leases_on(*c) >= m.cap(*c, cfg),
                 "waiter of {:?} left waiting while {:?} has room",
                 key,
                 c
@@ -313,6 +329,19 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 m.ready.remove(&c);
                 m.idle_since.remove(&c);
                 pool.lost(now, c);
+            }
+            Op::Refused(i) if !m.leases.is_empty() => {
+                let lease = *m.leases.keys().nth(i % m.leases.len()).unwrap();
+                let (c, _) = m.leases[&lease].clone();
+                prop_assert!(m.ended.insert(lease));
+                m.leases.remove(&lease);
+                let left = m.leases_on(c);
+                let cap = m.cap(c, &cfg).min(left);
+                m.caps.insert(c, cap);
+                if cap == 0 {
+                    m.refusing.insert(c);
+                }
+                prop_assert_eq!(pool.refused(now, lease) as usize, cap);
             }
             Op::Cancel(i) => {
                 let all: Vec<(PoolKey, WaiterId)> =
@@ -409,6 +438,47 @@ fn lost_connection_breaks_its_leases() {
         .collect();
     assert_eq!(broken.len(), 2);
     assert!(broken.contains(&second.id));
+}
+
+#[test]
+fn a_refused_channel_caps_its_connection_and_a_refused_only_channel_closes_it() {
+    // The pool allows 4 channels a connection; the server takes only 2.
+    let cfg = PoolConfig { max_channels_per_connection: 4, ..PoolConfig::default() };
+    let mut pool = Pool::new(cfg);
+    let k = key(2);
+    let t0 = Timestamp::ZERO;
+    let _ = pool.acquire(t0, &k);
+    let Some(PoolEvent::Dial { connection: first, .. }) = pool.poll_event() else { panic!() };
+    pool.connected(t0, first);
+    let _ = pool.poll_event();
+    // One lease went to the first caller; three more fill it to 4.
+    let leases: Vec<_> = (0..3)
+        .map(|_| match pool.acquire(t0, &k) {
+            Acquire::Leased(l) => l,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(leases.iter().all(|l| l.connection == first));
+    // The third and fourth channels are refused: the connection keeps two.
+    assert_eq!(pool.refused(t0, leases[2].id), 3);
+    assert_eq!(pool.refused(t0, leases[1].id), 2);
+    assert_eq!(pool.leases_on(first), Some(2));
+    // The next caller waits for a new connection instead of being refused again.
+    let Acquire::Queued { .. } = pool.acquire(t0, &k) else { panic!("leased on a full connection") };
+    let Some(PoolEvent::Dial { connection: second, .. }) = pool.poll_event() else { panic!() };
+    assert_ne!(second, first);
+    // A release makes room for one, within the new cap.
+    pool.release(t0, leases[0].id);
+    let Some(PoolEvent::LeaseGranted { lease, .. }) = pool.poll_event() else { panic!() };
+    assert_eq!(lease.connection, first);
+    let Acquire::Queued { .. } = pool.acquire(t0, &k) else { panic!("over the cap") };
+    // A connection refusing its only channel is useless: it is closed.
+    pool.connected(t0, second);
+    let Some(PoolEvent::LeaseGranted { lease: only, .. }) = pool.poll_event() else { panic!() };
+    assert_eq!((only.connection, pool.poll_event()), (second, None));
+    assert_eq!(pool.refused(t0, only.id), 0);
+    assert_eq!(pool.poll_event(), Some(PoolEvent::CloseIdle { connection: second }));
+    assert_eq!(pool.leases_on(second), None);
 }
 
 #[test]

@@ -14,11 +14,16 @@ use sansh::{Credential, ExitStatus, HostKeyAlgorithm, PoolConfig, ServerConfig, 
 
 /// A server that accepts the test ECDSA and ed25519 user keys.
 async fn server() -> SocketAddr {
+    server_with_max_channels(64).await
+}
+
+/// The same, taking at most `max_channels` channels per connection.
+async fn server_with_max_channels(max_channels: usize) -> SocketAddr {
     let keys =
         [keys::ECDSA_P256, keys::ED25519].map(|k| load_private_key(k, None).unwrap().public_key().clone());
     let mut config =
         ServerConfig { host_keys: vec![host_key(HostKeyAlgorithm::Ed25519)], ..ServerConfig::default() };
-    config.max_channels = 64;
+    config.max_channels = max_channels;
     let server = Server::bind(
         "127.0.0.1:0".parse().unwrap(),
         ServerOptions::with_authorized_keys(config, keys.to_vec()),
@@ -170,4 +175,45 @@ async fn a_lost_connection_is_replaced_and_dial_failures_reach_the_caller() {
     drop(closed);
     let err = pool.exec(&target(port, "alice", keys::ECDSA_P256), "true").await.unwrap_err();
     assert!(err.to_string().contains("connect"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_channel_limit_below_the_pools_caps_connections_instead_of_failing() {
+    // The pool would put 4 sessions on a connection; the server takes 2.
+    let addr = server_with_max_channels(2).await;
+    let pool = Pool::new(config(3, 4));
+    let t = target(addr.port(), "alice", keys::ECDSA_P256);
+    let runs: Vec<_> = (0..8)
+        .map(|i| {
+            let (pool, t) = (pool.clone(), t.clone());
+            tokio::spawn(async move { pool.exec(&t, &format!("sleep 0.2; echo {i}")).await })
+        })
+        .collect();
+    for (i, r) in runs.into_iter().enumerate() {
+        let out = r.await.unwrap().unwrap_or_else(|e| panic!("command {i}: {e}"));
+        assert_eq!(out.stdout, format!("{i}\n").into_bytes());
+    }
+    let s = pool.stats();
+    assert_eq!(s.leases, 0, "{s:?}");
+    assert!(s.dials <= 3, "{s:?}");
+
+    // One connection allowed, one session per connection on the server: a
+    // second caller is refused, waits for the first session, then runs.
+    let addr = server_with_max_channels(1).await;
+    let pool = Pool::new(config(1, 4));
+    let t = target(addr.port(), "alice", keys::ECDSA_P256);
+    let held = pool.get(&t).await.unwrap();
+    let second = tokio::spawn({
+        let (pool, t) = (pool.clone(), t.clone());
+        async move { pool.exec(&t, "echo second").await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while pool.stats().waiters == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never queued: {:?}", pool.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pool.stats().leases, 1, "the refused lease was ended");
+    drop(held);
+    assert_eq!(second.await.unwrap().unwrap().stdout, b"second\n");
+    assert_eq!(pool.stats().dials, 1);
 }

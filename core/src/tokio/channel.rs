@@ -239,6 +239,42 @@ impl Drop for Channel {
     }
 }
 
+/// Tells when a channel has closed on both sides (or its connection
+/// ended), after its [`Channel`] handle is gone. The pool returns a lease
+/// only then: until the peer has seen our CLOSE it still counts the
+/// channel against its limit (OpenSSH's MaxSessions), and a session opened
+/// in its place would be refused.
+#[derive(Debug)]
+pub(crate) struct ClosedWatch(ChanRef);
+
+impl Channel {
+    /// A [`ClosedWatch`] for this channel.
+    pub(crate) fn closed_watch(&self) -> ClosedWatch {
+        ClosedWatch(self.state.clone())
+    }
+}
+
+impl ClosedWatch {
+    /// Whether the channel has closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.0).closed.is_some()
+    }
+
+    /// Waits until the channel has closed. Only once the handle is dropped:
+    /// this uses the waker slot of [`Channel::wait`].
+    pub(crate) async fn wait(&self) {
+        poll_fn(|cx| {
+            let mut s = lock(&self.0);
+            if s.closed.is_some() {
+                return Poll::Ready(());
+            }
+            s.exit_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
 impl AsyncRead for Channel {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let mut s = lock(&self.state);

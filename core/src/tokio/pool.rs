@@ -14,6 +14,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, oneshot};
 
+use super::channel::ClosedWatch;
 use super::{Channel, Client, ClientError, ClientOptions, ExecOutput};
 use crate::pool::{
     Acquire, ConnectionId, Lease, LeaseId, PoolConfig, PoolEvent, PoolKey, PoolStats, WaiterId,
@@ -347,20 +348,48 @@ impl Pool {
     }
 
     /// A new session channel for `target` on a pooled connection; dropping
-    /// it closes the channel and returns the lease. A connection that died
-    /// under the lease is replaced once.
+    /// it closes the channel and returns the lease once the server has
+    /// answered the close (so the slot is free on its side too).
+    ///
+    /// A connection that died under the lease is replaced once. When the
+    /// server refuses the channel while others are open on that connection
+    /// (its limit, such as OpenSSH's MaxSessions, is below
+    /// `max_channels_per_connection`), that connection is capped at what it
+    /// holds and the session is tried on another one; a refusal on an
+    /// otherwise idle connection is the server's answer and is returned.
     pub async fn get(&self, target: &Target) -> Result<PooledSession, ClientError> {
-        let mut last = None;
-        for _ in 0..2 {
+        // Each capacity refusal lowers a connection's cap for good, so a few
+        // tries suffice; the bound keeps a misbehaving server from looping us.
+        const TRIES: u32 = 8;
+        let (mut tries, mut lost) = (0, 0);
+        loop {
+            tries += 1;
             let (lease, client) = self.acquire(target).await?;
-            let guard = LeaseGuard { inner: self.inner.clone(), lease: lease.id };
+            let mut guard = LeaseGuard { inner: self.inner.clone(), lease: lease.id, channel: None };
             match client.open_session().await {
-                Ok(channel) => return Ok(PooledSession { channel, _lease: guard }),
-                Err(e @ ClientError::Closed(_)) => last = Some(e),
+                Ok(channel) => {
+                    guard.channel = Some(channel.closed_watch());
+                    return Ok(PooledSession { channel, _lease: guard });
+                }
+                Err(e @ ClientError::Closed(_)) => {
+                    lost += 1;
+                    if lost >= 2 || tries >= TRIES {
+                        return Err(e);
+                    }
+                }
+                Err(e @ ClientError::OpenFailed { .. }) => {
+                    let cap = guard.refused();
+                    tracing::debug!(
+                        "pool: connection {} refused a session ({e}); it now takes {cap}",
+                        lease.connection.0
+                    );
+                    if cap == 0 || tries >= TRIES {
+                        return Err(e);
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
-        Err(last.expect("the loop ran"))
     }
 
     /// Runs `command` on a pooled connection and collects its output.
@@ -376,12 +405,15 @@ impl Pool {
             let PooledSession { channel, _lease: lease } = self.get(target).await?;
             match channel.exec(command).await {
                 Ok(()) => {
+                    // Consumes (and so closes) the channel before the lease goes back.
                     let out = super::client::collect_output(channel, &[]).await;
                     drop(lease);
                     return out;
                 }
                 Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionAborted && tries < 4 => {
                     tracing::debug!("pool: session closed before its command started ({e}); retrying");
+                    drop(channel);
+                    drop(lease);
                 }
                 Err(e) => return Err(e),
             }
@@ -428,22 +460,52 @@ impl Drop for WaiterGuard<'_> {
     }
 }
 
-/// Returns a lease to the pool when dropped.
+/// Returns a lease to the pool when dropped: at once, or, when it carries
+/// a channel that is still closing, once that channel has closed.
 #[derive(Debug)]
 struct LeaseGuard {
     inner: Arc<Inner>,
     lease: LeaseId,
+    channel: Option<ClosedWatch>,
+}
+
+/// How long a returned lease waits for its channel's close to be answered
+/// before it is released anyway (a peer that never answers must not keep
+/// the slot forever).
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+impl LeaseGuard {
+    /// Ends the lease as refused by the server (see [`crate::Pool::refused`]);
+    /// returns the connection's new capacity. The release on drop that
+    /// follows finds the lease gone and does nothing.
+    fn refused(self) -> u32 {
+        let mut st = lock(&self.inner);
+        let now = self.inner.now();
+        let cap = st.machine.refused(now, self.lease);
+        self.inner.drive(&mut st);
+        cap
+    }
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        self.inner.release(self.lease);
+        let closing = self.channel.take().filter(|c| !c.is_closed());
+        match (closing, tokio::runtime::Handle::try_current()) {
+            (Some(channel), Ok(runtime)) => {
+                let (inner, lease) = (self.inner.clone(), self.lease);
+                runtime.spawn(async move {
+                    let _ = tokio::time::timeout(CLOSE_WAIT, channel.wait()).await;
+                    inner.release(lease);
+                });
+            }
+            _ => self.inner.release(self.lease),
+        }
     }
 }
 
 /// A session channel on a pooled connection: use it as a [`Channel`]
 /// (exec, streams, wait); dropping it closes the channel and returns the
-/// lease to the pool.
+/// lease to the pool once the server has answered the close.
 #[derive(Debug)]
 pub struct PooledSession {
     channel: Channel,

@@ -31,6 +31,14 @@ pub enum ReconnectEvent {
         /// Why.
         reason: CloseReason,
     },
+    /// Dialling (TCP, key exchange or authentication) failed; `Retrying`
+    /// or `GaveUp` follows.
+    DialFailed {
+        /// The attempt that failed.
+        attempt: u32,
+        /// Why, as the dial's error says it.
+        error: String,
+    },
     /// A dial failed or the link was lost: attempt `attempt` follows after `delay`.
     Retrying {
         /// The attempt that will follow.
@@ -62,7 +70,10 @@ struct Shared {
     current: watch::Sender<Result<Option<Client>, String>>,
     events: broadcast::Sender<ReconnectEvent>,
     stop: watch::Sender<bool>,
-    remotes: Mutex<Vec<RemoteSpec>>,
+    /// Held while requesting forwards (an async lock): a forward added
+    /// while a new connection is being set up is requested exactly once,
+    /// either by that set-up or by `remote_forward`.
+    remotes: tokio::sync::Mutex<Vec<RemoteSpec>>,
     /// The remote forwards of the current connection (dropped with it).
     live: Mutex<Vec<RemoteForward>>,
 }
@@ -78,7 +89,7 @@ struct Shared {
 /// let fwd = rc.local_forward("127.0.0.1:0".parse().unwrap(), "localhost", 5432).await?;
 /// tokio::spawn(async move {
 ///     while let Ok(e) = events.recv().await {
-///         println!("{e:?}"); // Connected, Lost, Retrying, GaveUp
+///         println!("{e:?}"); // Connected, Lost, DialFailed, Retrying, GaveUp
 ///     }
 /// });
 /// let out = rc.exec("uptime").await?; // waits while reconnecting
@@ -111,7 +122,7 @@ impl ReconnectingClient {
             current: watch::channel(Ok(None)).0,
             events,
             stop: watch::channel(false).0,
-            remotes: Mutex::new(Vec::new()),
+            remotes: tokio::sync::Mutex::new(Vec::new()),
             live: Mutex::new(Vec::new()),
         });
         let task = tokio::spawn(run(shared.clone(), host.to_owned(), port, options, config));
@@ -179,6 +190,7 @@ impl ReconnectingClient {
     /// Asks the server to listen on `bind_host:bind_port` and forward to
     /// `host:port` here (`ssh -R`), now if connected and again after every
     /// reconnect. A fixed `bind_port` keeps the same port across reconnects.
+    /// If the server refuses it now, it is not kept.
     pub async fn remote_forward(
         &self,
         bind_host: &str,
@@ -187,12 +199,13 @@ impl ReconnectingClient {
         port: u16,
     ) -> Result<(), ClientError> {
         let spec = RemoteSpec { bind_host: bind_host.to_owned(), bind_port, host: host.to_owned(), port };
-        self.shared.remotes.lock().unwrap_or_else(|p| p.into_inner()).push(spec.clone());
+        let mut remotes = self.shared.remotes.lock().await;
         let client = self.shared.current.borrow().as_ref().ok().and_then(Clone::clone);
         if let Some(client) = client {
             let f = client.remote_forward(&spec.bind_host, spec.bind_port, &spec.host, spec.port).await?;
             self.shared.live.lock().unwrap_or_else(|p| p.into_inner()).push(f);
         }
+        remotes.push(spec);
         Ok(())
     }
 
@@ -248,14 +261,15 @@ async fn run(shared: Arc<Shared>, host: String, port: u16, options: ClientOption
             None => machine.stop(),
             Some(Ok(client)) => {
                 machine.connected(now());
-                let remotes = shared.remotes.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                for r in remotes {
+                let remotes = shared.remotes.lock().await;
+                for r in remotes.iter() {
                     match client.remote_forward(&r.bind_host, r.bind_port, &r.host, r.port).await {
                         Ok(f) => shared.live.lock().unwrap_or_else(|p| p.into_inner()).push(f),
                         Err(e) => tracing::warn!("remote forward {}:{}: {e}", r.bind_host, r.bind_port),
                     }
                 }
                 let _previous = shared.current.send_replace(Ok(Some(client.clone())));
+                drop(remotes);
                 let _ = shared.events.send(ReconnectEvent::Connected { attempt });
                 let reason = tokio::select! {
                     r = client.closed() => Some(r),
@@ -277,6 +291,7 @@ async fn run(shared: Arc<Shared>, host: String, port: u16, options: ClientOption
             }
             Some(Err(e)) => {
                 tracing::info!("dial {host}:{port}: {e}");
+                let _ = shared.events.send(ReconnectEvent::DialFailed { attempt, error: e.to_string() });
                 machine.dial_failed(now(), e.is_retryable(), &e.to_string());
             }
         }

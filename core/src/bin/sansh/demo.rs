@@ -85,6 +85,7 @@ fn describe(e: &ReconnectEvent) -> String {
             format!("client: connected and authenticated (attempt {attempt})")
         }
         ReconnectEvent::Lost { reason } => format!("client: connection lost: {reason}"),
+        ReconnectEvent::DialFailed { attempt, error } => format!("client: attempt {attempt} failed: {error}"),
         ReconnectEvent::Retrying { attempt, delay } => {
             format!(
                 "client: attempt {attempt} in {} ms (exponential backoff, full jitter)",
@@ -272,8 +273,9 @@ async fn scenario(
     let out = pool.exec(&target, "echo the pool dials again too").await.map_err(|e| e.to_string())?;
     say(start, &format!("pool: {}", String::from_utf8_lossy(&out.stdout).trim()));
 
-    // 7. Stats.
+    // 7. Stats, once the new connection has answered a probe.
     println!("\n== 7. stats");
+    tokio::time::sleep(PROBE_INTERVAL + Duration::from_millis(200)).await;
     let c = client.client().await.map_err(|e| e.to_string())?;
     let st = c.stats().await.map_err(|e| e.to_string())?;
     say(

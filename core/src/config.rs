@@ -31,11 +31,14 @@ pub struct TransportConfig {
     /// NAT keepalive and liveness probes (off by default, like OpenSSH).
     pub keepalive: KeepaliveConfig,
     /// Memory bound against a peer that sends and never reads: once this
-    /// many bytes of our output wait to be written, input is left unread
-    /// (`Connection::wants_input` turns false, so TCP pushes back on the
-    /// peer) until half of it has gone out. Channel data is sealed only
-    /// while less than half of it is queued, so bulk transfers never stop
-    /// reading. Default 1 MiB.
+    /// many bytes of our output wait to be written (`pending_transmit`
+    /// plus messages held during our key exchange), input is left
+    /// unprocessed and `Connection::wants_input` turns false, so the
+    /// adapter stops reading and TCP pushes back on the peer, until the
+    /// output is under half of it again. Channel data is sealed only under
+    /// half of it (the rest waits in its channel), so data alone never
+    /// stops input. The peer can then make us queue at most this +
+    /// `max_packet_len` + 1 KiB of output. Default 1 MiB; at least 128 KiB.
     pub max_queued_output: usize,
 }
 

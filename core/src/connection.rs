@@ -51,6 +51,36 @@ pub struct Stats {
     pub rtt: Rtt,
 }
 
+/// What a connection holds in memory, from [`Connection::buffered`].
+///
+/// Whatever the peer does, `output + held` stays under
+/// `max_queued_output` + `max_packet_len` + 1 KiB, `input` under
+/// `max_packet_len` + 64 KiB (or the one read that filled the output, for
+/// an adapter that honours [`Connection::wants_input`]), `requests` under
+/// 64 per connection and per channel, and `channels` under `max_channels`.
+/// What the application writes (`channel_data`, and messages its commands
+/// send) is its own to bound; `events` are drained by the application.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Buffered {
+    /// Bytes of `pending_transmit()`.
+    pub output: usize,
+    /// Messages held while our key exchange runs (payload plus 64 bytes
+    /// each for framing and bookkeeping).
+    pub held: usize,
+    /// Received bytes not processed yet.
+    pub input: usize,
+    /// The peer's want-reply requests waiting for a reply (global and
+    /// channel requests).
+    pub requests: usize,
+    /// Channels open or opening.
+    pub channels: usize,
+    /// Bytes the application wrote to channels and the peer's window or
+    /// our output cap has not let out yet.
+    pub channel_data: usize,
+    /// Events not yet polled.
+    pub events: usize,
+}
+
 /// The authentication machine for our role.
 #[derive(Debug)]
 enum Auth {
@@ -250,16 +280,26 @@ impl Connection {
         result
     }
 
+    /// Processes buffered input, then sends what it unblocked.
     fn process(&mut self) -> Result<(), Error> {
+        // What is sent meanwhile answers the peer (see `input_must_wait`).
+        self.transport.output.replying = true;
+        let result = self.process_packets();
+        self.transport.output.replying = false;
+        if result.is_ok() {
+            self.after_output();
+        }
+        result
+    }
+
+    fn process_packets(&mut self) -> Result<(), Error> {
         loop {
             // Memory bound: a peer that sends and never reads stops being
-            // read once our replies to it fill the output cap.
-            if self.transport.output.backed_up() {
-                self.transport.output_stopped = true;
-                return Ok(());
-            }
-            if self.transport.output.held_overflow() {
-                return Err(Error::HeldOverflow { limit: self.transport.output.max_queued });
+            // read once our replies to it fill the output cap; the rest of
+            // its input waits in the buffer until `consume_transmit` drains
+            // the output.
+            if self.transport.input_must_wait()? {
+                break;
             }
             let Some(inbound) = self.transport.poll(&mut self.shared)? else { break };
             let step = match inbound {
@@ -308,7 +348,6 @@ impl Connection {
                 return Ok(());
             }
         }
-        self.after_output();
         Ok(())
     }
 
@@ -360,7 +399,10 @@ impl Connection {
     /// Runs the keepalive timers.
     fn keepalive_timeout(&mut self) {
         let now = self.shared.now;
-        let can_send = self.transport.output.can_send_now();
+        // While the peer reads nothing (our output is backed up) IGNOREs
+        // would only pile up behind the rest.
+        let stopped = self.transport.output_stopped();
+        let can_send = self.transport.output.can_send_now() && !stopped;
         for action in self.keepalive.on_timeout(now, can_send, &mut self.shared.rng) {
             match action {
                 KeepaliveAction::Ignore(len) => {
@@ -374,6 +416,10 @@ impl Connection {
                         self.seen_sent = self.transport.output.packets_total;
                     }
                 }
+                // Backed up, the probe would not be read, nor its reply
+                // processed before the output drains: it counts as sent
+                // and unanswered, so a peer that never reads times out.
+                KeepaliveAction::Probe(_) if stopped => {}
                 KeepaliveAction::Probe(seq) => {
                     if self.transport.peer_ext.ping {
                         self.transport.probe_ping(seq, &mut self.shared);
@@ -912,7 +958,10 @@ impl Connection {
         self.transport.output.pending()
     }
 
-    /// `n` bytes of `pending_transmit` were written.
+    /// `n` bytes of `pending_transmit` were written. This is an input too:
+    /// it lets out channel data that waited for room, and resumes input
+    /// that waited for the output to drain (see [`Connection::wants_input`]),
+    /// so drain the outputs (events included) after it as after any input.
     pub fn consume_transmit(&mut self, n: usize) {
         let n = n.min(self.transport.output.pending().len());
         self.shared.stats.bytes_sent += n as u64;
@@ -924,26 +973,47 @@ impl Connection {
             return;
         }
         let out = &self.transport.output;
-        if self.transport.output_stopped && out.data_room() {
-            // Under half the cap again: go on with the input left unread.
-            self.transport.output_stopped = false;
-            if let Err(e) = self.process() {
-                self.fail(e);
-                return;
+        if self.transport.output_stopped() {
+            if out.drained() {
+                // Under the low-water mark: go on with the input left
+                // unprocessed. Its errors close the connection as they
+                // would from `handle_input` (the adapter sees `Closed`).
+                if let Err(e) = self.process() {
+                    self.fail(e);
+                }
             }
-            self.after_output();
         } else if out.data_blocked && out.data_room() {
+            // Channel data waits for room in the output: there is some now.
             self.after_output();
         }
     }
 
     /// Whether the adapter should read the socket now. False while our
-    /// output is backed up (the peer is not reading what we send): leaving
-    /// its bytes in the socket makes TCP push back on it. Reading anyway is
-    /// allowed but bounded (`Error::InputOverflow` past 512 KiB).
+    /// output is backed up (`TransportConfig::max_queued_output`: the peer
+    /// is not reading what we send) and once closed: leaving the peer's
+    /// bytes in the socket makes TCP push back on it. It turns true again
+    /// in `consume_transmit`, so an adapter that stops reading must keep
+    /// writing. Reading anyway is allowed but bounded: past
+    /// `max_packet_len` + 64 KiB of unprocessed input the connection closes
+    /// with `Error::InputOverflow`.
     #[must_use]
     pub fn wants_input(&self) -> bool {
-        !self.closed && !self.transport.output_stopped
+        !self.closed && !self.transport.output_stopped()
+    }
+
+    /// What the connection holds in memory on the peer's behalf (see
+    /// [`Buffered`]): for monitoring, and for tests of the memory bound.
+    #[must_use]
+    pub fn buffered(&self) -> Buffered {
+        Buffered {
+            output: self.transport.output.pending().len(),
+            held: self.transport.output.held(),
+            input: self.transport.buffered(),
+            requests: self.proto.pending_requests(),
+            channels: self.proto.live(),
+            channel_data: self.proto.queued_data(),
+            events: self.shared.events.len(),
+        }
     }
 
     /// The next event, if any.

@@ -134,16 +134,20 @@ pub enum Error {
     /// The connection ended in the middle of a packet or the version line.
     #[error("connection ended in the middle of a packet ({buffered} bytes buffered)")]
     Truncated { buffered: usize },
-    /// The peer sent more than we buffer while waiting for a decision of ours.
-    #[error("peer sent over {limit} bytes while we were waiting on the application")]
+    /// The peer sent more than we buffer while input processing waits: for
+    /// the application's host key decision, or for the peer to read our
+    /// output (`TransportConfig::max_queued_output`; the adapter kept
+    /// reading although `Connection::wants_input` was false).
+    #[error("peer sent over {limit} bytes that we could not process yet")]
     InputOverflow { limit: usize },
     /// The peer made us hold more replies than the output cap during a key
     /// exchange (nothing but kex messages may go out then).
     #[error("peer made us hold over {limit} bytes of replies during a key exchange")]
     HeldOverflow { limit: usize },
-    /// The peer has more want-reply requests unanswered than we keep
-    /// (replies go out in order, so each waits for the application).
-    #[error("peer has over {limit} requests waiting for replies")]
+    /// The peer sent a want-reply request while `limit` of its requests
+    /// (global, or on one channel) were still waiting for replies. Replies
+    /// go out in order, so each waits for the application's answers.
+    #[error("peer sent a request with {limit} of its requests still waiting for replies")]
     TooManyPendingRequests { limit: usize },
 
     // ---- messages ----

@@ -5,12 +5,13 @@
 //!   channel opens or pings in a loop while never reading our output.
 
 use proptest::prelude::*;
+use sansh::connection::Buffered;
 use sansh::testing::fuzz::{self, Script, payload, string, u32be};
 use sansh::testing::{LinkConfig, Pair, accept_policy, host_key};
 use sansh::wire::{Reader, Writer};
 use sansh::{
-    ChannelKind, ChannelOptions, ChannelRequest, ClientConfig, Connection, Credential, Event,
-    HostKeyAlgorithm, Pty, Role, ServerConfig, Timestamp,
+    ChannelKind, ChannelOptions, ChannelRequest, ClientConfig, CloseReason, Connection, Credential,
+    DisconnectCode, Error, Event, HostKeyAlgorithm, Pty, Role, ServerConfig, Timestamp,
 };
 
 // ------------------------------------------------------------ codecs
@@ -209,15 +210,45 @@ proptest! {
 
 // ------------------------------------------------------- memory bound
 
-/// An authenticated pair; the hostile side's payloads are moved to the
-/// victim by hand and the victim's output is never written (a peer that
-/// sends but never reads).
+/// `TransportConfig::max_queued_output` and `max_packet_len` (defaults).
+const CAP: usize = 1 << 20;
+const MAX_PACKET: usize = 256 * 1024;
+/// The documented bound on the output a peer can make us queue
+/// (`pending_transmit` plus messages held for a key exchange): the cap
+/// plus the replies to one packet (at most a packet, plus framing).
+const OUTPUT_LIMIT: usize = CAP + MAX_PACKET + 1024;
+/// The documented bound on unprocessed input while processing waits.
+const INPUT_LIMIT: usize = MAX_PACKET + 64 * 1024;
+/// Want-reply requests awaiting replies, per connection and per channel.
+const MAX_REQUESTS: usize = 64;
+/// What the TCP socket holds before the attacker's writes block.
+const SOCKET: usize = 256 * 1024;
+/// What the victim's adapter reads at once.
+const READ: usize = 64 * 1024;
+
+/// An authenticated pair taken apart: the attacker's packets go through a
+/// simulated socket to the victim, whose adapter reads only while
+/// `wants_input()`; the victim's output is read only when the test says
+/// so (`peer_reads`). Every step checks the victim's `buffered()` against
+/// the documented bound.
 struct Flood {
     victim: Connection,
     attacker: Connection,
     now: Timestamp,
-    /// Bytes the victim received.
-    input: usize,
+    /// Sent by the attacker, not read by the victim's adapter yet.
+    socket: Vec<u8>,
+    /// The victim's events (not its channel data).
+    events: Vec<Event>,
+    /// Errors `handle_input` returned.
+    errors: Vec<Error>,
+    closed: Vec<CloseReason>,
+    /// The largest value of each `buffered()` field.
+    peak: Buffered,
+    /// How often the victim stopped reading.
+    stops: usize,
+    stopped: bool,
+    received_before: u64,
+    sent_before: u64,
 }
 
 impl Flood {
@@ -234,267 +265,584 @@ impl Flood {
             Role::Client => (client, server),
             Role::Server => (server, client),
         };
-        let mut f = Flood { victim, attacker, now, input: 0 };
-        f.victim.consume_transmit(usize::MAX);
-        f.drain();
+        assert!(victim.pending_transmit().is_empty() && attacker.pending_transmit().is_empty());
+        let stats = victim.stats();
+        let mut f = Flood {
+            victim,
+            attacker,
+            now,
+            socket: Vec::new(),
+            events: Vec::new(),
+            errors: Vec::new(),
+            closed: Vec::new(),
+            peak: Buffered::default(),
+            stops: 0,
+            stopped: false,
+            received_before: stats.packets_received,
+            sent_before: stats.packets_sent,
+        };
+        f.settle();
         f
     }
 
-    /// The victim's application polls its events (it just never answers).
-    fn drain(&mut self) -> usize {
-        let mut n = 0;
-        while self.victim.poll_event().is_some() {
-            n += 1;
+    /// The attacker sends `p`, unless the socket is full (TCP blocks it).
+    fn try_send(&mut self, p: &[u8]) -> bool {
+        if self.socket.len() >= SOCKET {
+            return false;
         }
-        n
+        self.attacker.inject_payload(p);
+        self.socket.extend_from_slice(self.attacker.pending_transmit());
+        self.attacker.consume_transmit(usize::MAX);
+        self.read();
+        true
     }
 
-    /// The attacker sends `p` `n` times; returns the victim's pending output.
-    fn send(&mut self, p: &[u8], n: usize) -> usize {
-        for _ in 0..n {
-            self.attacker.inject_payload(p);
-            let bytes = self.attacker.pending_transmit().to_vec();
-            self.attacker.consume_transmit(bytes.len());
-            self.input += bytes.len();
-            self.victim.handle_input(self.now, &bytes).expect("victim accepts the flood");
-            self.drain();
-        }
-        self.victim.pending_transmit().len()
-    }
-}
-
-/// What a flood of `n` copies of `p` does to a victim that nobody reads:
-/// (output bytes queued, input bytes received).
-fn flood(victim: Role, p: &[u8], n: usize) -> (usize, usize) {
-    let mut f = Flood::new(victim);
-    let pending = f.send(p, n);
-    assert!(!f.victim.is_closed());
-    (pending, f.input)
-}
-
-/// Today the core queues a reply to every want-reply GLOBAL_REQUEST and
-/// never stops reading: a peer that floods requests and never reads grows
-/// our output without bound, linearly in what it sends (about 0.54 bytes
-/// queued per byte received with chacha20-poly1305). The growth is linear,
-/// never worse: this test pins that, and prints the numbers.
-#[test]
-fn global_request_flood_grows_output_linearly() {
-    let req = payload(80, &[&string(b"keepalive@openssh.com"), &[1]]);
-    let (small, small_in) = flood(Role::Client, &req, 1000);
-    let (big, big_in) = flood(Role::Client, &req, 4000);
-    eprintln!("global requests: 1000 -> {small} B queued ({small_in} B in); 4000 -> {big} B ({big_in} B in)");
-    assert!(big >= 3 * small, "the output grows with the flood (no limit yet)");
-    assert!(big <= big_in, "at most one byte queued per byte received");
-}
-
-/// The same with PINGs (the reply echoes the data) and unknown channel
-/// types (each gets CHANNEL_OPEN_FAILURE with a description).
-#[test]
-fn ping_and_channel_open_floods_grow_output_linearly() {
-    let ping = payload(192, &[&string(&[0x55; 1000])]);
-    let (out, input) = flood(Role::Client, &ping, 500);
-    eprintln!("pings of 1000 B: 500 -> {out} B queued ({input} B in)");
-    assert!(out <= input + 64 * 500);
-    assert!(out >= 500 * 1000, "every PONG is queued");
-
-    let open = payload(90, &[&string(b"x11"), &u32be(1), &u32be(1 << 20), &u32be(32768)]);
-    let (out, input) = flood(Role::Server, &open, 2000);
-    eprintln!("x11 opens: 2000 -> {out} B queued ({input} B in)");
-    assert!(out <= 3 * input, "bounded amplification");
-    assert!(out >= 2000 * 40, "every refusal is queued");
-}
-
-/// Channel opens the application never answers are bounded by
-/// `max_channels`: past it the core refuses them itself (RESOURCE_SHORTAGE),
-/// so the channel table stops growing; only the refusals queue up.
-#[test]
-fn channel_open_flood_is_bounded_by_max_channels() {
-    let mut f = Flood::new(Role::Server);
-    let mut requests = 0;
-    for i in 0..1000u32 {
-        let p = payload(90, &[&string(b"session"), &u32be(i), &u32be(1 << 20), &u32be(32768)]);
-        f.attacker.inject_payload(&p);
-        let bytes = f.attacker.pending_transmit().to_vec();
-        f.attacker.consume_transmit(bytes.len());
-        f.victim.handle_input(f.now, &bytes).unwrap();
-        while let Some(e) = f.victim.poll_event() {
-            requests += usize::from(matches!(e, Event::ChannelOpenRequest { .. }));
+    /// The victim's adapter: reads the socket while the connection wants input.
+    fn read(&mut self) {
+        while self.victim.wants_input() && !self.socket.is_empty() {
+            let chunk: Vec<u8> = self.socket.drain(..self.socket.len().min(READ)).collect();
+            if let Err(e) = self.victim.handle_input(self.now, &chunk) {
+                self.errors.push(e);
+            }
+            self.settle();
         }
     }
-    assert_eq!(requests, 256, "only max_channels opens reach the application");
-    assert_eq!(f.victim.channel_count(), 256);
-    assert!(f.victim.open_session(ChannelOptions::default()).is_err(), "the table is full");
-}
 
-/// The output cap (`TransportConfig::max_queued_output`, 1 MiB): once our
-/// unwritten replies reach it the victim stops processing input and asks
-/// not to be read (`wants_input`); an adapter that reads anyway may buffer
-/// 512 KiB more, then the connection closes with `InputOverflow`. So a
-/// flood of any length leaves at most the cap plus one packet's replies
-/// queued and 512 KiB (+ one read) of input buffered.
-const CAP: usize = 1 << 20;
+    /// The attacker reads up to `n` bytes of the victim's output.
+    fn peer_reads(&mut self, n: usize) {
+        self.victim.consume_transmit(n);
+        self.settle();
+        self.read();
+    }
 
-/// Floods `p` at a victim that nobody reads, checking the bound after every
-/// message; returns how many messages it took until the victim stopped.
-fn flood_never_read(victim: Role, p: &[u8], max: usize) -> (Flood, usize) {
-    let mut f = Flood::new(victim);
-    for i in 0..max {
-        f.attacker.inject_payload(p);
-        let bytes = f.attacker.pending_transmit().to_vec();
-        f.attacker.consume_transmit(bytes.len());
-        assert!(f.victim.wants_input(), "a well-behaved adapter would not have read this");
-        f.victim.handle_input(f.now, &bytes).expect("victim accepts what it reads");
-        f.drain();
-        assert!(f.victim.pending_transmit().len() <= CAP + 64 * 1024, "bound kept after {i} messages");
-        if !f.victim.wants_input() {
-            return (f, i + 1);
+    /// The attacker reads everything, until both directions are empty.
+    fn peer_reads_all(&mut self) {
+        while !self.victim.pending_transmit().is_empty()
+            || (!self.socket.is_empty() && !self.victim.is_closed())
+        {
+            self.peer_reads(usize::MAX);
         }
     }
-    panic!("the victim never stopped reading after {max} messages");
+
+    /// Sends `n` messages (`make(i)` is the i-th); after each attempt the
+    /// peer reads `rate` bytes of the victim's output. With `rate` 0 it
+    /// stops once the socket is full. Returns how many were sent.
+    fn flood(&mut self, n: usize, rate: usize, make: impl Fn(usize) -> Vec<u8>) -> usize {
+        let mut sent = 0;
+        while sent < n && !self.victim.is_closed() {
+            if self.try_send(&make(sent)) {
+                sent += 1;
+            } else if rate == 0 {
+                break;
+            }
+            if rate > 0 {
+                self.peer_reads(rate);
+            }
+        }
+        sent
+    }
+
+    /// The victim's application polls its events (and answers nothing);
+    /// then the bound is checked.
+    fn settle(&mut self) {
+        while let Some(e) = self.victim.poll_event() {
+            match e {
+                Event::ChannelData { .. } => {}
+                Event::Closed { reason } => self.closed.push(reason),
+                e => self.events.push(e),
+            }
+        }
+        let b = self.victim.buffered();
+        assert!(b.output + b.held <= OUTPUT_LIMIT, "queued output over the bound: {b:?}");
+        assert!(b.input <= INPUT_LIMIT, "unprocessed input over the bound: {b:?}");
+        assert!(b.channels <= 256, "{b:?}");
+        assert!(b.requests <= MAX_REQUESTS * (1 + b.channels), "{b:?}");
+        assert!(self.closed.len() <= 1, "a second Closed");
+        let p = &mut self.peak;
+        p.output = p.output.max(b.output);
+        p.held = p.held.max(b.held);
+        p.input = p.input.max(b.input);
+        p.requests = p.requests.max(b.requests);
+        p.channels = p.channels.max(b.channels);
+        let stopped = !self.victim.wants_input() && !self.victim.is_closed();
+        self.stops += usize::from(stopped && !self.stopped);
+        self.stopped = stopped;
+    }
+
+    /// Packets the victim processed, and sent, since the flood began.
+    fn processed(&self) -> u64 {
+        self.victim.stats().packets_received - self.received_before
+    }
+
+    fn replies(&self) -> u64 {
+        self.victim.stats().packets_sent - self.sent_before
+    }
+
+    /// The last packet the victim sent, which must be a DISCONNECT with
+    /// PROTOCOL_ERROR (needs `log_packets` on).
+    fn assert_disconnected(&mut self) {
+        let (sent, _) = self.victim.take_packet_log();
+        let last = sent.last().expect("something was sent");
+        assert_eq!(last[0], 1, "DISCONNECT");
+        assert_eq!(&last[1..5], &DisconnectCode::PROTOCOL_ERROR.0.to_be_bytes());
+    }
 }
 
+fn keepalive_request() -> Vec<u8> {
+    payload(80, &[&string(b"keepalive@openssh.com"), &[1]])
+}
+
+/// 100,000 want-reply global requests (which the core answers itself,
+/// REQUEST_FAILURE) from a peer that does not read: the victim stops
+/// reading at the cap, so TCP blocks the peer long before the end. Once
+/// the peer reads, the rest is answered too, one reply each.
 #[test]
-fn a_request_flood_stops_being_read_at_the_output_cap_and_resumes_when_drained() {
-    let req = payload(80, &[&string(b"keepalive@openssh.com"), &[1]]);
-    let (mut f, n) = flood_never_read(Role::Client, &req, 200_000);
-    let queued = f.victim.pending_transmit().len();
-    eprintln!("global requests: stopped reading after {n} ({queued} B queued)");
-    assert!(queued >= CAP);
-    // More input that an adapter reads anyway is buffered, not processed.
-    for _ in 0..100 {
-        f.attacker.inject_payload(&req);
-    }
-    let more = f.attacker.pending_transmit().to_vec();
-    f.attacker.consume_transmit(more.len());
-    f.victim.handle_input(f.now, &more).unwrap();
-    assert_eq!(f.victim.pending_transmit().len(), queued, "nothing processed while stopped");
-    // The peer reads everything: the buffered requests are answered too.
-    let at_stop = f.victim.stats().packets_sent;
-    while !f.victim.pending_transmit().is_empty() {
-        let out = f.victim.pending_transmit().len();
-        f.victim.consume_transmit(out);
-    }
-    assert_eq!(f.victim.stats().packets_sent - at_stop, 100, "one reply per buffered request");
+fn output_is_bounded_when_the_peer_never_reads() {
+    let req = keepalive_request();
+    let mut f = Flood::new(Role::Client);
+    let sent = f.flood(100_000, 0, |_| req.clone());
+    eprintln!("global requests: blocked after {sent}; peak {:?}", f.peak);
+    assert!(sent < 100_000, "the peer is pushed back");
+    assert!(!f.victim.wants_input() && f.stops == 1);
+    let b = f.victim.buffered();
+    assert!(b.output >= CAP, "stops at the cap, not before: {b:?}");
+    assert_eq!(f.replies(), f.processed(), "one reply per request processed");
+    assert!(f.socket.len() >= SOCKET, "the rest waits in the socket");
+    // The peer reads now: the input left unprocessed goes on, and the rest
+    // of the flood is answered as fast as the peer reads.
+    f.peer_reads_all();
     assert!(f.victim.wants_input());
-    assert!(!f.victim.is_closed());
+    assert_eq!(f.flood(100_000 - sent, usize::MAX, |_| req.clone()), 100_000 - sent);
+    f.peer_reads_all();
+    assert_eq!((f.processed(), f.replies()), (100_000, 100_000));
+    assert!(f.errors.is_empty() && f.closed.is_empty());
 }
 
+/// A peer that reads, but slower than it makes us reply: the victim stops
+/// and resumes at the peer's pace, and every request is answered.
 #[test]
-fn an_adapter_that_keeps_reading_gets_an_input_overflow_and_one_closed() {
+fn a_peer_that_reads_slowly_is_answered_at_its_pace() {
+    let req = keepalive_request();
+    let mut f = Flood::new(Role::Client);
+    // Each REQUEST_FAILURE takes 28 bytes; the peer reads 10 per request.
+    assert_eq!(f.flood(100_000, 10, |_| req.clone()), 100_000);
+    f.peer_reads_all();
+    eprintln!("slow reader: stopped {} times; peak {:?}", f.stops, f.peak);
+    assert!(f.stops >= 2, "stopped and resumed");
+    assert_eq!((f.processed(), f.replies()), (100_000, 100_000));
+    assert!(f.errors.is_empty() && f.closed.is_empty());
+}
+
+/// PINGs: every PONG echoes the data, so the output grows as fast as the
+/// input. The largest PINGs show the "+ one packet" of the bound.
+#[test]
+fn ping_floods_are_bounded() {
     let ping = payload(192, &[&string(&[0x55; 1000])]);
-    let (mut f, n) = flood_never_read(Role::Client, &ping, 10_000);
-    eprintln!("pings of 1000 B: stopped reading after {n}");
-    let mut fed = 0;
-    let err = loop {
-        f.attacker.inject_payload(&ping);
-        let bytes = f.attacker.pending_transmit().to_vec();
-        f.attacker.consume_transmit(bytes.len());
-        fed += bytes.len();
-        if let Err(e) = f.victim.handle_input(f.now, &bytes) {
-            break e;
-        }
-        assert!(fed <= 600 * 1024, "input stays bounded");
+    let mut f = Flood::new(Role::Client);
+    let sent = f.flood(100_000, 0, |_| ping.clone());
+    eprintln!("1000-byte pings: blocked after {sent}; peak {:?}", f.peak);
+    assert!(sent < 2000 && f.stops == 1);
+    // Then a reader slower than the flood, to the end.
+    assert_eq!(f.flood(100_000 - sent, 700, |_| ping.clone()), 100_000 - sent);
+    f.peer_reads_all();
+    assert_eq!((f.processed(), f.replies()), (100_000, 100_000));
+    assert!(f.stops > 10, "stopped {} times", f.stops);
+    assert!(f.errors.is_empty() && f.closed.is_empty());
+
+    let big = payload(192, &[&string(&vec![0x55; MAX_PACKET - 100])]);
+    let mut f = Flood::new(Role::Client);
+    let sent = f.flood(100, 0, |_| big.clone());
+    eprintln!("{}-byte pings: blocked after {sent}; peak {:?}", MAX_PACKET - 100, f.peak);
+    assert!(f.peak.output > CAP, "one PONG past the cap");
+    assert!(f.stops == 1 && f.errors.is_empty());
+}
+
+/// CHANNEL_OPEN of an unknown type (refused at once), and `session` opens
+/// the application never answers: `max_channels` reach it, the rest are
+/// refused with RESOURCE_SHORTAGE, and the refusals are bounded by the cap
+/// like any reply.
+#[test]
+fn channel_open_floods_are_bounded() {
+    let open = |kind: &'static [u8]| {
+        move |i: usize| payload(90, &[&string(kind), &u32be(i as u32), &u32be(1 << 20), &u32be(32768)])
     };
-    assert!(matches!(err, sansh::Error::InputOverflow { .. }), "{err}");
-    let closed: Vec<_> =
-        std::iter::from_fn(|| f.victim.poll_event()).filter(|e| matches!(e, Event::Closed { .. })).collect();
-    assert_eq!(closed.len(), 1);
-    assert!(f.victim.pending_transmit().len() <= CAP + 64 * 1024 + 256, "only a DISCONNECT added");
-}
-
-#[test]
-fn unknown_channel_open_flood_is_bounded_too() {
-    let open = payload(90, &[&string(b"x11"), &u32be(1), &u32be(1 << 20), &u32be(32768)]);
-    let (f, n) = flood_never_read(Role::Server, &open, 200_000);
-    eprintln!("x11 opens: stopped reading after {n} ({} B queued)", f.victim.pending_transmit().len());
-}
-
-/// Requests the application must answer: replies go out in order, so a peer
-/// piling up unanswered ones is cut off at 64, per connection and per channel.
-#[test]
-fn unanswered_requests_are_bounded() {
-    let mut f = Flood::new(Role::Server);
-    let fwd = payload(80, &[&string(b"tcpip-forward"), &[1], &string(b"127.0.0.1"), &u32be(0)]);
-    let mut err = None;
-    for _ in 0..100 {
-        f.attacker.inject_payload(&fwd);
-        let bytes = f.attacker.pending_transmit().to_vec();
-        f.attacker.consume_transmit(bytes.len());
-        if let Err(e) = f.victim.handle_input(f.now, &bytes) {
-            err = Some(e);
-            break;
-        }
-        f.drain();
+    for kind in [&b"x11"[..], b"session"] {
+        let mut f = Flood::new(Role::Server);
+        let sent = f.flood(100_000, 0, open(kind));
+        eprintln!("{} opens: blocked after {sent}; peak {:?}", String::from_utf8_lossy(kind), f.peak);
+        assert!(sent < 100_000 && f.stops == 1);
+        f.peer_reads_all();
+        assert_eq!(f.flood(100_000 - sent, usize::MAX, open(kind)), 100_000 - sent);
+        f.peer_reads_all();
+        let offered = f.events.iter().filter(|e| matches!(e, Event::ChannelOpenRequest { .. })).count();
+        let expected = if kind == b"x11" { 0 } else { 256 };
+        assert_eq!(offered, expected, "only max_channels opens reach the application");
+        assert_eq!(f.victim.channel_count(), expected);
+        assert_eq!(f.processed(), 100_000);
+        assert_eq!(f.replies(), 100_000 - expected as u64, "every other open is refused");
+        assert!(f.errors.is_empty() && f.closed.is_empty());
     }
-    assert!(matches!(err, Some(sansh::Error::TooManyPendingRequests { limit: 64 })), "{err:?}");
+}
 
-    let mut f = Flood::new(Role::Server);
+/// A `session` channel the attacker opened and the victim (server) accepted.
+fn accepted_channel(f: &mut Flood) -> u32 {
     let open = payload(90, &[&string(b"session"), &u32be(7), &u32be(1 << 20), &u32be(32768)]);
-    f.attacker.inject_payload(&open);
-    let bytes = f.attacker.pending_transmit().to_vec();
-    f.attacker.consume_transmit(bytes.len());
-    f.victim.handle_input(f.now, &bytes).unwrap();
-    let channel = std::iter::from_fn(|| f.victim.poll_event())
+    assert!(f.try_send(&open));
+    let channel = f
+        .events
+        .iter()
         .find_map(|e| match e {
-            Event::ChannelOpenRequest { channel, .. } => Some(channel),
+            Event::ChannelOpenRequest { channel, .. } => Some(*channel),
             _ => None,
         })
         .expect("the open reaches the application");
     f.victim.accept_channel(channel, ChannelOptions::default()).unwrap();
-    let exec = payload(98, &[&u32be(channel.0), &string(b"exec"), &[1], &string(b"true")]);
-    let mut err = None;
-    for _ in 0..100 {
-        f.attacker.inject_payload(&exec);
-        let bytes = f.attacker.pending_transmit().to_vec();
-        f.attacker.consume_transmit(bytes.len());
-        if let Err(e) = f.victim.handle_input(f.now, &bytes) {
-            err = Some(e);
-            break;
-        }
-        f.drain();
-    }
-    assert!(matches!(err, Some(sansh::Error::TooManyPendingRequests { limit: 64 })), "{err:?}");
+    f.settle();
+    channel.0
 }
 
-/// Channel data the application writes to a peer that never reads fills
-/// at most half the cap; the rest waits in the channel (accepted, pending),
-/// and the connection keeps reading, so replies still flow.
+/// Requests the application must answer (a server's `tcpip-forward`, a
+/// channel's `exec`): replies go out in order, so a peer piling up
+/// unanswered ones is cut off at 64, per connection and per channel, with
+/// a DISCONNECT and one Closed.
 #[test]
-fn bulk_data_to_a_peer_that_never_reads_fills_half_the_cap() {
+fn requests_the_application_never_answers_are_capped() {
+    let fwd = payload(80, &[&string(b"tcpip-forward"), &[1], &string(b"127.0.0.1"), &u32be(0)]);
+    let mut f = Flood::new(Role::Server);
+    f.victim.log_packets(true);
+    f.flood(100_000, usize::MAX, |_| fwd.clone());
+    let expected = Error::TooManyPendingRequests { limit: 64 };
+    assert_eq!(f.errors, std::slice::from_ref(&expected));
+    assert_eq!(f.closed, [CloseReason::Error(expected.clone())]);
+    assert_eq!(f.processed(), 65);
+    assert_eq!(f.peak.requests, 64);
+    f.assert_disconnected();
+
+    let mut f = Flood::new(Role::Server);
+    let channel = accepted_channel(&mut f);
+    f.victim.log_packets(true);
+    let exec = payload(98, &[&u32be(channel), &string(b"exec"), &[1], &string(b"true")]);
+    f.flood(100_000, usize::MAX, |_| exec.clone());
+    assert_eq!(f.errors, std::slice::from_ref(&expected));
+    assert_eq!(f.closed, [CloseReason::Error(expected)]);
+    assert_eq!(f.peak.requests, 64);
+    f.assert_disconnected();
+}
+
+/// Channel requests the core refuses itself (an OpenSSH server's
+/// `keepalive@openssh.com`, want-reply) are replies like any other: the
+/// flood stops at the cap.
+#[test]
+fn channel_request_floods_are_bounded() {
+    let mut f = Flood::new(Role::Client);
+    let channel = f.victim.open_session(ChannelOptions::default()).unwrap().0;
+    f.peer_reads_all();
+    let confirm = payload(91, &[&u32be(channel), &u32be(7), &u32be(1 << 21), &u32be(32768)]);
+    assert!(f.try_send(&confirm));
+    let req = payload(98, &[&u32be(channel), &string(b"keepalive@openssh.com"), &[1]]);
+    let sent = f.flood(100_000, 0, |_| req.clone());
+    eprintln!("channel keepalives: blocked after {sent}; peak {:?}", f.peak);
+    assert!(sent < 100_000 && f.stops == 1);
+    f.peer_reads_all();
+    assert_eq!(f.flood(100_000 - sent, usize::MAX, |_| req.clone()), 100_000 - sent);
+    f.peer_reads_all();
+    assert_eq!(f.processed(), 100_001);
+    assert!(f.errors.is_empty() && f.closed.is_empty());
+}
+
+/// An adapter that ignores `wants_input` and reads on: past one packet
+/// plus 64 KiB of unprocessed input the connection closes with
+/// `InputOverflow`, a DISCONNECT and exactly one Closed.
+#[test]
+fn an_adapter_that_keeps_reading_is_cut_off() {
+    let ping = payload(192, &[&string(&[0x55; 1000])]);
+    let mut f = Flood::new(Role::Client);
+    f.flood(100_000, 0, |_| ping.clone());
+    assert!(!f.victim.wants_input());
+    f.victim.log_packets(true);
+    let err = loop {
+        f.attacker.inject_payload(&ping);
+        f.socket.extend_from_slice(f.attacker.pending_transmit());
+        f.attacker.consume_transmit(usize::MAX);
+        let chunk: Vec<u8> = f.socket.drain(..f.socket.len().min(READ)).collect();
+        if let Err(e) = f.victim.handle_input(f.now, &chunk) {
+            break e;
+        }
+        f.settle();
+    };
+    assert_eq!(err, Error::InputOverflow { limit: INPUT_LIMIT });
+    f.settle();
+    assert_eq!(f.closed, [CloseReason::Error(err)]);
+    f.assert_disconnected();
+    // Later input is ignored: no second Closed, no more output.
+    let before = f.victim.pending_transmit().len();
+    f.victim.handle_input(f.now, &f.socket.clone()).unwrap();
+    f.settle();
+    assert_eq!(f.victim.pending_transmit().len(), before);
+    assert!(!f.victim.wants_input());
+}
+
+/// Replies held while our key exchange runs (only kex messages may go out)
+/// count against the cap too. A peer that reads everything but floods us
+/// instead of answering our KEXINIT fills it with held replies alone, which
+/// only its kex messages could release: `HeldOverflow`. A peer that does
+/// not read is stopped first, and cut off the same way once it reads.
+#[test]
+fn replies_held_during_our_key_exchange_are_bounded() {
+    let req = keepalive_request();
+    let expected = CloseReason::Error(Error::HeldOverflow { limit: CAP });
+
+    let mut f = Flood::new(Role::Client);
+    f.victim.log_packets(true);
+    f.victim.rekey().unwrap();
+    f.peer_reads_all();
+    let sent = f.flood(100_000, usize::MAX, |_| req.clone());
+    eprintln!("held replies: cut off after {sent}; peak {:?}", f.peak);
+    assert!(f.peak.held >= CAP - 100, "{:?}", f.peak);
+    assert_eq!(f.closed, std::slice::from_ref(&expected));
+    f.assert_disconnected();
+
+    let mut f = Flood::new(Role::Client);
+    f.victim.log_packets(true);
+    f.victim.rekey().unwrap();
+    let sent = f.flood(100_000, 0, |_| req.clone());
+    eprintln!("held replies, never read: blocked after {sent}; peak {:?}", f.peak);
+    assert!(f.stops == 1 && f.closed.is_empty());
+    f.peer_reads_all();
+    assert_eq!(f.closed, [expected]);
+    f.assert_disconnected();
+}
+
+/// Channel data to a peer that never reads: it fills at most half the cap
+/// (one packet over); the rest waits in the channel, accepted, and the
+/// victim keeps reading (data alone never stops input). A request flood on
+/// top then stops it at the cap as usual.
+#[test]
+fn channel_data_to_a_peer_that_never_reads() {
     let mut f = Flood::new(Role::Client);
     let channel = f.victim.open_session(ChannelOptions::default()).unwrap();
-    for _ in 0..4 {
+    // A real peer accepts the channel and reads the data.
+    let mut delivered = Vec::new();
+    let exchange = |f: &mut Flood, delivered: &mut Vec<u8>| {
         let out = f.victim.pending_transmit().to_vec();
         f.victim.consume_transmit(out.len());
+        f.settle();
         f.attacker.handle_input(f.now, &out).unwrap();
         while let Some(e) = f.attacker.poll_event() {
-            if let Event::ChannelOpenRequest { channel, .. } = e {
-                f.attacker.accept_channel(channel, ChannelOptions::default()).unwrap();
+            match e {
+                Event::ChannelOpenRequest { channel, .. } => {
+                    f.attacker.accept_channel(channel, ChannelOptions::default()).unwrap()
+                }
+                Event::ChannelData { data, .. } => delivered.extend_from_slice(&data),
+                _ => {}
             }
         }
-        let back = f.attacker.pending_transmit().to_vec();
-        f.attacker.consume_transmit(back.len());
-        f.victim.handle_input(f.now, &back).unwrap();
-        f.drain();
-    }
-    let data = vec![7u8; 1 << 20];
-    let accepted = f.victim.channel_write(channel, &data).unwrap();
-    assert!(accepted > 0);
-    let queued = f.victim.pending_transmit().len();
-    assert!(queued <= CAP / 2 + 64 * 1024, "{queued} B sealed");
-    assert!(f.victim.wants_input(), "data alone never stops reading");
-    // Writing the output lets the rest out (within the peer's 2 MiB window).
-    let (mut written, mut total) = (accepted, 0);
-    for _ in 0..1000 {
-        let out = f.victim.pending_transmit().len();
-        assert!(out <= CAP / 2 + 64 * 1024, "{out} B sealed");
-        total += out;
-        f.victim.consume_transmit(out);
+        f.socket.extend_from_slice(f.attacker.pending_transmit());
+        f.attacker.consume_transmit(usize::MAX);
+        f.read();
+        !out.is_empty()
+    };
+    while exchange(&mut f, &mut delivered) {}
+    let data: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let mut written = 0;
+    while delivered.len() < data.len() {
         if written < data.len() {
-            written += f.victim.channel_write(channel, &data[written..]).unwrap();
-        } else if out == 0 {
-            break;
+            let n = (data.len() - written).min(1 << 20);
+            f.victim.channel_write(channel, &data[written..written + n]).unwrap();
+            written += n;
+        }
+        let b = f.victim.buffered();
+        assert!(b.output <= CAP / 2 + 33 * 1024, "channel data fills half the cap: {b:?}");
+        assert!(f.victim.wants_input());
+        assert!(exchange(&mut f, &mut delivered), "progress");
+    }
+    assert!(delivered == data, "every byte, in order");
+
+    // Now the peer stops reading: the data waits (the app's bytes, not
+    // the peer's), replies to a request flood fill the rest of the cap.
+    f.victim.channel_write(channel, &data).unwrap();
+    let b = f.victim.buffered();
+    assert!(b.output <= CAP / 2 + 33 * 1024 && b.channel_data >= data.len() - CAP, "{b:?}");
+    let req = keepalive_request();
+    let sent = f.flood(100_000, 0, |_| req.clone());
+    eprintln!("requests over channel data: blocked after {sent}; peak {:?}", f.peak);
+    assert!(sent < 100_000 && f.stops == 1 && f.errors.is_empty());
+}
+
+/// A healthy transfer with the smallest cap (128 KiB: two data packets at
+/// a time in the output): bulk both ways across rekeys, every byte intact.
+#[test]
+fn bulk_and_rekeys_work_with_the_smallest_cap() {
+    let mut client = ClientConfig::new("u", vec![Credential::Password("pw".into())]);
+    let mut server =
+        ServerConfig { host_keys: vec![host_key(HostKeyAlgorithm::Ed25519)], ..ServerConfig::default() };
+    for t in [&mut client.transport, &mut server.transport] {
+        t.max_queued_output = 0;
+        t.rekey.bytes = Some(300 * 1024);
+    }
+    let mut p = Pair::new(client, server, LinkConfig::fragmenting(9000), 5).unwrap();
+    let mut auth = accept_policy("pw");
+    p.on_server_event = Some(Box::new(move |conn, e| {
+        auth(conn, e);
+        if let Event::ChannelOpenRequest { channel, .. } = e {
+            conn.accept_channel(*channel, ChannelOptions::default()).unwrap();
+        }
+    }));
+    p.authenticate().unwrap();
+    p.record_transcripts(false);
+    let ch = p.client.open_session(ChannelOptions::default()).unwrap();
+    let limit = p.now + std::time::Duration::from_secs(5);
+    p.run_until(limit, |p| p.events(Role::Client).iter().any(|e| matches!(e, Event::ChannelOpened { .. })));
+    let sch = p
+        .events(Role::Server)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::ChannelOpenRequest { channel, .. } => Some(*channel),
+            _ => None,
+        })
+        .unwrap();
+    let up: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 253) as u8).collect();
+    let down: Vec<u8> = (0..2 << 20).map(|i: u32| (i % 241) as u8).collect();
+    p.client.channel_write(ch, &up).unwrap();
+    p.server.channel_write(sch, &down).unwrap();
+    p.run_idle(p.now + std::time::Duration::from_secs(120));
+    let received = |role: Role, channel| -> Vec<u8> {
+        p.events(role)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::ChannelData { channel: c, data } if *c == channel => Some(data.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    assert!(received(Role::Server, sch) == up && received(Role::Client, ch) == down);
+    assert!(p.client.stats().rekeys >= 8, "{} rekeys", p.client.stats().rekeys);
+    assert!(p.client_errors.is_empty() && p.server_errors.is_empty());
+}
+
+// ------------------------------------------- the tokio adapter, over TCP
+
+/// Writes all of `conn`'s output (blocking socket).
+fn write_out(conn: &mut Connection, sock: &mut std::net::TcpStream) {
+    use std::io::Write;
+    while !conn.pending_transmit().is_empty() {
+        let n = sock.write(conn.pending_transmit()).unwrap();
+        conn.consume_transmit(n);
+    }
+}
+
+/// A client driven by hand over a real socket: logs in to the tokio
+/// server, then sends 1000-byte PINGs without reading. Returns how many
+/// went out before TCP blocked it, and how many PONGs it read once it
+/// read again.
+fn ping_without_reading(addr: std::net::SocketAddr) -> (usize, usize) {
+    use std::io::{ErrorKind, Read, Write};
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    let now = || Timestamp::from_micros(start.elapsed().as_micros() as u64);
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_nodelay(true).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let config = ClientConfig::new("u", vec![Credential::Password("pw".into())]);
+    let mut conn = Connection::client(config, now(), [7; 32]).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut authenticated = false;
+    while !authenticated {
+        write_out(&mut conn, &mut sock);
+        let n = sock.read(&mut buf).unwrap();
+        assert!(n > 0, "the server hung up");
+        conn.handle_input(now(), &buf[..n]).unwrap();
+        while let Some(e) = conn.poll_event() {
+            match e {
+                Event::HostKey(check) => conn.accept_host_key(check.id).unwrap(),
+                Event::Authenticated { .. } => authenticated = true,
+                Event::Closed { reason } => panic!("closed: {reason}"),
+                _ => {}
+            }
         }
     }
-    assert!(total >= 1 << 20, "all of it went out ({total} B)");
+    write_out(&mut conn, &mut sock);
+    // Flood, never reading, until writes make no progress for a while.
+    sock.set_nonblocking(true).unwrap();
+    let ping = payload(192, &[&string(&[0x55; 1000])]);
+    let (mut sent, mut stalled_since) = (0, None::<Instant>);
+    loop {
+        if conn.pending_transmit().is_empty() {
+            assert!(sent < 64 * 1024, "64 MiB sent and the server still reads: no push-back");
+            conn.inject_payload(&ping);
+            sent += 1;
+        }
+        match sock.write(conn.pending_transmit()) {
+            Ok(n) => {
+                conn.consume_transmit(n);
+                stalled_since = None;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let since = *stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let blocked_at = sent;
+    // Now read everything: the server goes on, and answers every PING.
+    let mut pongs = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pongs < sent {
+        assert!(Instant::now() < deadline, "{pongs} of {sent} PONGs: stalled");
+        let mut progressed = false;
+        match sock.read(&mut buf) {
+            Ok(0) => panic!("the server hung up"),
+            Ok(n) => {
+                conn.handle_input(now(), &buf[..n]).unwrap();
+                progressed = true;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+        while let Some(e) = conn.poll_event() {
+            match e {
+                Event::Pong { .. } => pongs += 1,
+                Event::Closed { reason } => panic!("closed: {reason}"),
+                _ => {}
+            }
+        }
+        match sock.write(conn.pending_transmit()) {
+            Ok(n) => {
+                conn.consume_transmit(n);
+                progressed |= n > 0;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+        if !progressed {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let _ = sock.flush();
+    (blocked_at, pongs)
+}
+
+/// The tokio server stops reading the socket of a client that floods
+/// PINGs and never reads (TCP then blocks the client), keeps writing, and
+/// answers every PING once the client reads: push-back without deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tokio_server_pushes_back_on_a_peer_that_never_reads() {
+    use sansh::tokio::{Server, ServerOptions};
+    let config =
+        ServerConfig { host_keys: vec![host_key(HostKeyAlgorithm::Ed25519)], ..ServerConfig::default() };
+    let mut options = ServerOptions::with_authorized_keys(config, Vec::new());
+    options.auth = std::sync::Arc::new(
+        |_, method| matches!(method, sansh::AuthMethod::Password { password, .. } if password.expose() == "pw"),
+    );
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.run());
+    let (blocked_at, pongs) = tokio::task::spawn_blocking(move || ping_without_reading(addr)).await.unwrap();
+    eprintln!("tokio server: the client was blocked after {blocked_at} PINGs; {pongs} PONGs read after");
+    assert_eq!(pongs, blocked_at);
 }

@@ -267,6 +267,24 @@ impl ConnectionProtocol {
         self.live
     }
 
+    /// The peer's want-reply requests (global and channel) not yet replied to.
+    pub(crate) fn pending_requests(&self) -> usize {
+        let channels: usize = self.live_channels().map(|ch| ch.theirs.len()).sum();
+        self.incoming.len() + channels
+    }
+
+    /// Channel data the application wrote that is not sealed yet.
+    pub(crate) fn queued_data(&self) -> usize {
+        self.live_channels().map(|ch| ch.queued).sum()
+    }
+
+    fn live_channels(&self) -> impl Iterator<Item = &Channel> {
+        self.slots.iter().filter_map(|s| match s {
+            Slot::Live(ch) => Some(&**ch),
+            _ => None,
+        })
+    }
+
     // ------------------------------------------------------------ inbound
 
     /// Handles a connection-protocol message.
@@ -560,6 +578,9 @@ impl ConnectionProtocol {
         let role = self.role;
         let request_id = Self::next_id(ctx);
         let ch = self.open_channel(id, "CHANNEL_REQUEST")?;
+        if want_reply && ch.theirs.len() >= MAX_PENDING_REQUESTS {
+            return Err(Error::TooManyPendingRequests { limit: MAX_PENDING_REQUESTS });
+        }
         let channel = ChannelId(id);
         let for_app = match (&request, role) {
             (ChannelRequest::ExitStatus { status }, Role::Client) => {
@@ -594,9 +615,6 @@ impl ConnectionProtocol {
             // unknown ones): refused, as OpenSSH does.
             _ => Some(false),
         };
-        if want_reply && ch.theirs.len() >= MAX_PENDING_REQUESTS {
-            return Err(Error::TooManyPendingRequests { limit: MAX_PENDING_REQUESTS });
-        }
         match for_app {
             None => {
                 if want_reply {

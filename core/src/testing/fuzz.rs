@@ -20,9 +20,14 @@
 //!   and `Closed` after, and `poll_timeout()` is `None`;
 //! - every command on a closed connection returns `Error::Closed`;
 //! - no `Error::Internal` ever;
-//! - memory stays bounded: `pending_transmit()` stays under a fixed base plus
-//!   a small multiple of the input and of what the application wrote, and
-//!   the channel table under `max_channels`.
+//! - memory stays bounded (`Connection::buffered`): queued output
+//!   (`pending_transmit()` plus messages held for a key exchange) stays
+//!   under the smaller of a fixed base plus a small multiple of the input
+//!   and the documented absolute bound (`max_queued_output` +
+//!   `max_packet_len` + 1 KiB), plus a multiple of what the application
+//!   sent; unprocessed input under 512 KiB; the peer's requests awaiting
+//!   replies under 64 per connection and per channel; the channel table
+//!   under `max_channels`.
 
 use std::collections::VecDeque;
 
@@ -644,6 +649,17 @@ const OUTPUT_PER_INPUT: u64 = 4;
 const OUTPUT_PER_TICK: u64 = 4096;
 /// Output a command may cause besides the data it writes.
 const OUTPUT_PER_COMMAND: u64 = 4096;
+/// Unprocessed input a connection may hold: the limit while a host key
+/// decision pauses it (the largest), or a partial packet plus one read.
+const INPUT_BOUND: usize = 512 * 1024 + 1024;
+/// The peer's want-reply requests awaiting replies, per connection and per channel.
+const REQUESTS_PER_QUEUE: usize = 64;
+
+/// The documented bound on the output a peer can make us queue.
+fn output_limit(t: &crate::config::TransportConfig) -> u64 {
+    let cap = t.max_queued_output.max(crate::transport::MIN_QUEUED_OUTPUT);
+    (cap + t.max_packet_len.max(35_000) as usize + 1024) as u64
+}
 
 fn base_client() -> &'static ClientConfig {
     static BASE: std::sync::OnceLock<ClientConfig> = std::sync::OnceLock::new();
@@ -759,10 +775,12 @@ pub struct Watch {
     /// Output the application's commands and timers may cause.
     allowance: u64,
     max_channels: usize,
+    /// `output_limit` of the connection's config.
+    output_limit: u64,
 }
 
 impl Watch {
-    fn new(max_channels: usize) -> Self {
+    fn new(max_channels: usize, transport: &crate::config::TransportConfig) -> Self {
         Watch {
             closed_events: 0,
             pending_after_close: None,
@@ -770,6 +788,7 @@ impl Watch {
             input: 0,
             allowance: 0,
             max_channels,
+            output_limit: output_limit(transport),
         }
     }
 
@@ -830,13 +849,20 @@ impl Watch {
             let state = if pending == 0 { State::Closed } else { State::Closing };
             assert_eq!(conn.state(), state, "state after close with {pending} bytes pending");
         }
-        let bound = OUTPUT_BASE + OUTPUT_PER_INPUT * self.input + 2 * self.allowance;
+        // Linear in the input for small inputs (no amplification), and
+        // never past the absolute bound whatever the peer sends.
+        let b = conn.buffered();
+        let queued = (b.output + b.held) as u64;
+        let peer = (OUTPUT_BASE + OUTPUT_PER_INPUT * self.input).min(self.output_limit);
+        let bound = peer + 2 * self.allowance;
         assert!(
-            pending as u64 <= bound,
-            "output {pending} bytes over the bound {bound} (input {}, allowance {})",
+            queued <= bound,
+            "output {queued} bytes over the bound {bound} (input {}, allowance {}): {b:?}",
             self.input,
             self.allowance
         );
+        assert!(b.input <= INPUT_BOUND, "unprocessed input over the bound: {b:?}");
+        assert!(b.requests <= REQUESTS_PER_QUEUE * (1 + b.channels), "requests over the bound: {b:?}");
         assert!(conn.channel_count() <= self.max_channels, "more channels than max_channels");
     }
 }
@@ -1352,20 +1378,19 @@ pub struct Summary {
 pub fn single_connection(role: Role, data: &[u8]) -> Summary {
     let mut b = Bytes::new(data);
     let flags = b.u8();
-    let (mut conn, max_channels) = match role {
+    let (mut conn, mut w) = match role {
         Role::Client => {
             let c = fuzz_client_config(flags);
-            let max = c.max_channels;
-            (Connection::client(c, Timestamp::ZERO, CLIENT_SEED).expect("valid config"), max)
+            let w = Watch::new(c.max_channels, &c.transport);
+            (Connection::client(c, Timestamp::ZERO, CLIENT_SEED).expect("valid config"), w)
         }
         Role::Server => {
             let s = fuzz_server_config(flags);
-            let max = s.max_channels;
-            (Connection::server(s, Timestamp::ZERO, SERVER_SEED).expect("valid config"), max)
+            let w = Watch::new(s.max_channels, &s.transport);
+            (Connection::server(s, Timestamp::ZERO, SERVER_SEED).expect("valid config"), w)
         }
     };
     let mut app = App::new(role, flags);
-    let mut w = Watch::new(max_channels);
     let mut now = Timestamp::ZERO;
     let mut hold = false;
     app.drain(&mut conn, &mut w);
@@ -1494,12 +1519,12 @@ impl Duo {
         let preauth = flags & 0x10 != 0;
         let (cc, sc) = post_auth_configs(flags);
         let mut client = Side {
-            w: Watch::new(cc.max_channels),
+            w: Watch::new(cc.max_channels, &cc.transport),
             conn: Connection::client(cc, Timestamp::ZERO, CLIENT_SEED).expect("valid config"),
             app: App::new(Role::Client, flags & 0x80),
         };
         let mut server = Side {
-            w: Watch::new(sc.max_channels),
+            w: Watch::new(sc.max_channels, &sc.transport),
             conn: Connection::server(sc, Timestamp::ZERO, SERVER_SEED).expect("valid config"),
             app: App::new(Role::Server, flags & 0x80),
         };
@@ -1984,7 +2009,7 @@ impl RecordingClient {
     /// A fresh client; its version line and KEXINIT are in `output()`.
     pub fn new(flags: u8) -> Self {
         let c = fuzz_client_config(flags);
-        let w = Watch::new(c.max_channels);
+        let w = Watch::new(c.max_channels, &c.transport);
         let mut conn = Connection::client(c, Timestamp::ZERO, CLIENT_SEED).expect("valid config");
         conn.log_packets(true);
         let mut side = Side { conn, app: App::new(Role::Client, flags), w };
@@ -2061,12 +2086,12 @@ pub fn record_session(flags: u8) -> Recording {
     let c = fuzz_client_config(flags);
     let s = fuzz_server_config(flags);
     let mut client = Side {
-        w: Watch::new(c.max_channels),
+        w: Watch::new(c.max_channels, &c.transport),
         conn: Connection::client(c, Timestamp::ZERO, CLIENT_SEED).expect("valid config"),
         app: App::new(Role::Client, flags),
     };
     let mut server = Side {
-        w: Watch::new(s.max_channels),
+        w: Watch::new(s.max_channels, &s.transport),
         conn: Connection::server(s, Timestamp::ZERO, SERVER_SEED).expect("valid config"),
         app: App::new(Role::Server, flags),
     };

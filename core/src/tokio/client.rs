@@ -449,15 +449,22 @@ pub(crate) async fn collect_exec(
     command: &str,
     stdin: &[u8],
 ) -> Result<ExecOutput, ClientError> {
+    // The stderr reader exists before the command starts: stderr that
+    // arrives with the exec reply is kept, not discarded as unread.
+    let err = ch.stderr();
     ch.exec(command).await?;
-    collect_output(ch, stdin).await
+    collect_output(ch, err, stdin).await
 }
 
 /// Feeds `stdin` to a channel whose command has started, and collects
-/// stdout, stderr and the exit status.
-pub(crate) async fn collect_output(mut ch: Channel, stdin: &[u8]) -> Result<ExecOutput, ClientError> {
+/// stdout, stderr (from `err`, taken before the command started) and the
+/// exit status.
+pub(crate) async fn collect_output(
+    mut ch: Channel,
+    mut err: super::ChannelStderr,
+    stdin: &[u8],
+) -> Result<ExecOutput, ClientError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut err = ch.stderr();
     if !stdin.is_empty() {
         ch.write_all(stdin).await?;
     }

@@ -403,10 +403,11 @@ impl Pool {
         loop {
             tries += 1;
             let PooledSession { channel, _lease: lease } = self.get(target).await?;
+            let err = channel.stderr();
             match channel.exec(command).await {
                 Ok(()) => {
                     // Consumes (and so closes) the channel before the lease goes back.
-                    let out = super::client::collect_output(channel, &[]).await;
+                    let out = super::client::collect_output(channel, err, &[]).await;
                     drop(lease);
                     return out;
                 }

@@ -100,6 +100,7 @@ pub struct ReconnectingClient {
     shared: Arc<Shared>,
     task: JoinHandle<()>,
     forwards: Vec<JoinHandle<()>>,
+    first_events: Mutex<Option<broadcast::Receiver<ReconnectEvent>>>,
 }
 
 impl ReconnectingClient {
@@ -117,7 +118,9 @@ impl ReconnectingClient {
             ka.probe_interval = Some(Duration::from_secs(15));
             ka.probe_count_max = 3;
         }
-        let (events, _) = broadcast::channel(64);
+        // The first `events()` gets this receiver, so it sees everything
+        // from the start (a quick first Connected included).
+        let (events, first) = broadcast::channel(64);
         let shared = Arc::new(Shared {
             current: watch::channel(Ok(None)).0,
             events,
@@ -126,12 +129,14 @@ impl ReconnectingClient {
             live: Mutex::new(Vec::new()),
         });
         let task = tokio::spawn(run(shared.clone(), host.to_owned(), port, options, config));
-        ReconnectingClient { shared, task, forwards: Vec::new() }
+        ReconnectingClient { shared, task, forwards: Vec::new(), first_events: Mutex::new(Some(first)) }
     }
 
-    /// Subscribes to the events from now on.
+    /// Subscribes to the events: the first call gets every event since
+    /// `start`, later calls those from then on.
     pub fn events(&self) -> broadcast::Receiver<ReconnectEvent> {
-        self.shared.events.subscribe()
+        let first = self.first_events.lock().unwrap_or_else(|p| p.into_inner()).take();
+        first.unwrap_or_else(|| self.shared.events.subscribe())
     }
 
     /// The connected client, waiting while (re)connecting; an error once

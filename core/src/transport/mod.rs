@@ -78,6 +78,19 @@ impl Shared {
 /// Bytes buffered while the application decides on the host key. A
 /// well-behaved server sends at most NEWKEYS and EXT_INFO in that time.
 const PAUSED_INPUT_LIMIT: usize = 512 * 1024;
+/// Input buffered past one whole packet while input waits for our output
+/// to drain: what an adapter that stopped reading may still have had in
+/// hand. Past `max_packet_len` + this, the peer is cut off.
+const STOPPED_INPUT_SLACK: usize = 64 * 1024;
+/// What a message held for a key exchange counts against the output cap
+/// besides its payload: once sealed it gains framing, padding and tag (at
+/// most 40 bytes), and while held it costs its own allocation.
+const HELD_OVERHEAD: usize = 64;
+/// Smallest `max_queued_output` used. Channel data is sealed only under
+/// half of it, a packet (32 KiB) at a time, so data alone stays under
+/// 97 KiB: never at the cap, which would stop input (and two sansh peers
+/// sending bulk to each other would then both stop reading).
+pub(crate) const MIN_QUEUED_OUTPUT: usize = 128 * 1024;
 /// Buffers larger than this are released when they empty (idle connections
 /// should cost little memory; a bulk transfer regrows them in a few steps).
 const SHRINK_ABOVE: usize = 16 * 1024;
@@ -161,9 +174,15 @@ pub(crate) struct Output {
     /// Between our KEXINIT and our NEWKEYS: only kex messages and DISCONNECT go out.
     holding: bool,
     held: VecDeque<Vec<u8>>,
-    /// Payload bytes in `held`.
-    held_bytes: usize,
-    /// `TransportConfig::max_queued_output`.
+    /// What `held` counts against the cap: payloads plus `HELD_OVERHEAD` each.
+    held_cost: usize,
+    /// The part of `held_cost` that answers the peer (sent while
+    /// `replying`), as opposed to what our application sent meanwhile.
+    held_replies: usize,
+    /// Set while inbound packets are processed: what is sent then is the
+    /// peer's doing.
+    pub(crate) replying: bool,
+    /// `TransportConfig::max_queued_output` (at least `MIN_QUEUED_OUTPUT`).
     pub(crate) max_queued: usize,
     /// Channel data waits because the output reached half of `max_queued`.
     pub(crate) data_blocked: bool,
@@ -188,22 +207,34 @@ impl Output {
         &self.buf[self.sent..]
     }
 
-    /// Whether input processing must wait for the output to drain. Only
-    /// sealed bytes count: those the adapter can write, so a stopped
-    /// connection always has something to write (it cannot stall). Held
-    /// payloads are bounded separately (`held_overflow`).
-    pub(crate) fn backed_up(&self) -> bool {
-        self.pending().len() >= self.max_queued
+    /// Output queued and not yet written: sealed bytes plus what the held
+    /// messages will cost. This is what `max_queued_output` caps.
+    pub(crate) fn queued(&self) -> usize {
+        self.pending().len() + self.held_cost
     }
 
-    /// Replies held for a key exchange past the cap: only a flood does that.
-    pub(crate) fn held_overflow(&self) -> bool {
-        self.held_bytes > self.max_queued
+    /// Bytes of messages held for our key exchange (see `held_cost`).
+    pub(crate) fn held(&self) -> usize {
+        self.held_cost
     }
 
-    /// Whether channel data may be sealed now (under half the cap).
+    /// At or over the cap: input processing must wait.
+    fn backed_up(&self) -> bool {
+        self.queued() >= self.max_queued
+    }
+
+    /// Input that waited may go on: under half the cap (hysteresis, so the
+    /// connection does not stop and start at every packet), or nothing left
+    /// to write (only held replies, which only input can release).
+    pub(crate) fn drained(&self) -> bool {
+        self.queued() < self.max_queued / 2 || self.pending().is_empty()
+    }
+
+    /// Whether channel data may be sealed now: under half the cap, so data
+    /// alone never stops input (two bulk senders cannot deadlock) and the
+    /// other half is left for replies.
     pub(crate) fn data_room(&self) -> bool {
-        self.pending().len() < self.max_queued / 2
+        self.queued() < self.max_queued / 2
     }
 
     /// Marks `n` pending bytes as written.
@@ -229,7 +260,11 @@ impl Output {
         }
         let n = payload[0];
         if self.holding && !(MessageClass::of(n) == MessageClass::Kex || n == msg::DISCONNECT) {
-            self.held_bytes += payload.len();
+            let cost = payload.len() + HELD_OVERHEAD;
+            self.held_cost += cost;
+            if self.replying {
+                self.held_replies += cost;
+            }
             self.held.push_back(payload.to_vec());
         } else {
             self.seal(payload, rng);
@@ -276,8 +311,9 @@ impl Output {
 
     fn release_held(&mut self, rng: &mut Rng) {
         self.holding = false;
+        self.held_replies = 0;
         while let Some(p) = self.held.pop_front() {
-            self.held_bytes -= p.len();
+            self.held_cost -= p.len() + HELD_OVERHEAD;
             self.seal(&p, rng);
         }
     }
@@ -336,8 +372,8 @@ pub(crate) struct Transport {
     role: Role,
     config: TransportConfig,
     /// Input is left unprocessed until our output drains (see
-    /// `TransportConfig::max_queued_output`).
-    pub(crate) output_stopped: bool,
+    /// `TransportConfig::max_queued_output` and `input_must_wait`).
+    output_stopped: bool,
     host_keys: Vec<HostKey>,
     /// Server: the user-key signature algorithms announced in EXT_INFO.
     server_sig_algs: Vec<crate::keys::SignatureAlgorithm>,
@@ -398,7 +434,7 @@ impl Transport {
         }
         let our_version = format!("SSH-2.0-{sv}");
         let max_packet_len = config.max_packet_len.max(35_000);
-        let max_queued = config.max_queued_output.max(64 * 1024);
+        let max_queued = config.max_queued_output.max(MIN_QUEUED_OUTPUT);
         let mut t = Transport {
             role,
             output_stopped: false,
@@ -420,7 +456,9 @@ impl Transport {
                 sealer: Sealer::new(),
                 holding: false,
                 held: VecDeque::new(),
-                held_bytes: 0,
+                held_cost: 0,
+                held_replies: 0,
+                replying: false,
                 max_queued,
                 data_blocked: false,
                 closed: false,
@@ -516,14 +554,48 @@ impl Transport {
         if self.peer_version.is_none() {
             return buffered > 0;
         }
-        // While paused the buffer holds whole packets we have not looked at
-        // yet; an EOF then is a plain hang-up, not a cut packet.
-        !self.input.paused && self.input.opener.mid_packet(buffered)
+        // While paused (or waiting for our output to drain) the buffer
+        // holds whole packets we have not looked at yet; an EOF then is a
+        // plain hang-up, not a cut packet.
+        !self.input.paused && !self.output_stopped && self.input.opener.mid_packet(buffered)
     }
 
     /// Received bytes not processed yet.
     pub(crate) fn buffered(&self) -> usize {
         self.input.buffered()
+    }
+
+    /// Whether input processing waits for our output to drain (the memory
+    /// bound, `TransportConfig::max_queued_output`).
+    pub(crate) fn output_stopped(&self) -> bool {
+        self.output_stopped
+    }
+
+    /// Checked before each inbound packet: whether processing must wait
+    /// for our output to drain. It stops at the cap and goes on once
+    /// `drained`. Stopping needs something to write, or the wait would
+    /// never end. With nothing to write the cap is all held messages, which
+    /// only the peer's kex messages can release: if the peer's own replies
+    /// fill it, it flooded us instead of finishing the exchange (an
+    /// error); if our application's messages do, processing goes on.
+    pub(crate) fn input_must_wait(&mut self) -> Result<bool, Error> {
+        if self.output_stopped && self.output.drained() {
+            self.output_stopped = false;
+        }
+        if !self.output_stopped && self.output.backed_up() {
+            if !self.output.pending().is_empty() {
+                self.output_stopped = true;
+            } else if self.output.held_replies >= self.output.max_queued {
+                return Err(Error::HeldOverflow { limit: self.output.max_queued });
+            }
+        }
+        Ok(self.output_stopped)
+    }
+
+    /// Unprocessed input allowed while processing waits for our output:
+    /// one whole packet plus `STOPPED_INPUT_SLACK`.
+    fn stopped_input_limit(&self) -> usize {
+        self.config.max_packet_len.max(35_000) as usize + STOPPED_INPUT_SLACK
     }
 
     // ---------------------------------------------------------------- inputs
@@ -542,10 +614,17 @@ impl Transport {
 
     fn check_paused_limit(&self) -> Result<(), Error> {
         // Also while input waits for our output to drain: an adapter that
-        // keeps reading may buffer this much, then the peer is cut off.
-        let waiting = self.input.paused || self.output_stopped;
-        if waiting && self.input.buffered() > PAUSED_INPUT_LIMIT {
-            return Err(Error::InputOverflow { limit: PAUSED_INPUT_LIMIT });
+        // keeps reading (ignoring `wants_input`) may buffer a packet and a
+        // bit, then the peer is cut off.
+        let limit = if self.input.paused {
+            PAUSED_INPUT_LIMIT
+        } else if self.output_stopped {
+            self.stopped_input_limit()
+        } else {
+            return Ok(());
+        };
+        if self.input.buffered() > limit {
+            return Err(Error::InputOverflow { limit });
         }
         Ok(())
     }
@@ -1283,7 +1362,13 @@ impl Transport {
         }
         self.output.closed = true;
         self.output.held.clear();
-        self.output.held_bytes = 0;
+        self.output.held_cost = 0;
+        self.output.held_replies = 0;
+        // Nothing more is processed: what the peer sent is dropped with
+        // the connection (an overflowing input must not stay allocated).
+        self.input.buf = Vec::new();
+        self.input.start = 0;
+        self.input.end = 0;
         self.input.paused = true;
         self.kex_deadline = None;
         self.rekey_deadline = None;

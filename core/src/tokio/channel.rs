@@ -297,34 +297,66 @@ impl AsyncRead for Channel {
     }
 }
 
+/// Which outbound stream of a channel a writer fills.
+#[derive(Copy, Clone)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn buf(self, s: &mut ChanState) -> &mut Vec<u8> {
+        match self {
+            Stream::Stdout => &mut s.out,
+            Stream::Stderr => &mut s.out_stderr,
+        }
+    }
+}
+
+/// `poll_write` of both writers: queue what fits under `WRITE_LIMIT`.
+fn poll_write_stream(
+    state: &ChanRef,
+    shared: &TaskShared,
+    stream: Stream,
+    cx: &mut Context<'_>,
+    data: &[u8],
+) -> Poll<io::Result<usize>> {
+    let mut s = lock(state);
+    if s.closed.is_some() || s.close_sent || s.want_close || s.want_eof {
+        return Poll::Ready(Err(closed_error(&s)));
+    }
+    let in_flight = s.out.len() + s.out_stderr.len() + s.core_pending;
+    if in_flight >= WRITE_LIMIT {
+        s.write_waker = Some(cx.waker().clone());
+        return Poll::Pending;
+    }
+    let n = data.len().min(WRITE_LIMIT - in_flight);
+    stream.buf(&mut s).extend_from_slice(&data[..n]);
+    drop(s);
+    shared.notify.notify_one();
+    Poll::Ready(Ok(n))
+}
+
+/// `poll_flush` of both writers: ready once the stream is handed to the core.
+fn poll_flush_stream(state: &ChanRef, stream: Stream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    let mut s = lock(state);
+    if stream.buf(&mut s).is_empty() && s.core_pending == 0 {
+        return Poll::Ready(Ok(()));
+    }
+    if s.closed.is_some() {
+        return Poll::Ready(Err(closed_error(&s)));
+    }
+    s.write_waker = Some(cx.waker().clone());
+    Poll::Pending
+}
+
 impl AsyncWrite for Channel {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let mut s = lock(&self.state);
-        if s.closed.is_some() || s.close_sent || s.want_close || s.want_eof {
-            return Poll::Ready(Err(closed_error(&s)));
-        }
-        let in_flight = s.out.len() + s.out_stderr.len() + s.core_pending;
-        if in_flight >= WRITE_LIMIT {
-            s.write_waker = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        let n = data.len().min(WRITE_LIMIT - in_flight);
-        s.out.extend_from_slice(&data[..n]);
-        drop(s);
-        self.shared.notify.notify_one();
-        Poll::Ready(Ok(n))
+        poll_write_stream(&self.state, &self.shared, Stream::Stdout, cx, data)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut s = lock(&self.state);
-        if s.out.is_empty() && s.core_pending == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        if s.closed.is_some() {
-            return Poll::Ready(Err(closed_error(&s)));
-        }
-        s.write_waker = Some(cx.waker().clone());
-        Poll::Pending
+        poll_flush_stream(&self.state, Stream::Stdout, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -335,32 +367,11 @@ impl AsyncWrite for Channel {
 
 impl AsyncWrite for ChannelStderr {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let mut s = lock(&self.state);
-        if s.closed.is_some() || s.close_sent || s.want_close || s.want_eof {
-            return Poll::Ready(Err(closed_error(&s)));
-        }
-        let in_flight = s.out.len() + s.out_stderr.len() + s.core_pending;
-        if in_flight >= WRITE_LIMIT {
-            s.write_waker = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        let n = data.len().min(WRITE_LIMIT - in_flight);
-        s.out_stderr.extend_from_slice(&data[..n]);
-        drop(s);
-        self.shared.notify.notify_one();
-        Poll::Ready(Ok(n))
+        poll_write_stream(&self.state, &self.shared, Stream::Stderr, cx, data)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut s = lock(&self.state);
-        if s.out_stderr.is_empty() && s.core_pending == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        if s.closed.is_some() {
-            return Poll::Ready(Err(closed_error(&s)));
-        }
-        s.write_waker = Some(cx.waker().clone());
-        Poll::Pending
+        poll_flush_stream(&self.state, Stream::Stderr, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

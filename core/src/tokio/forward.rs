@@ -1,5 +1,6 @@
 //! Port forwarding: local (`ssh -L`) and remote (`ssh -R`).
 
+use std::future::Future;
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
@@ -58,6 +59,50 @@ impl RemoteForward {
     }
 }
 
+/// Accepts on `listener` and carries each TCP connection through the
+/// channel `open(host, peer)` gives (`ssh -L`), while `alive()`.
+pub(crate) fn serve_local_forward<F, Fut, A>(
+    listener: TcpListener,
+    host: String,
+    port: u16,
+    open: F,
+    alive: A,
+) -> JoinHandle<()>
+where
+    F: Fn(String, SocketAddr) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<super::Channel, ClientError>> + Send + 'static,
+    A: Fn() -> bool + Send + 'static,
+{
+    let local_addr = listener.local_addr().ok();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("local forward {local_addr:?}: accept: {e}");
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let opening = open(host.clone(), peer);
+            let host = host.clone();
+            tokio::spawn(async move {
+                match opening.await {
+                    Ok(mut ch) => {
+                        if let Err(e) = tokio::io::copy_bidirectional(&mut tcp, &mut ch).await {
+                            tracing::debug!("local forward {peer} -> {host}:{port}: {e}");
+                        }
+                    }
+                    Err(e) => tracing::warn!("local forward {peer} -> {host}:{port}: {e}"),
+                }
+            });
+            if !alive() {
+                return;
+            }
+        }
+    })
+}
+
 impl Client {
     /// `ssh -L listen:host:port`: listens on `listen` and carries each
     /// connection through the server to `host:port`.
@@ -69,33 +114,13 @@ impl Client {
     ) -> Result<LocalForward, ClientError> {
         let listener = TcpListener::bind(listen).await?;
         let local_addr = listener.local_addr()?;
-        let client = self.clone();
-        let host = host.to_owned();
-        let accept = tokio::spawn(async move {
-            loop {
-                let (mut tcp, peer) = match listener.accept().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!("local forward {local_addr}: accept: {e}");
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let (conn, host) = (client.clone(), host.clone());
-                tokio::spawn(async move {
-                    match conn.open_direct_tcpip(&host, port, peer).await {
-                        Ok(mut ch) => {
-                            if let Err(e) = tokio::io::copy_bidirectional(&mut tcp, &mut ch).await {
-                                tracing::debug!("local forward {peer} -> {host}:{port}: {e}");
-                            }
-                        }
-                        Err(e) => tracing::warn!("local forward {peer} -> {host}:{port}: {e}"),
-                    }
-                });
-                if client.close_reason().is_some() {
-                    return;
-                }
-            }
+        let (client, watch) = (self.clone(), self.clone());
+        let open = move |host: String, peer| {
+            let client = client.clone();
+            async move { client.open_direct_tcpip(&host, port, peer).await }
+        };
+        let accept = serve_local_forward(listener, host.to_owned(), port, open, move || {
+            watch.close_reason().is_none()
         });
         Ok(LocalForward { local_addr, accept })
     }

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use super::forward::serve_local_forward;
 use super::{Client, ClientError, ClientOptions, ExecOutput, RemoteForward, os_seed};
 use crate::{CloseReason, GiveUpReason, Reconnect, ReconnectAction, ReconnectConfig, Timestamp};
 
@@ -161,34 +162,13 @@ impl ReconnectingClient {
     ) -> Result<SocketAddr, ClientError> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let (shared, host) = (self.shared.clone(), host.to_owned());
-        self.forwards.push(tokio::spawn(async move {
-            loop {
-                let (mut tcp, peer) = match listener.accept().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!("local forward {addr}: accept: {e}");
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let (shared, host) = (shared.clone(), host.clone());
-                tokio::spawn(async move {
-                    let opened = match current(&shared).await {
-                        Ok(client) => client.open_direct_tcpip(&host, port, peer).await,
-                        Err(e) => Err(e),
-                    };
-                    match opened {
-                        Ok(mut ch) => {
-                            if let Err(e) = tokio::io::copy_bidirectional(&mut tcp, &mut ch).await {
-                                tracing::debug!("local forward {peer} -> {host}:{port}: {e}");
-                            }
-                        }
-                        Err(e) => tracing::warn!("local forward {peer} -> {host}:{port}: {e}"),
-                    }
-                });
-            }
-        }));
+        let shared = self.shared.clone();
+        let open = move |host: String, peer| {
+            let shared = shared.clone();
+            async move { current(&shared).await?.open_direct_tcpip(&host, port, peer).await }
+        };
+        // The listener outlives connections: it stops only when dropped.
+        self.forwards.push(serve_local_forward(listener, host.to_owned(), port, open, || true));
         Ok(addr)
     }
 

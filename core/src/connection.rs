@@ -1044,6 +1044,9 @@ impl Connection {
             };
             self.proto.consumed(*channel, data.len(), &mut ctx);
         }
+        if let Event::ChannelClosed { channel, .. } | Event::ChannelOpenFailed { channel, .. } = &event {
+            self.proto.retire(*channel);
+        }
         Some(event)
     }
 

@@ -214,6 +214,11 @@ pub enum Error {
     /// A command named a channel that does not exist (or is closed).
     #[error("no channel {channel}")]
     UnknownChannel { channel: u32 },
+    /// A command named a channel that has already ended (the peer closed it
+    /// or refused to open it); the `ChannelClosed` / `ChannelOpenFailed`
+    /// event for it is still waiting to be polled.
+    #[error("channel {channel} is closed")]
+    ChannelClosed { channel: u32 },
     /// The channel table is full.
     #[error("too many channels (at most {max})")]
     TooManyChannels { max: usize },
@@ -250,6 +255,7 @@ impl Error {
             | Error::InvalidState { .. }
             | Error::UnknownId { .. }
             | Error::UnknownChannel { .. }
+            | Error::ChannelClosed { .. }
             | Error::TooManyChannels { .. }
             | Error::Closed
             | Error::UnsupportedHostKey { .. }
@@ -270,6 +276,7 @@ impl Error {
                 | Error::InvalidState { .. }
                 | Error::UnknownId { .. }
                 | Error::UnknownChannel { .. }
+                | Error::ChannelClosed { .. }
                 | Error::TooManyChannels { .. }
                 | Error::Closed
                 | Error::Internal { .. }

@@ -142,6 +142,41 @@ fn exec_session_with_stdout_stderr_and_exit() {
 }
 
 #[test]
+fn a_channel_number_is_not_reused_before_the_application_saw_it_close() {
+    let mut p = default_pair(12);
+    let ch = p.client.open_session(ChannelOptions::default()).unwrap();
+    assert!(p.run_until(limit(&p, 5), |p| {
+        p.events(Role::Client).iter().any(|e| matches!(e, Event::ChannelOpened { .. }))
+    }));
+    let server_ch = server_channel_for(&p, 0);
+    p.server.channel_close(server_ch).unwrap();
+    // Deliver the server's CLOSE by hand, without polling the client's events
+    // (an adapter that reads the exec reply and the close in one segment).
+    let bytes = p.server.pending_transmit().to_vec();
+    p.server.consume_transmit(bytes.len());
+    p.client.handle_input(p.now, &bytes).unwrap();
+    let err = p.client.channel_write(ch, b"late").unwrap_err();
+    assert_eq!(err, Error::ChannelClosed { channel: ch.0 }, "{err}");
+    assert_eq!(p.client.channel_eof(ch).unwrap_err(), Error::ChannelClosed { channel: ch.0 });
+    // Its number stays taken while the ChannelClosed event is unread.
+    let other = p.client.open_session(ChannelOptions::default()).unwrap();
+    assert_ne!(other, ch);
+    let mut closed = Vec::new();
+    while let Some(e) = p.client.poll_event() {
+        if let Event::ChannelClosed { channel, .. } = e {
+            closed.push(channel);
+        }
+    }
+    assert_eq!(closed, vec![ch]);
+    // Once seen, the number is free again, and an unknown id is told apart.
+    assert_eq!(p.client.open_session(ChannelOptions::default()).unwrap(), ch);
+    assert_eq!(
+        p.client.channel_write(ChannelId(99), b"x").unwrap_err(),
+        Error::UnknownChannel { channel: 99 }
+    );
+}
+
+#[test]
 fn session_requests_reach_the_server_intact() {
     let mut p = default_pair(2);
     let ch = p.client.open_session(ChannelOptions::default()).unwrap();

@@ -177,8 +177,13 @@ impl Driver {
                         failed = Some("exec refused".into());
                         return Flow::Done;
                     }
-                    conn.channel_write(ch, &stdin).expect("write stdin");
-                    conn.channel_eof(ch).expect("eof");
+                    // A command that needs no stdin may have exited (and its
+                    // channel closed) in the same read as the exec reply.
+                    let sent = conn.channel_write(ch, &stdin).and_then(|_| conn.channel_eof(ch));
+                    match sent {
+                        Ok(()) | Err(sansh::Error::ChannelClosed { .. }) => {}
+                        Err(e) => panic!("write stdin: {e}"),
+                    }
                 }
                 Event::ChannelData { channel, data } if *channel == ch => out.stdout.extend_from_slice(data),
                 Event::ChannelExtendedData { channel, data, .. } if *channel == ch => {

@@ -143,11 +143,16 @@ impl Channel {
 }
 
 /// A channel-table slot. `Closed` remembers that a number was used, so that
-/// a late or duplicate message for it gets a precise error.
+/// a late or duplicate message for it gets a precise error. `Ended` is a
+/// channel that has finished while the event saying so (`ChannelClosed` or
+/// `ChannelOpenFailed`) still waits in the queue: its number is not reused
+/// until the application has polled that event, so a late event can never be
+/// read as news about a newer channel with the same number.
 #[derive(Debug)]
 enum Slot {
     Free,
     Closed,
+    Ended,
     Live(Box<Channel>),
 }
 
@@ -213,7 +218,7 @@ impl ConnectionProtocol {
         if self.live >= self.max_channels {
             return None;
         }
-        let idx = match self.slots.iter().position(|s| !matches!(s, Slot::Live(_))) {
+        let idx = match self.slots.iter().position(|s| matches!(s, Slot::Free | Slot::Closed)) {
             Some(i) => i,
             None => {
                 self.slots.push(Slot::Free);
@@ -227,8 +232,16 @@ impl ConnectionProtocol {
 
     fn release(&mut self, id: u32) {
         if let Some(slot @ Slot::Live(_)) = self.slots.get_mut(id as usize) {
-            *slot = Slot::Closed;
+            *slot = Slot::Ended;
             self.live -= 1;
+        }
+    }
+
+    /// The application has seen that channel `id` ended: its number may be
+    /// reused from now on.
+    pub(crate) fn retire(&mut self, id: ChannelId) {
+        if let Some(slot @ Slot::Ended) = self.slots.get_mut(id.0 as usize) {
+            *slot = Slot::Closed;
         }
     }
 
@@ -236,7 +249,9 @@ impl ConnectionProtocol {
     fn peer_channel(&mut self, id: u32, what: &str) -> Result<&mut Channel, Error> {
         match self.slots.get_mut(id as usize) {
             Some(Slot::Live(ch)) => Ok(ch),
-            Some(Slot::Closed) => Err(violation(id, format!("{what} for a channel that is already closed"))),
+            Some(Slot::Closed | Slot::Ended) => {
+                Err(violation(id, format!("{what} for a channel that is already closed")))
+            }
             _ => Err(violation(id, format!("{what} for a channel that does not exist"))),
         }
     }
@@ -244,6 +259,9 @@ impl ConnectionProtocol {
     fn channel(&mut self, id: ChannelId) -> Result<&mut Channel, Error> {
         match self.slots.get_mut(id.0 as usize) {
             Some(Slot::Live(ch)) => Ok(ch),
+            // The peer closed it (or refused to open it) and the application
+            // has not read that event yet: say so, not "no such channel".
+            Some(Slot::Ended) => Err(Error::ChannelClosed { channel: id.0 }),
             _ => Err(Error::UnknownChannel { channel: id.0 }),
         }
     }

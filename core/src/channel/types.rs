@@ -5,7 +5,8 @@ use core::fmt;
 use crate::wire::{DecodeError, Reader, Writer};
 
 /// A channel, named by our local channel number. Numbers are reused only
-/// after both sides' CHANNEL_CLOSE have passed.
+/// after both sides' CHANNEL_CLOSE have passed and the application has polled
+/// the `ChannelClosed` (or `ChannelOpenFailed`) event.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelId(pub u32);
 

@@ -28,6 +28,11 @@
 //! (`seal-open`, `kex`, `bulk`).
 
 use std::cell::Cell;
+
+use chacha20::ChaCha20Legacy;
+use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+use poly1305::Poly1305;
+use poly1305::universal_hash::KeyInit;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -214,6 +219,10 @@ impl SanshLink {
     }
 }
 
+/// Packets from this size take RustCrypto's chacha20 + poly1305, as in
+/// sansh (`transport::cipher::BULK_PACKET`): the faster construction there.
+const CHACHA_BULK_PACKET: usize = 8 * 1024;
+
 /// One direction of the raw AEAD: PROTOCOL.chacha20poly1305 or RFC 5647.
 enum RawCipher {
     // Boxed and from ring, as in sansh's PacketCipher.
@@ -236,6 +245,17 @@ impl RawCipher {
         }
     }
 
+    /// K_2's cipher for packet `seq` after the Poly1305 key block, and that key
+    /// (the RustCrypto construction sansh uses for packets of 8 KiB and more).
+    fn chacha_main(seq: u32) -> (ChaCha20Legacy, Poly1305) {
+        let nonce = u64::from(seq).to_be_bytes();
+        let mut cipher = ChaCha20Legacy::new(&[0x11; 32].into(), &nonce.into());
+        let mut poly_key = [0u8; 32];
+        cipher.apply_keystream(&mut poly_key);
+        cipher.seek(64u64);
+        (cipher, Poly1305::new(&poly_key.into()))
+    }
+
     fn gcm_nonce(seq: u32) -> Nonce {
         let mut n = [0x55u8; 12];
         n[4..].copy_from_slice(&u64::from(seq).to_be_bytes());
@@ -245,6 +265,14 @@ impl RawCipher {
     /// Encrypts `packet` (4-byte length, then the body) in place; returns the tag.
     fn seal(&self, seq: u32, packet: &mut [u8]) -> [u8; 16] {
         match self {
+            RawCipher::ChaCha(keys) if packet.len() >= CHACHA_BULK_PACKET => {
+                let nonce = u64::from(seq).to_be_bytes();
+                ChaCha20Legacy::new(&[0x11; 32].into(), &nonce.into()).apply_keystream(&mut packet[..4]);
+                let (mut cipher, poly) = Self::chacha_main(seq);
+                cipher.apply_keystream(&mut packet[4..]);
+                black_box(keys);
+                poly.compute_unpadded(packet).into()
+            }
             RawCipher::ChaCha(keys) => {
                 let mut tag = [0u8; 16];
                 keys.0.seal_in_place(seq, packet, &mut tag);
@@ -263,6 +291,13 @@ impl RawCipher {
     /// Reads the length, checks the tag and decrypts the body in place.
     fn open(&self, seq: u32, packet: &mut [u8], tag: &[u8; 16]) -> u32 {
         match self {
+            RawCipher::ChaCha(keys) if packet.len() >= CHACHA_BULK_PACKET => {
+                let len = keys.1.decrypt_packet_length(seq, packet[..4].try_into().expect("4 bytes"));
+                let (mut cipher, poly) = Self::chacha_main(seq);
+                assert_eq!(&poly.compute_unpadded(packet)[..], tag, "tag");
+                cipher.apply_keystream(&mut packet[4..]);
+                u32::from_be_bytes(len)
+            }
             RawCipher::ChaCha(keys) => {
                 let len = keys.1.decrypt_packet_length(seq, packet[..4].try_into().expect("4 bytes"));
                 keys.1.open_in_place(seq, packet, tag).expect("tag");

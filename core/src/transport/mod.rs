@@ -241,10 +241,13 @@ impl Output {
     pub(crate) fn consume(&mut self, n: usize) {
         self.sent = (self.sent + n).min(self.buf.len());
         if self.sent == self.buf.len() {
+            let drained = self.buf.len();
             self.buf.clear();
             self.sent = 0;
-            // Everything went out: do not keep a burst's worth of memory.
-            if self.buf.capacity() > SHRINK_ABOVE {
+            // Everything went out. A bulk sender keeps its buffer (freeing
+            // it would re-grow and re-fault it on every flush); once flushes
+            // are small again the burst is over: give the memory back.
+            if self.buf.capacity() > SHRINK_ABOVE && drained < self.buf.capacity() / 8 {
                 self.buf = Vec::new();
             }
         } else if self.sent >= COMPACT_THRESHOLD && self.sent * 2 >= self.buf.len() {

@@ -140,7 +140,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5, help="runs per figure (medians; at least 5)")
     ap.add_argument("--quick", action="store_true", help="64 MiB downloads, 100 idle connections (smoke test)")
+    sections = ("downloads", "connect", "pooled", "memory")
+    ap.add_argument("--only", choices=sections, action="append",
+                    help="run only this section (repeatable); default: all")
     args = ap.parse_args()
+    want = set(args.only or sections)
     if args.runs < 5 and not args.quick:
         sys.exit("--runs must be at least 5 (medians of five or more)")
     for binary in (SANSH, IDLE):
@@ -173,7 +177,7 @@ def main() -> None:
               f"port {sshd.port}; {args.runs} runs per figure", flush=True)
 
         # Downloads, interleaved so drift hits both clients alike.
-        for cipher in CIPHERS:
+        for cipher in CIPHERS if "downloads" in want else ():
             cpu = {"ssh": [], "sansh": []}
             rate = {"ssh": [], "sansh": []}
             for _ in range(args.runs):
@@ -192,65 +196,74 @@ def main() -> None:
 
         # Connect + kex + auth + `true`.
         lat = {"ssh": [], "sansh": []}
-        for _ in range(max(args.runs, 10)):
+        for _ in range(max(args.runs, 10) if "connect" in want else 0):
             for name, argv in (("ssh", ssh), ("sansh", sansh)):
                 wall, _, _ = timed([*argv, target, "true"], env)
                 lat[name].append(wall * 1000)
-        rows.append(("connect + auth + `true`: ms", f"{med(lat['sansh']):.1f}", f"{med(lat['ssh']):.1f} (ssh)",
-                     ratio(med(lat["sansh"]), med(lat["ssh"]))))
-        print(f"  {rows[-1]}", flush=True)
-
-        # `true` on an open connection: --repeat against a ControlMaster.
-        sock = tmp / "cm.sock"
-        subprocess.run([*ssh, "-M", "-S", str(sock), "-o", "ControlPersist=yes", "-f", "-N", target],
-                       check=True, env=env)
-        try:
-            ours, cm = [], []
-            for _ in range(args.runs):
-                _, _, err = timed([*sansh, "--repeat", "200", target, "true"], env)
-                ours.append(parse_ms(err, "p50"))
-                samples = []
-                for _ in range(200):
-                    wall, _, _ = timed([*ssh, "-S", str(sock), target, "true"], env)
-                    samples.append(wall * 1000)
-                cm.append(med(samples))
-        finally:
-            subprocess.run([*ssh, "-S", str(sock), "-O", "exit", target], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        rows.append(("pooled `true` (p50 of 200): ms", f"{med(ours):.2f}", f"{med(cm):.2f} (ControlMaster)",
-                     ratio(med(ours), med(cm))))
-        print(f"  {rows[-1]}", flush=True)
-        asyncssh_exec = asyncssh_pooled(sshd.port, tmp / "id_ed25519", args.runs)
-        if asyncssh_exec is not None:
-            rows.append(("pooled `true` (p50 of 200): ms", f"{med(ours):.2f}", f"{asyncssh_exec:.2f} (asyncssh)",
-                         ratio(med(ours), asyncssh_exec)))
+        if "connect" in want:
+            rows.append(("connect + auth + `true`: ms", f"{med(lat['sansh']):.1f}", f"{med(lat['ssh']):.1f} (ssh)",
+                         ratio(med(lat["sansh"]), med(lat["ssh"]))))
             print(f"  {rows[-1]}", flush=True)
+        if "pooled" in want:
+            pooled(ssh, sansh, target, tmp, sshd, env, args.runs, rows)
         sshd.stop()
-
-        # Idle memory against the sansh server role.
-        server = subprocess.Popen([str(IDLE), "server", str(tmp / "id_ed25519.pub")],
-                                  stdout=subprocess.PIPE, text=True)
-        try:
-            port = int(server.stdout.readline())
-            per = []
-            for _ in range(args.runs):
-                out = subprocess.run([str(IDLE), "client", str(port), str(idle_n)], check=True,
-                                     capture_output=True, text=True).stdout
-                per.append(float(re.search(r"([0-9.]+) KiB per connection", out).group(1)))
-            theirs = asyncssh_idle(port, tmp / "id_ed25519", idle_n, args.runs)
-            rows.append((f"RSS per idle connection ({idle_n} in one process): KiB", f"{med(per):.1f}",
-                         f"{theirs:.1f} (asyncssh)" if theirs else "n/a",
-                         ratio(med(per), theirs) if theirs else "n/a"))
-            print(f"  {rows[-1]}", flush=True)
-        finally:
-            server.terminate()
-            server.wait()
+        if "memory" in want:
+            memory(tmp, idle_n, args.runs, rows)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print("\n| measure | sansh | peer | sansh / peer |\n| --- | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |")
+
+
+def pooled(ssh, sansh, target, tmp, sshd, env, runs, rows) -> None:
+    # `true` on an open connection: --repeat against a ControlMaster.
+    sock = tmp / "cm.sock"
+    subprocess.run([*ssh, "-M", "-S", str(sock), "-o", "ControlPersist=yes", "-f", "-N", target],
+                   check=True, env=env)
+    try:
+        ours, cm = [], []
+        for _ in range(runs):
+            _, _, err = timed([*sansh, "--repeat", "200", target, "true"], env)
+            ours.append(parse_ms(err, "p50"))
+            samples = []
+            for _ in range(200):
+                wall, _, _ = timed([*ssh, "-S", str(sock), target, "true"], env)
+                samples.append(wall * 1000)
+            cm.append(med(samples))
+    finally:
+        subprocess.run([*ssh, "-S", str(sock), "-O", "exit", target], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows.append(("pooled `true` (p50 of 200): ms", f"{med(ours):.2f}", f"{med(cm):.2f} (ControlMaster)",
+                 ratio(med(ours), med(cm))))
+    print(f"  {rows[-1]}", flush=True)
+    asyncssh_exec = asyncssh_pooled(sshd.port, tmp / "id_ed25519", runs)
+    if asyncssh_exec is not None:
+        rows.append(("pooled `true` (p50 of 200): ms", f"{med(ours):.2f}", f"{asyncssh_exec:.2f} (asyncssh)",
+                     ratio(med(ours), asyncssh_exec)))
+        print(f"  {rows[-1]}", flush=True)
+
+
+def memory(tmp, idle_n, runs, rows) -> None:
+    # Idle memory against the sansh server role.
+    server = subprocess.Popen([str(IDLE), "server", str(tmp / "id_ed25519.pub")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        per = []
+        for _ in range(runs):
+            out = subprocess.run([str(IDLE), "client", str(port), str(idle_n)], check=True,
+                                 capture_output=True, text=True).stdout
+            per.append(float(re.search(r"([0-9.]+) KiB per connection", out).group(1)))
+        theirs = asyncssh_idle(port, tmp / "id_ed25519", idle_n, runs)
+        rows.append((f"RSS per idle connection ({idle_n} in one process): KiB", f"{med(per):.1f}",
+                     f"{theirs:.1f} (asyncssh)" if theirs else "n/a",
+                     ratio(med(per), theirs) if theirs else "n/a"))
+        print(f"  {rows[-1]}", flush=True)
+    finally:
+        server.terminate()
+        server.wait()
 
 
 ASYNCSSH_POOLED = r"""

@@ -4,10 +4,10 @@
 //! stdin arrives as owned buffers. Blocking writes to a slow pipe or
 //! terminal never stall the connection's task.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
@@ -22,35 +22,83 @@ pub enum Target {
     Stderr,
 }
 
+/// Queued bytes at which `send` wakes the writer without waiting for
+/// `flush`: a bulk download is written in batches of this size.
+const BATCH: usize = 256 << 10;
+
+/// Chunks the writer thread has not taken yet.
+#[derive(Debug, Default)]
+struct Queue {
+    chunks: Vec<Vec<u8>>,
+    bytes: usize,
+    /// The sender is gone: write what is queued, then stop.
+    closed: bool,
+    /// The writer waits on the condition variable.
+    sleeping: bool,
+}
+
 #[derive(Debug, Default)]
 struct Shared {
     in_flight: AtomicUsize,
+    queue: Mutex<Queue>,
+    more: Condvar,
     waker: Mutex<Option<Waker>>,
     error: Mutex<Option<io::Error>>,
 }
 
 impl Shared {
     fn wake(&self) {
-        if let Some(w) = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(w) = lock(&self.waker).take() {
             w.wake();
         }
     }
 }
 
-/// A writer thread for stdout or stderr.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A writer thread for stdout or stderr. Chunks are queued and the thread
+/// is woken once per batch (`BATCH` bytes, or `flush` when the producer has
+/// nothing more for now), and writes them with one `writev`: waking it per
+/// 32 KiB chunk cost a fifth of a download's CPU in context switches.
 #[derive(Debug)]
 pub struct Sink {
-    tx: Option<mpsc::Sender<Vec<u8>>>,
     spent: mpsc::Receiver<Vec<u8>>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Writes every chunk, in order, with as few `writev` calls as the
+/// descriptor allows.
+fn write_all_chunks(f: &mut std::fs::File, chunks: &[Vec<u8>]) -> io::Result<()> {
+    let (mut i, mut off) = (0, 0);
+    while i < chunks.len() {
+        let slices: Vec<IoSlice<'_>> = std::iter::once(&chunks[i][off..])
+            .chain(chunks[i + 1..].iter().map(|c| &c[..]))
+            .take(512)
+            .map(IoSlice::new)
+            .collect();
+        let mut n = match f.write_vectored(&slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        while i < chunks.len() && n >= chunks[i].len() - off {
+            n -= chunks[i].len() - off;
+            i += 1;
+            off = 0;
+        }
+        off += n;
+    }
+    Ok(())
 }
 
 impl Sink {
     /// Starts the thread. With `recycle`, written buffers come back through
     /// [`Sink::spent`].
     pub fn new(target: Target, recycle: bool) -> Sink {
-        let (tx, rx) = mpsc::channel::<Vec<u8>>();
         let (spent_tx, spent) = mpsc::channel();
         let shared = Arc::new(Shared::default());
         let sh = shared.clone();
@@ -64,35 +112,52 @@ impl Sink {
         let thread = std::thread::Builder::new()
             .name(format!("sansh-{target:?}").to_lowercase())
             .spawn(move || {
-                let mut failed = false;
                 let mut file = match file {
                     Ok(f) => Some(f),
                     Err(e) => {
-                        failed = true;
-                        *sh.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        *lock(&sh.error) = Some(e);
                         None
                     }
                 };
-                while let Ok(chunk) = rx.recv() {
-                    if let Some(f) = file.as_mut().filter(|_| !failed) {
-                        if let Err(e) = f.write_all(&chunk) {
-                            failed = true;
-                            *sh.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                let mut batch = Vec::new();
+                loop {
+                    let closed = {
+                        let mut q = lock(&sh.queue);
+                        while q.chunks.is_empty() && !q.closed {
+                            q.sleeping = true;
+                            q = sh.more.wait(q).unwrap_or_else(|p| p.into_inner());
+                            q.sleeping = false;
+                        }
+                        std::mem::swap(&mut batch, &mut q.chunks);
+                        q.bytes = 0;
+                        q.closed
+                    };
+                    if let Some(f) = file.as_mut()
+                        && let Err(e) = write_all_chunks(f, &batch)
+                    {
+                        // Later chunks are dropped: the pump sees the error.
+                        file = None;
+                        *lock(&sh.error) = Some(e);
+                    }
+                    let written: usize = batch.iter().map(Vec::len).sum();
+                    sh.in_flight.fetch_sub(written, Ordering::AcqRel);
+                    sh.wake();
+                    for chunk in batch.drain(..) {
+                        if recycle {
+                            let _ = spent_tx.send(chunk);
                         }
                     }
-                    sh.in_flight.fetch_sub(chunk.len(), Ordering::AcqRel);
-                    sh.wake();
-                    if recycle {
-                        let _ = spent_tx.send(chunk);
+                    if closed && lock(&sh.queue).chunks.is_empty() {
+                        break;
                     }
                 }
             })
             .expect("spawn a writer thread");
-        Sink { tx: Some(tx), spent, shared, thread: Some(thread) }
+        Sink { spent, shared, thread: Some(thread) }
     }
 
     fn take_error(&self) -> Option<io::Error> {
-        self.shared.error.lock().unwrap_or_else(|p| p.into_inner()).take()
+        lock(&self.shared.error).take()
     }
 
     /// Ready when another chunk may be queued; an error if writing failed
@@ -104,7 +169,9 @@ impl Sink {
         if self.shared.in_flight.load(Ordering::Acquire) < LIMIT {
             return Poll::Ready(Ok(()));
         }
-        *self.shared.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        // Over the limit: make sure the writer is at it, then wait for it.
+        self.flush();
+        *lock(&self.shared.waker) = Some(cx.waker().clone());
         // The thread may have drained between the check and the registration.
         if self.shared.in_flight.load(Ordering::Acquire) < LIMIT {
             return Poll::Ready(Ok(()));
@@ -112,14 +179,27 @@ impl Sink {
         Poll::Pending
     }
 
-    /// Queues a chunk (after `poll_ready`).
+    /// Queues a chunk (after `poll_ready`); wakes the writer once a batch
+    /// is queued.
     pub fn send(&self, chunk: Vec<u8>) {
         if chunk.is_empty() {
             return;
         }
         self.shared.in_flight.fetch_add(chunk.len(), Ordering::AcqRel);
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(chunk);
+        let mut q = lock(&self.shared.queue);
+        q.bytes += chunk.len();
+        q.chunks.push(chunk);
+        if q.sleeping && q.bytes >= BATCH {
+            self.shared.more.notify_one();
+        }
+    }
+
+    /// Wakes the writer for whatever is queued: call it when there is
+    /// nothing more to send for now, so output is never held back.
+    pub fn flush(&self) {
+        let q = lock(&self.shared.queue);
+        if q.sleeping && !q.chunks.is_empty() {
+            self.shared.more.notify_one();
         }
     }
 
@@ -130,7 +210,8 @@ impl Sink {
 
     /// Waits until everything queued is written.
     pub fn finish(mut self) -> io::Result<()> {
-        drop(self.tx.take());
+        lock(&self.shared.queue).closed = true;
+        self.shared.more.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -138,6 +219,14 @@ impl Sink {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+impl Drop for Sink {
+    /// Without `finish`: the thread writes what is queued and ends.
+    fn drop(&mut self) {
+        lock(&self.shared.queue).closed = true;
+        self.shared.more.notify_one();
     }
 }
 

@@ -77,6 +77,11 @@ struct Pump {
 }
 
 impl Pump {
+    fn flush_sinks(&self) {
+        self.out.flush();
+        self.err_out.flush();
+    }
+
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
         for (sig, n) in &mut self.signals {
             if sig.poll_recv(cx).is_ready() {
@@ -208,9 +213,12 @@ impl Pump {
                 && self.out_pending.is_none()
                 && self.err_pending.is_none()
             {
+                self.flush_sinks();
                 return Poll::Ready(Step::Done);
             }
             if !progress {
+                // Nothing more for now: what is queued goes out.
+                self.flush_sinks();
                 return Poll::Pending;
             }
         }

@@ -170,6 +170,12 @@ fn run(clients: &mut [Connection], servers: Vec<Connection>, seconds: u64) -> (C
 fn main() {
     let smoke = !std::env::args().any(|a| a == "--bench");
     let (n, seconds) = if smoke { (200, 3) } else { (10_000, 10) };
+    // For profiling: SANSH_KA_N connections, SANSH_KA_SECS simulated seconds,
+    // SANSH_KA_MODE (0-3) to run one mode/cipher row only.
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let n = env("SANSH_KA_N").map_or(n, |v| v as usize);
+    let seconds = env("SANSH_KA_SECS").unwrap_or(seconds);
+    let only = env("SANSH_KA_MODE");
     println!("keepalive CPU: {n} idle authenticated connections, 1 s interval, {seconds} s simulated\n");
     println!(
         "{:<34} {:<30} {:>10} {:>14} {:>12}",
@@ -185,9 +191,12 @@ fn main() {
             KeepaliveConfig { ignore_interval: Some(Duration::from_secs(1)), ..KeepaliveConfig::default() },
         ),
     ];
-    for ((name, ka), cipher) in
-        modes.iter().flat_map(|m| CipherAlgorithm::ALL.into_iter().take(2).map(move |c| (m, c)))
+    for (row, ((name, ka), cipher)) in
+        modes.iter().flat_map(|m| CipherAlgorithm::ALL.into_iter().take(2).map(move |c| (m, c))).enumerate()
     {
+        if only.is_some_and(|o| o != row as u64) {
+            continue;
+        }
         let setup = Instant::now();
         let (mut clients, servers): (Vec<_>, Vec<_>) =
             (0..n).map(|i| connect(ka.clone(), cipher, i as u64)).unzip();

@@ -403,13 +403,12 @@ impl Connection {
         // would only pile up behind the rest.
         let stopped = self.transport.output_stopped();
         let can_send = self.transport.output.can_send_now() && !stopped;
-        for action in self.keepalive.on_timeout(now, can_send, &mut self.shared.rng) {
+        let actions = self.keepalive.on_timeout(now, can_send, &mut self.shared.rng);
+        for &action in actions.iter() {
             match action {
                 KeepaliveAction::Ignore(len) => {
-                    let mut data = vec![0u8; len];
-                    rand_core::RngCore::fill_bytes(&mut self.shared.rng, &mut data);
                     let before = self.transport.output.packets_total;
-                    self.transport.ignore(&data, &mut self.shared);
+                    self.transport.random_ignore(len, &mut self.shared);
                     // The keepalive itself is not activity: the next one
                     // follows one interval later if nothing else is sent.
                     if self.seen_sent == before {

@@ -66,7 +66,7 @@ impl Rtt {
 }
 
 /// What the keepalive timer wants done.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Copy, Clone, PartialEq, Eq)]
 pub(crate) enum KeepaliveAction {
     /// Send SSH_MSG_IGNORE with this many random bytes.
     Ignore(usize),
@@ -74,6 +74,38 @@ pub(crate) enum KeepaliveAction {
     Probe(u64),
     /// Too many probes went unanswered.
     Timeout { unanswered: u32 },
+}
+
+/// The (at most two) actions of one timeout, without a heap allocation:
+/// this runs once a second on every connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeepaliveActions {
+    items: [KeepaliveAction; 2],
+    len: usize,
+}
+
+impl KeepaliveActions {
+    fn new() -> Self {
+        KeepaliveActions { items: [KeepaliveAction::Probe(0); 2], len: 0 }
+    }
+
+    fn push(&mut self, action: KeepaliveAction) {
+        self.items[self.len] = action;
+        self.len += 1;
+    }
+}
+
+impl core::ops::Deref for KeepaliveActions {
+    type Target = [KeepaliveAction];
+    fn deref(&self) -> &[KeepaliveAction] {
+        &self.items[..self.len]
+    }
+}
+
+impl PartialEq<Vec<KeepaliveAction>> for KeepaliveActions {
+    fn eq(&self, other: &Vec<KeepaliveAction>) -> bool {
+        **self == other[..]
+    }
 }
 
 /// The keepalive machine of one connection.
@@ -198,13 +230,8 @@ impl Keepalive {
 
     /// Fires due timers. `can_send` is false while a key exchange holds
     /// output: an IGNORE then would only queue behind it.
-    pub(crate) fn on_timeout(
-        &mut self,
-        now: Timestamp,
-        can_send: bool,
-        rng: &mut Rng,
-    ) -> Vec<KeepaliveAction> {
-        let mut actions = Vec::new();
+    pub(crate) fn on_timeout(&mut self, now: Timestamp, can_send: bool, rng: &mut Rng) -> KeepaliveActions {
+        let mut actions = KeepaliveActions::new();
         if let (Some(d), Some(interval)) = (self.probe_deadline, self.config.probe_interval)
             && d <= now
         {

@@ -791,12 +791,12 @@ impl ConnectionProtocol {
         to: ReplyTo,
         ctx: &mut Ctx<'_>,
     ) {
-        let mut p = Vec::with_capacity(name.len() + data.len() + 16);
-        p.put_u8(msg::GLOBAL_REQUEST);
-        p.put_str(name);
-        p.put_bool(want_reply);
-        p.extend_from_slice(data);
-        ctx.out.send(&p, &mut ctx.shared.rng);
+        ctx.out.send_with(&mut ctx.shared.rng, |p, _| {
+            p.put_u8(msg::GLOBAL_REQUEST);
+            p.put_str(name);
+            p.put_bool(want_reply);
+            p.extend_from_slice(data);
+        });
         if want_reply {
             self.pending_replies.push_back(to);
         }

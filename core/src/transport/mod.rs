@@ -294,6 +294,24 @@ impl Output {
         self.account_sealed(start, rng);
     }
 
+    /// `send` for a payload that `build` writes: straight into the transmit
+    /// buffer when it can go out now (no allocation: keepalives and probes
+    /// go through here once a second per connection), else built apart.
+    pub(crate) fn send_with(&mut self, rng: &mut Rng, build: impl FnOnce(&mut Vec<u8>, &mut Rng)) {
+        if self.closed {
+            return;
+        }
+        if self.can_send_now() {
+            let start = Sealer::begin(&mut self.buf);
+            build(&mut self.buf, rng);
+            self.account_sealed(start, rng);
+        } else {
+            let mut p = Vec::new();
+            build(&mut p, rng);
+            self.send(&p, rng);
+        }
+    }
+
     fn seal(&mut self, payload: &[u8], rng: &mut Rng) {
         let start = Sealer::begin(&mut self.buf);
         self.buf.extend_from_slice(payload);
@@ -881,12 +899,12 @@ impl Transport {
 
     /// Sends a keepalive probe as SSH_MSG_PING (only when the peer offers it).
     pub(crate) fn probe_ping(&mut self, seq: u64, shared: &mut Shared) {
-        let mut data = PROBE_TAG.to_vec();
-        data.extend_from_slice(&seq.to_be_bytes());
-        let mut p = Vec::with_capacity(data.len() + 5);
-        p.put_u8(msg::PING);
-        p.put_string(&data);
-        self.output.send(&p, &mut shared.rng);
+        self.output.send_with(&mut shared.rng, |p, _| {
+            p.put_u8(msg::PING);
+            p.put_u32((PROBE_TAG.len() + 8) as u32);
+            p.extend_from_slice(PROBE_TAG);
+            p.extend_from_slice(&seq.to_be_bytes());
+        });
     }
 
     // ------------------------------------------------------------ key exchange
@@ -1326,6 +1344,17 @@ impl Transport {
     }
 
     /// Sends SSH_MSG_IGNORE with `data`.
+    /// Sends SSH_MSG_IGNORE with `len` random bytes (NAT keepalive).
+    pub(crate) fn random_ignore(&mut self, len: usize, shared: &mut Shared) {
+        self.output.send_with(&mut shared.rng, |buf, rng| {
+            buf.put_u8(msg::IGNORE);
+            buf.put_u32(len as u32);
+            let at = buf.len();
+            buf.resize(at + len, 0);
+            rand_core::RngCore::fill_bytes(rng, &mut buf[at..]);
+        });
+    }
+
     pub(crate) fn ignore(&mut self, data: &[u8], shared: &mut Shared) {
         if self.output.can_send_now() {
             // Straight into the transmit buffer: no intermediate copy.

@@ -129,6 +129,35 @@ fn fifty_megabytes_round_trip_through_cat() {
 }
 
 #[test]
+fn stdout_to_a_file_and_dev_null_is_complete() {
+    // A regular file and /dev/null are written inline (no writer thread);
+    // every byte must still arrive, in order, and the exit code come back.
+    let sshd = sshd();
+    let dir = TempDir::new("sansh-stdout-file");
+    let path = dir.path().join("out");
+    let cmd = "head -c 20000000 /dev/urandom | tee /tmp/sansh-stdout-test-$$ | sha256sum >&2; \
+               cat /tmp/sansh-stdout-test-$$; rm /tmp/sansh-stdout-test-$$; exit 3";
+    let mut s = sansh(&sshd);
+    s.args(["127.0.0.1", cmd]);
+    let c = s.command();
+    c.stdout(std::fs::File::create(&path).unwrap()).stderr(Stdio::piped()).stdin(Stdio::null());
+    let out = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let written = std::fs::read(&path).unwrap();
+    assert_eq!(written.len(), 20_000_000);
+    let remote_sum = stderr.split_whitespace().next().unwrap_or_default().to_owned();
+    assert_eq!(format!("{:x}", Sha256::digest(&written)), remote_sum, "{stderr}");
+    let mut s = sansh(&sshd);
+    s.args(["127.0.0.1", "head -c 5000000 /dev/zero; exit 4"]);
+    let c = s.command();
+    c.stdout(Stdio::from(std::fs::File::create("/dev/null").unwrap()))
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    assert_eq!(c.output().unwrap().status.code(), Some(4));
+}
+
+#[test]
 fn pty_with_t() {
     let sshd = sshd();
     let r = sansh(&sshd)

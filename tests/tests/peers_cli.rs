@@ -250,6 +250,38 @@ fn reconnect_reestablishes_local_forward_after_a_cut(kind: PeerKind) {
     assert!(err.contains("reconnected to 127.0.0.1"), "{err}");
 }
 
+fn reconnect_reestablishes_remote_forward_after_a_cut(kind: PeerKind) {
+    let peer = Peer::start(kind);
+    let echo = echo_server();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = rt.block_on(FaultProxy::start(peer.addr())).unwrap();
+    // A fixed remote port: after the cut the same port must serve again.
+    let port = free_port();
+    let mut child = spawn(sansh(&peer, proxy.local_addr().port()).args([
+        "--reconnect",
+        "-N",
+        "-R",
+        &format!("{port}:127.0.0.1:{echo}"),
+        "127.0.0.1",
+    ]));
+    round_trip(connect_when_up(port, &mut child), 100_000);
+    proxy.set(FaultMode::Cut);
+    // The peer's listener goes with the old connection; sansh dials again
+    // and asks for the port again (again and again while it is refused).
+    let t = Instant::now();
+    let mut last = String::new();
+    while proxy.connections() < 2 || try_round_trip(port).map_err(|e| last = e).is_err() {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("sansh exited ({status}): {}", stderr_of(&mut child));
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "remote forwarding not back after the cut: {last}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    round_trip(TcpStream::connect(("127.0.0.1", port)).unwrap(), 1_000_000);
+    let err = stderr_of(&mut child);
+    assert!(err.contains("reconnected to 127.0.0.1"), "{err}");
+}
+
 fn ciphers(kind: PeerKind) {
     let peer = Peer::start(kind);
     for cipher in sansh::CipherAlgorithm::ALL {
@@ -312,6 +344,14 @@ dropbear_and_asyncssh!(
     remote_forward_carries_data,
     keepalive_detects_a_black_holed_link,
     reconnect_reestablishes_local_forward_after_a_cut,
+    reconnect_reestablishes_remote_forward_after_a_cut,
     ciphers,
     identity_file_with_i,
+);
+
+// cli_openssh.rs covers the rest against sshd; this one is written once here.
+peer_tests!(
+    openssh,
+    sansh_interop::peer::PeerKind::OpenSsh,
+    [reconnect_reestablishes_remote_forward_after_a_cut]
 );

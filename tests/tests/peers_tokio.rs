@@ -551,6 +551,81 @@ async fn reconnecting_client_survives_a_cut(kind: PeerKind) {
     rc.stop();
 }
 
+/// A remote forward on a fixed port comes back after a cut, even when the
+/// port is taken at the moment the new connection asks for it: the refusal
+/// is retried, and the forward is in place once the port is free again.
+async fn reconnecting_client_restores_remote_forward(kind: PeerKind) {
+    let peer = Peer::start(kind);
+    let dir = TempDir::new("peer-kh");
+    let proxy = FaultProxy::start(peer.addr()).await.unwrap();
+    let port = proxy.local_addr().port();
+    let o = options(&peer, port, &[KeyKind::Ed25519], &dir);
+    // At least 1.5 s before the redial: time for the blocker to take the port.
+    let config = ReconnectConfig {
+        initial_delay: Duration::from_secs(3),
+        max_delay: Duration::from_secs(3),
+        max_retries: Some(10),
+        jitter: Jitter::Equal,
+        ..ReconnectConfig::default()
+    };
+    let mut rc = ReconnectingClient::start("127.0.0.1", port, o, config);
+    let mut events = rc.events();
+    let echo = echo_server();
+    let chosen = free_port();
+    within(30, "connected", async {
+        while !matches!(events.recv().await.unwrap(), ReconnectEvent::Connected { .. }) {}
+    })
+    .await;
+    within(10, "tcpip-forward", rc.remote_forward("127.0.0.1", u32::from(chosen), "127.0.0.1", echo))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", peer.log()));
+    echo_round_trip(chosen, 100_000).await;
+
+    proxy.set(FaultMode::Cut);
+    proxy.set(FaultMode::Pass);
+    // Another client takes the port as soon as the old session let it go;
+    // its forward leads to a closed port, so only ours echoes.
+    let blocker_dir = TempDir::new("peer-kh-blocker");
+    let blocker = connect(&peer, &blocker_dir).await;
+    let dead_end = free_port();
+    within(20, "the old session frees the port", async {
+        while blocker.remote_forward("127.0.0.1", u32::from(chosen), "127.0.0.1", dead_end).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let mut seen = Vec::new();
+    within(30, "reconnected, and the forward refused", async {
+        loop {
+            let e = events.recv().await.unwrap();
+            eprintln!("event: {e:?}");
+            let done = matches!(e, ReconnectEvent::ForwardRefused { .. });
+            seen.push(e);
+            if done {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(seen.iter().any(|e| matches!(e, ReconnectEvent::Connected { .. })), "{seen:?}");
+    // The port comes free: a retry gets it.
+    blocker.disconnect();
+    within(30, "the forward is established again", async {
+        loop {
+            let e = events.recv().await.unwrap();
+            seen.push(e.clone());
+            if let ReconnectEvent::ForwardEstablished { bind } = e {
+                assert_eq!(bind, format!("127.0.0.1:{chosen}"));
+                break;
+            }
+        }
+    })
+    .await;
+    echo_round_trip(chosen, 100_000).await;
+    eprintln!("events: {seen:?}");
+    rc.stop();
+}
+
 /// One `#[tokio::test]` per (peer, test).
 macro_rules! peer_tests {
     ($module:ident, $kind:expr, [$($test:ident),* $(,)?]) => {
@@ -589,4 +664,5 @@ every_peer!(
     host_key_algorithms,
     pooled_concurrent_commands,
     reconnecting_client_survives_a_cut,
+    reconnecting_client_restores_remote_forward,
 );

@@ -419,9 +419,20 @@ impl Client {
 
     /// Sends a global request and returns the reply data on success.
     pub async fn global_request(&self, name: &str, data: &[u8]) -> Result<Vec<u8>, ClientError> {
+        self.global_request_then(name, data, None).await
+    }
+
+    /// `global_request`, with `on_success` run in the connection's task when
+    /// the reply arrives, before any later message is handled.
+    pub(crate) async fn global_request_then(
+        &self,
+        name: &str,
+        data: &[u8],
+        on_success: Option<super::task::OnGlobalSuccess>,
+    ) -> Result<Vec<u8>, ClientError> {
         let (tx, rx) = oneshot::channel();
         self.cmds
-            .send(Cmd::Global { request: Box::new((name.into(), data.to_vec())), reply: tx })
+            .send(Cmd::Global { request: Box::new((name.into(), data.to_vec())), reply: tx, on_success })
             .map_err(|_| self.gone())?;
         match rx.await.map_err(|_| self.gone())? {
             Err(ClientError::Refused(_)) => Err(ClientError::Refused(name.into())),

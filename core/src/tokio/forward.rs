@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -138,14 +139,60 @@ impl Client {
         let mut data = Vec::new();
         data.put_str(bind_host);
         data.put_u32(bind_port);
-        let reply = self.global_request("tcpip-forward", &data).await?;
+        // The target is registered by the connection's task as the reply is
+        // handled: the server may send its first forwarded connection right
+        // behind REQUEST_SUCCESS, before this future runs again.
+        let (table, target) = (self.forwards.clone(), (host.to_owned(), port));
+        let register = Box::new(move |reply: &[u8]| {
+            let bound = if bind_port == 0 { crate::channel::bound_port(reply) } else { Some(bind_port) };
+            if let Some(bound) = bound {
+                table.lock().unwrap_or_else(|p| p.into_inner()).insert(bound, target);
+            }
+        });
+        let reply = self.global_request_then("tcpip-forward", &data, Some(register)).await?;
         let bound_port = if bind_port == 0 {
             crate::channel::bound_port(&reply)
                 .ok_or_else(|| ClientError::Refused("tcpip-forward (no port)".into()))?
         } else {
             bind_port
         };
-        self.forwards.lock().unwrap_or_else(|p| p.into_inner()).insert(bound_port, (host.to_owned(), port));
         Ok(RemoteForward { client: self.clone(), bind_host: bind_host.to_owned(), bound_port })
+    }
+}
+
+/// First wait before a refused remote forward is asked for again.
+const FORWARD_RETRY_FIRST: Duration = Duration::from_millis(250);
+/// Longest wait between two requests.
+const FORWARD_RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl Client {
+    /// [`Client::remote_forward`], asked again after each refusal (waits
+    /// from 250 ms doubling to 5 s) for as long as this connection lives.
+    /// After a reconnect the server often still holds the port for the
+    /// connection that died (sshd's old session until it notices), so the
+    /// first request fails and a later one succeeds. `on_refused` hears
+    /// each refusal and the wait before the next request. `None`: the
+    /// connection closed first.
+    pub async fn remote_forward_retrying(
+        &self,
+        bind_host: &str,
+        bind_port: u32,
+        host: &str,
+        port: u16,
+        mut on_refused: impl FnMut(&ClientError, Duration),
+    ) -> Option<RemoteForward> {
+        let mut wait = FORWARD_RETRY_FIRST;
+        loop {
+            match self.remote_forward(bind_host, bind_port, host, port).await {
+                Ok(f) => return Some(f),
+                Err(ClientError::Closed(_)) => return None,
+                Err(e) => on_refused(&e, wait),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = self.closed() => return None,
+            }
+            wait = (wait * 2).min(FORWARD_RETRY_MAX);
+        }
     }
 }

@@ -47,6 +47,23 @@ pub enum ReconnectEvent {
         /// Backoff (with jitter) before it.
         delay: Duration,
     },
+    /// The server refused a remote forward on the current connection (it
+    /// may still hold the port for the lost one); it is asked again after
+    /// `retry_in`, for as long as this connection lives.
+    ForwardRefused {
+        /// `bind_host:bind_port` as requested.
+        bind: String,
+        /// Why, as the request's error says it.
+        error: String,
+        /// Wait before the next request.
+        retry_in: Duration,
+    },
+    /// A remote forward is in place on the current connection (after each
+    /// connect, and after a refusal once a retry succeeded).
+    ForwardEstablished {
+        /// `bind_host:bind_port` as requested.
+        bind: String,
+    },
     /// No more attempts.
     GaveUp {
         /// Why (a reason a retry cannot fix, retries exhausted, or stopped).
@@ -215,6 +232,35 @@ impl Drop for ReconnectingClient {
     }
 }
 
+/// Aborts a task when dropped (the retries of a connection that ended).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Requests one remote forward on `client`, retrying refusals while the
+/// connection lives, and keeps it with the connection's forwards.
+async fn keep_remote_forward(shared: Arc<Shared>, client: Client, r: RemoteSpec) {
+    let bind = format!("{}:{}", r.bind_host, r.bind_port);
+    let events = shared.events.clone();
+    let refused = |e: &ClientError, retry_in: Duration| {
+        tracing::warn!("remote forward {bind}: {e}; asking again in {retry_in:?}");
+        let _ = events.send(ReconnectEvent::ForwardRefused {
+            bind: bind.clone(),
+            error: e.to_string(),
+            retry_in,
+        });
+    };
+    if let Some(f) = client.remote_forward_retrying(&r.bind_host, r.bind_port, &r.host, r.port, refused).await
+    {
+        shared.live.lock().unwrap_or_else(|p| p.into_inner()).push(f);
+        let _ = shared.events.send(ReconnectEvent::ForwardEstablished { bind });
+    }
+}
+
 async fn current(shared: &Shared) -> Result<Client, ClientError> {
     let mut rx = shared.current.subscribe();
     loop {
@@ -247,12 +293,13 @@ async fn run(shared: Arc<Shared>, host: String, port: u16, options: ClientOption
             Some(Ok(client)) => {
                 machine.connected(now());
                 let remotes = shared.remotes.lock().await;
-                for r in remotes.iter() {
-                    match client.remote_forward(&r.bind_host, r.bind_port, &r.host, r.port).await {
-                        Ok(f) => shared.live.lock().unwrap_or_else(|p| p.into_inner()).push(f),
-                        Err(e) => tracing::warn!("remote forward {}:{}: {e}", r.bind_host, r.bind_port),
-                    }
-                }
+                // Each remote forward in a task of this connection: a refusal
+                // is retried without holding up the others or the work.
+                let retries: Vec<_> = remotes
+                    .iter()
+                    .map(|r| tokio::spawn(keep_remote_forward(shared.clone(), client.clone(), r.clone())))
+                    .map(AbortOnDrop)
+                    .collect();
                 let _previous = shared.current.send_replace(Ok(Some(client.clone())));
                 drop(remotes);
                 let _ = shared.events.send(ReconnectEvent::Connected { attempt });
@@ -261,6 +308,7 @@ async fn run(shared: Arc<Shared>, host: String, port: u16, options: ClientOption
                     _ = stop.wait_for(|s| *s) => None,
                 };
                 let _previous = shared.current.send_replace(Ok(None));
+                drop(retries);
                 shared.live.lock().unwrap_or_else(|p| p.into_inner()).clear();
                 match reason {
                     Some(reason) => {

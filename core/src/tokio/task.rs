@@ -88,6 +88,9 @@ pub(crate) fn lock(c: &ChanRef) -> std::sync::MutexGuard<'_, ChanState> {
 }
 
 /// Commands from handles to the task.
+/// See `Cmd::Global::on_success`.
+pub(crate) type OnGlobalSuccess = Box<dyn FnOnce(&[u8]) + Send>;
+
 pub(crate) enum Cmd {
     // Large payloads are boxed: the command queue's blocks are sized by
     // the largest variant, and every connection has one.
@@ -107,6 +110,10 @@ pub(crate) enum Cmd {
     Global {
         request: Box<(String, Vec<u8>)>,
         reply: oneshot::Sender<Result<Vec<u8>, ClientError>>,
+        /// Run in the task with the reply's data when it succeeds, before
+        /// any later event is handled (a `tcpip-forward` registers its
+        /// target before the server's first forwarded connection).
+        on_success: Option<OnGlobalSuccess>,
     },
     /// Run against the connection in the task (hooks posting back results).
     With(Box<dyn FnOnce(&mut Connection) + Send>),
@@ -172,7 +179,8 @@ pub(crate) struct Task<H: Hooks> {
     pub(crate) opening: HashMap<ChannelId, OpenReply>,
     /// Channel requests awaiting the peer's reply, with their channel.
     pub(crate) requests: HashMap<u64, (ChannelId, oneshot::Sender<Result<(), ClientError>>)>,
-    pub(crate) globals: HashMap<u64, oneshot::Sender<Result<Vec<u8>, ClientError>>>,
+    pub(crate) globals:
+        HashMap<u64, (oneshot::Sender<Result<Vec<u8>, ClientError>>, Option<OnGlobalSuccess>)>,
     /// How much to read at once (adapts between MIN_READ and MAX_READ).
     pub(crate) read_size: usize,
 }
@@ -318,14 +326,16 @@ impl<H: Hooks> Task<H> {
                     }
                 }
             }
-            Cmd::Global { request, reply } => match self.conn.global_request(&request.0, true, &request.1) {
-                Ok(id) => {
-                    self.globals.insert(id, reply);
+            Cmd::Global { request, reply, on_success } => {
+                match self.conn.global_request(&request.0, true, &request.1) {
+                    Ok(id) => {
+                        self.globals.insert(id, (reply, on_success));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(self.error(e)));
+                    }
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(self.error(e)));
-                }
-            },
+            }
             Cmd::With(f) => f(&mut self.conn),
             Cmd::AcceptForwarded { channel, mut stream } => {
                 let mut ctx = HookCtx {
@@ -530,7 +540,10 @@ impl<H: Hooks> Task<H> {
                 }
             }
             Event::GlobalReply { id, success, data } => {
-                if let Some(reply) = self.globals.remove(&id) {
+                if let Some((reply, on_success)) = self.globals.remove(&id) {
+                    if success && let Some(f) = on_success {
+                        f(&data);
+                    }
                     let _ = reply.send(if success {
                         Ok(data)
                     } else {
@@ -556,7 +569,7 @@ impl<H: Hooks> Task<H> {
         for (_, (_, reply)) in self.requests.drain() {
             let _ = reply.send(Err(ClientError::Closed(reason.clone())));
         }
-        for (_, reply) in self.globals.drain() {
+        for (_, (reply, _)) in self.globals.drain() {
             let _ = reply.send(Err(ClientError::Closed(reason.clone())));
         }
         for (_, state) in self.channels.drain() {

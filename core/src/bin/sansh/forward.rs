@@ -109,15 +109,29 @@ pub struct Forwards {
     local: Vec<LocalForward>,
     #[allow(dead_code)]
     remote: Vec<RemoteForward>,
+    /// Remote forwards asked for again after a refusal (`--reconnect`).
+    retrying: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Forwards {
+    fn drop(&mut self) {
+        for t in &self.retrying {
+            t.abort();
+        }
+    }
 }
 
 /// Sets up every `-L` and `-R`. Failures are warnings, as in ssh, unless
 /// ExitOnForwardFailure is set: then the first one is returned as an error.
+/// With `retry_refused` (`--reconnect`), a refused `-R` is asked for again in
+/// the background while the connection lives: after a reconnect the server
+/// may still hold the port for the connection that died.
 pub async fn setup(
     client: &Client,
     local: &[ForwardSpec],
     remote: &[ForwardSpec],
     exit_on_failure: bool,
+    retry_refused: bool,
 ) -> Result<Forwards, String> {
     let mut fw = Forwards::default();
     for spec in local {
@@ -180,7 +194,34 @@ pub async fn setup(
                         spec.port
                     ));
                 }
-                eprintln!("{msg}");
+                if !retry_refused {
+                    eprintln!("{msg}");
+                    continue;
+                }
+                eprintln!("{msg}; asking again");
+                let (client, spec) = (client.clone(), spec.clone());
+                fw.retrying.push(tokio::spawn(async move {
+                    let refused = |_: &sansh::tokio::ClientError, wait: std::time::Duration| {
+                        tracing::info!("remote forward {}: refused, asking again in {wait:?}", spec.port);
+                    };
+                    let bind = spec.remote_bind().to_owned();
+                    let granted = client
+                        .remote_forward_retrying(
+                            &bind,
+                            u32::from(spec.port),
+                            &spec.host,
+                            spec.host_port,
+                            refused,
+                        )
+                        .await;
+                    if let Some(f) = granted {
+                        eprintln!(
+                            "sansh: remote port forwarding for listen port {} is up (port {})",
+                            spec.port,
+                            f.bound_port()
+                        );
+                    }
+                }));
             }
         }
     }

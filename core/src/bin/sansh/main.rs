@@ -361,7 +361,7 @@ async fn run(mut a: Args) -> i32 {
         }
     }
     let exit_on_failure = o.exit_on_forward_failure.unwrap_or(false);
-    let forwards = match forward::setup(&client, &a.local, &a.remote, exit_on_failure).await {
+    let forwards = match forward::setup(&client, &a.local, &a.remote, exit_on_failure, false).await {
         Ok(f) => f,
         Err(msg) => {
             eprintln!("{msg}");

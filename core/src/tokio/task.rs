@@ -90,6 +90,8 @@ pub(crate) fn lock(c: &ChanRef) -> std::sync::MutexGuard<'_, ChanState> {
 /// Commands from handles to the task.
 /// See `Cmd::Global::on_success`.
 pub(crate) type OnGlobalSuccess = Box<dyn FnOnce(&[u8]) + Send>;
+/// Where a global request's reply data (or refusal) goes.
+pub(crate) type GlobalReplyTx = oneshot::Sender<Result<Vec<u8>, ClientError>>;
 
 pub(crate) enum Cmd {
     // Large payloads are boxed: the command queue's blocks are sized by
@@ -179,8 +181,7 @@ pub(crate) struct Task<H: Hooks> {
     pub(crate) opening: HashMap<ChannelId, OpenReply>,
     /// Channel requests awaiting the peer's reply, with their channel.
     pub(crate) requests: HashMap<u64, (ChannelId, oneshot::Sender<Result<(), ClientError>>)>,
-    pub(crate) globals:
-        HashMap<u64, (oneshot::Sender<Result<Vec<u8>, ClientError>>, Option<OnGlobalSuccess>)>,
+    pub(crate) globals: HashMap<u64, (GlobalReplyTx, Option<OnGlobalSuccess>)>,
     /// How much to read at once (adapts between MIN_READ and MAX_READ).
     pub(crate) read_size: usize,
 }

@@ -568,7 +568,7 @@ async fn reconnecting_client_restores_remote_forward(kind: PeerKind) {
         jitter: Jitter::Equal,
         ..ReconnectConfig::default()
     };
-    let mut rc = ReconnectingClient::start("127.0.0.1", port, o, config);
+    let rc = ReconnectingClient::start("127.0.0.1", port, o, config);
     let mut events = rc.events();
     let echo = echo_server();
     let chosen = free_port();

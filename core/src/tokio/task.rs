@@ -191,6 +191,23 @@ pub(crate) struct Task<H: Hooks> {
 pub(crate) const MIN_READ: usize = 1024;
 const MAX_READ: usize = 256 * 1024;
 
+/// Reads shorter than this are protocol chatter (kex, auth, requests,
+/// replies), not bulk data: each is ACKed at once. A peer that has not set
+/// TCP_NODELAY (sshd until a session starts) holds its next small segment
+/// until our ACK, and a delayed ACK costs ~40 ms per exchange.
+const QUICKACK_BELOW: usize = 16 * 1024;
+
+/// Asks the kernel to ACK what it has received now (Linux: TCP_QUICKACK is
+/// not sticky, so it is set again after each short read).
+fn quickack(stream: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let _ = stream.set_quickack(true);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = stream;
+}
+
 impl<H: Hooks> Task<H> {
     pub(crate) fn now(&self) -> Timestamp {
         Timestamp::from_micros(self.origin.elapsed().as_micros() as u64)
@@ -260,6 +277,9 @@ impl<H: Hooks> Task<H> {
                     return;
                 }
                 Ok(n) => {
+                    if n < QUICKACK_BELOW {
+                        quickack(&self.stream);
+                    }
                     let now = self.now();
                     if let Err(e) = self.conn.commit_received(now, n) {
                         tracing::warn!("protocol error from peer: {e}");

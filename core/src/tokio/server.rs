@@ -17,12 +17,16 @@ use super::channel::Channel;
 use super::os_seed;
 use super::task::{HookCtx, Hooks, Task, TaskShared};
 use crate::{
-    AuthMethod, ChannelId, ChannelKind, ChannelRequest, Connection, Event, ExitStatus, OpenFailure,
-    ServerConfig, Timestamp,
+    AuthMethod, ChannelId, ChannelKind, ChannelRequest, CloseReason, Connection, Event, ExitStatus,
+    OpenFailure, ServerConfig, Stats, Timestamp,
 };
 
 /// Decides an authentication attempt: `(user, method)` → accept?
 pub type AuthFn = Arc<dyn Fn(&str, &AuthMethod) -> bool + Send + Sync>;
+
+/// Told how each connection ended, with its final counters (monitoring,
+/// and tests that check what the server saw).
+pub type CloseFn = Arc<dyn Fn(&Stats, &CloseReason) + Send + Sync>;
 
 /// How a [`Server`] behaves.
 #[derive(Clone)]
@@ -37,6 +41,8 @@ pub struct ServerOptions {
     /// Accept `direct-tcpip` channels (the client's `-L`) to loopback
     /// addresses only (127.0.0.0/8, ::1, localhost).
     pub allow_loopback_forwarding: bool,
+    /// Called once per connection when it closes.
+    pub on_close: Option<CloseFn>,
 }
 
 impl ServerOptions {
@@ -50,6 +56,7 @@ impl ServerOptions {
             ),
             run_commands: true,
             allow_loopback_forwarding: false,
+            on_close: None,
         }
     }
 }
@@ -144,6 +151,11 @@ impl Hooks for ServerHooks {
             }
             Event::ChannelClosed { channel, .. } => {
                 self.sessions.remove(channel);
+            }
+            Event::Closed { reason } => {
+                if let Some(on_close) = &self.options.on_close {
+                    on_close(&ctx.conn.stats(), reason);
+                }
             }
             _ => {}
         }

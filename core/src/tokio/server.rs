@@ -1,7 +1,8 @@
 //! A small SSH server on the server role: authentication by a callback,
 //! `exec` run with `sh -c` (stdin, stdout, stderr, exit status or signal).
 //! It powers `sansh --demo` and the tests; it is not a replacement for sshd
-//! (no PTY, shell or subsystems, no forwarding, no privilege separation).
+//! (no PTY, shell or subsystems, no remote forwarding, no privilege
+//! separation).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -148,6 +149,12 @@ impl Hooks for ServerHooks {
                         ctx.conn.reject_channel_request(*id)
                     };
                 }
+            }
+            // No remote forwarding here. Refuse at once: an unanswered
+            // tcpip-forward (ssh -R) would also hold back the replies to
+            // every later global request, ssh's keepalives included.
+            Event::GlobalRequest { id, want_reply: true, .. } => {
+                let _ = ctx.conn.reject_global_request(*id);
             }
             Event::ChannelClosed { channel, .. } => {
                 self.sessions.remove(channel);

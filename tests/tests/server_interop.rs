@@ -267,13 +267,18 @@ fn assert_openssh_handshake(run: &Run, server: &SanshServer, host_key: HostKeyAl
         format!("kex: host key algorithm: {}", host_key.name()),
         format!("kex: server->client cipher: {cipher} MAC: <implicit> compression: none"),
         format!("kex: client->server cipher: {cipher} MAC: <implicit> compression: none"),
-        // Our KEXINIT's kex-strict-s was seen: Terrapin-safe ordering.
+        // Our KEXINIT's kex-strict-s was seen: Terrapin-safe ordering, and
+        // both directions restart their sequence numbers at NEWKEYS (the
+        // read side only works if our server restarted its own).
         "will use strict KEX ordering".to_string(),
+        "ssh_packet_send2_wrapped: resetting send seqnr".to_string(),
+        "ssh_packet_read_poll2: resetting read seqnr".to_string(),
         // Our signature over H verified with the key known_hosts holds.
         format!("Host '[127.0.0.1]:{}' is known and matches the {key_type} host key.", server.port),
         // Our EXT_INFO parsed (RFC 8308).
         "SSH2_MSG_EXT_INFO received".to_string(),
-        "kex_input_ext_info: server-sig-algs=<".to_string(),
+        "kex_input_ext_info: server-sig-algs=<ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,rsa-sha2-512,rsa-sha2-256>"
+            .to_string(),
         "Authenticated to 127.0.0.1".to_string(),
     ];
     for line in expect {
@@ -462,6 +467,8 @@ fn openssh_rekeys_mid_transfer_both_ways() {
     assert_eq!(run.stdout(), format!("{}  -\n", sha256_hex(&input)), "{run:?}");
     let newkeys = count(&run.log, "SSH2_MSG_NEWKEYS received");
     assert!(newkeys >= 5, "ssh finished only {newkeys} key exchanges:\n{run:?}");
+    // Strict kex holds through every rekey: sequence numbers restart each time.
+    assert_eq!(count(&run.log, "resetting read seqnr"), newkeys, "{run:?}");
     let (stats, reason) = server.next_close();
     assert_eq!(stats.rekeys, newkeys as u64 - 1, "{stats:?} {reason:?}");
     assert!(matches!(reason, CloseReason::PeerDisconnect { .. } | CloseReason::Eof), "{reason:?}");

@@ -95,6 +95,9 @@ impl SanshServer {
             config.transport.keepalive = KeepaliveConfig {
                 probe_interval: Some(interval),
                 probe_count_max: 2,
+                // NAT keepalive too: IGNOREs whenever we were quiet 200 ms
+                // (none may go out during the first kex: strict kex).
+                ignore_interval: Some(Duration::from_millis(200)),
                 ..KeepaliveConfig::default()
             };
         }
@@ -398,15 +401,14 @@ fn askpass(dir: &Path, password: &str) -> PathBuf {
     path
 }
 
-fn password_ssh(server: &SanshServer, password: &str) -> Run {
-    let extra = [
-        "-o",
-        "PreferredAuthentications=password",
-        "-o",
-        "PubkeyAuthentication=no",
-        "-o",
-        "NumberOfPasswordPrompts=1",
-    ];
+/// `ssh` with password authentication; `only_password` narrows
+/// PreferredAuthentications, else ssh goes through its default order
+/// (keyboard-interactive, which our server refuses, before password).
+fn password_ssh(server: &SanshServer, password: &str, only_password: bool) -> Run {
+    let mut extra = vec!["-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1"];
+    if only_password {
+        extra.extend(["-o", "PreferredAuthentications=password"]);
+    }
     let (mut cmd, log) = ssh(server, HostKeyAlgorithm::Ed25519, CIPHERS[1], &extra, "echo via-password");
     cmd.env("SSH_ASKPASS", askpass(server.dir.path(), password))
         .env("SSH_ASKPASS_REQUIRE", "force")
@@ -420,11 +422,15 @@ fn password_ssh(server: &SanshServer, password: &str) -> Run {
 fn openssh_password_authentication() {
     let server =
         SanshServer::start(Setup { password: Some(TEST_PASSWORD), ..Setup::new(HostKeyAlgorithm::Ed25519) });
-    let run = password_ssh(&server, TEST_PASSWORD);
-    assert_eq!((run.status, run.stdout().as_str()), (Some(0), "via-password\n"), "{run:?}");
-    assert!(run.log.contains("using \"password\""), "{run:?}");
-    server.next_close();
-    let run = password_ssh(&server, "wrong password");
+    for only_password in [true, false] {
+        let run = password_ssh(&server, TEST_PASSWORD, only_password);
+        assert_eq!((run.status, run.stdout().as_str()), (Some(0), "via-password\n"), "{run:?}");
+        assert!(run.log.contains("using \"password\""), "{run:?}");
+        let tried_ki = run.log.contains("Next authentication method: keyboard-interactive");
+        assert_eq!(tried_ki, !only_password, "{run:?}");
+        server.next_close();
+    }
+    let run = password_ssh(&server, "wrong password", true);
     assert_eq!(run.status, Some(255), "{run:?}");
     assert!(run.log.contains("Permission denied"), "{run:?}");
 }
@@ -524,8 +530,9 @@ fn openssh_answers_our_server_keepalive_probes() {
     assert!(stats.probes_sent >= seen as u64, "{stats:?}");
     // The last probe may still have been in flight when the session ended.
     assert!(stats.probes_answered + 1 >= stats.probes_sent && stats.probes_answered >= 3, "{stats:?}");
-    let rtt = stats.rtt.last.expect("an RTT sample");
-    assert!(rtt < interval, "{stats:?}");
+    assert!(stats.rtt.last.is_some(), "no RTT sample: {stats:?}");
+    let ignores = count(&run.log, "receive packet: type 2\n") + count(&run.log, "receive packet: type 2\r\n");
+    assert!(ignores >= 5, "{ignores} IGNOREs received:\n{run:?}");
 }
 
 /// What `tests/peers/asyncssh_client.py` reported.
@@ -909,4 +916,34 @@ fn openssh_user_keys_of_every_type() {
             run.log.lines().find(|l| l.contains("kex_input_ext_info: server-sig-algs=")).unwrap_or_default();
         assert!(offered.contains(algorithm), "{algorithm} is not in our server-sig-algs: {offered}");
     }
+}
+
+#[test]
+fn openssh_kex_names_and_a_compression_offer() {
+    let server = SanshServer::start(Setup::new(HostKeyAlgorithm::Ed25519));
+    for kex in ["curve25519-sha256", "curve25519-sha256@libssh.org"] {
+        let extra = ["-o", "BatchMode=yes", "-o", &format!("KexAlgorithms={kex}"), "-o", "Compression=yes"];
+        let run = run_ssh(&server, HostKeyAlgorithm::Ed25519, CIPHERS[0], &extra, "echo ok", Vec::new());
+        assert_eq!((run.status, run.stdout().as_str()), (Some(0), "ok\n"), "{kex}:\n{run:?}");
+        assert!(run.log.contains(&format!("kex: algorithm: {kex}")), "{kex}:\n{run:?}");
+        // We offer no compression: ssh falls back to none.
+        assert!(run.log.contains("MAC: <implicit> compression: none"), "{kex}:\n{run:?}");
+        server.next_close();
+    }
+    // Nothing in common: ssh says so and the server stays up.
+    let extra = ["-o", "BatchMode=yes", "-o", "KexAlgorithms=diffie-hellman-group14-sha256"];
+    let run = run_ssh(&server, HostKeyAlgorithm::Ed25519, CIPHERS[0], &extra, "true", Vec::new());
+    assert_eq!(run.status, Some(255), "{run:?}");
+    assert!(run.log.contains("no matching key exchange method found"), "{run:?}");
+    let (_, reason) = server.next_close();
+    assert!(!matches!(reason, CloseReason::Local { .. }), "{reason:?}");
+    let run = run_ssh(
+        &server,
+        HostKeyAlgorithm::Ed25519,
+        CIPHERS[0],
+        &["-o", "BatchMode=yes"],
+        "echo up",
+        Vec::new(),
+    );
+    assert_eq!((run.status, run.stdout().as_str()), (Some(0), "up\n"), "{run:?}");
 }

@@ -58,6 +58,8 @@ struct Setup {
     forwarding: bool,
     /// `ssh-keygen` arguments of the client's key.
     user_key: &'static [&'static str],
+    /// USERAUTH_BANNER text.
+    banner: Option<&'static str>,
 }
 
 impl Setup {
@@ -69,6 +71,7 @@ impl Setup {
             rekey_bytes: None,
             forwarding: false,
             user_key: &["-t", "ed25519"],
+            banner: None,
         }
     }
 }
@@ -102,6 +105,7 @@ impl SanshServer {
             };
         }
         config.transport.rekey.bytes = setup.rekey_bytes;
+        config.banner = setup.banner.map(str::to_owned);
         let mut options = ServerOptions::with_authorized_keys(config, vec![user_public.clone()]);
         options.allow_loopback_forwarding = setup.forwarding;
         let password = setup.password;
@@ -946,4 +950,30 @@ fn openssh_kex_names_and_a_compression_offer() {
         Vec::new(),
     );
     assert_eq!((run.status, run.stdout().as_str()), (Some(0), "up\n"), "{run:?}");
+}
+
+#[test]
+fn openssh_banner_and_refused_keys_before_the_right_one() {
+    let banner = "Welcome to the sansh test server\n";
+    let server = SanshServer::start(Setup { banner: Some(banner), ..Setup::new(HostKeyAlgorithm::Ed25519) });
+    // Three keys the server does not know, offered before the one it does
+    // (ssh tries -i keys in order; `ssh()` adds ours last): fewer refusals
+    // than MaxAuthTries (6), so the fourth key gets in.
+    let mut extra = vec!["-o".to_string(), "BatchMode=yes".to_string()];
+    for i in 0..3 {
+        keygen(server.dir.path(), &format!("stranger{i}"), &["-t", "ed25519"], "");
+        extra
+            .extend(["-i".to_string(), server.dir.path().join(format!("stranger{i}")).display().to_string()]);
+    }
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let (cmd, log) = ssh(&server, HostKeyAlgorithm::Ed25519, CIPHERS[0], &[], "echo in");
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let ours = args.iter().position(|a| a == "-i").expect("-i");
+    let mut cmd = Command::new(SSH);
+    cmd.args(&args[..ours]).args(&extra).args(&args[ours..]);
+    let run = run_client(cmd, Vec::new(), Some(&log));
+    assert_eq!((run.status, run.stdout().as_str()), (Some(0), "in\n"), "{run:?}");
+    assert_eq!(count(&run.log, "Authentications that can continue: publickey"), 4, "{run:?}");
+    // The banner is shown once, before authentication.
+    assert_eq!(run.stderr, banner, "{run:?}");
 }

@@ -440,17 +440,26 @@ fn openssh_password_authentication() {
 }
 
 #[test]
-fn pty_requests_are_refused_and_the_session_goes_on() {
-    // GAP: the sansh server has no PTY support (no pty-req, shell or
-    // window-change). OpenSSH treats a refused pty-req under -tt as fatal
-    // for that session; this pins down that the refusal is clean and the
+fn pty_shell_and_subsystem_requests_are_refused_cleanly() {
+    // GAP: the sansh server runs `exec` only: no PTY (pty-req,
+    // window-change), no shell, no subsystems (sftp). OpenSSH treats a
+    // refused pty-req under -tt, or a refused shell or subsystem, as fatal
+    // for that session; this pins down that each refusal is clean and the
     // server keeps serving.
     let server = SanshServer::start(Setup::new(HostKeyAlgorithm::Ed25519));
-    let extra = ["-o", "BatchMode=yes", "-tt", "-o", "SetEnv=COLUMNS=100 LINES=40"];
-    let run = run_ssh(&server, HostKeyAlgorithm::Ed25519, CIPHERS[0], &extra, "stty size", Vec::new());
-    assert!(run.log.contains("PTY allocation request failed on channel 0"), "{run:?}");
-    assert_ne!(run.stdout(), "40 100\n", "the server has grown PTY support: test the size instead:\n{run:?}");
-    server.next_close();
+    let batch = "BatchMode=yes";
+    let cases: [(&[&str], &str, &str); 3] = [
+        (&["-o", batch, "-tt"], "stty size", "PTY allocation request failed on channel 0"),
+        (&["-o", batch, "-T"], "", "shell request failed on channel 0"),
+        (&["-o", batch, "-s"], "sftp", "subsystem request failed on channel 0"),
+    ];
+    for (extra, command, complaint) in cases {
+        let run = run_ssh(&server, HostKeyAlgorithm::Ed25519, CIPHERS[0], extra, command, Vec::new());
+        assert!(run.log.contains(complaint), "{extra:?} {command:?}:\n{run:?}");
+        assert_eq!(run.stdout(), "", "the server has grown support: test it instead:\n{run:?}");
+        let (_, reason) = server.next_close();
+        assert!(matches!(reason, CloseReason::PeerDisconnect { .. } | CloseReason::Eof), "{reason:?}");
+    }
     let run = run_ssh(
         &server,
         HostKeyAlgorithm::Ed25519,
@@ -460,6 +469,35 @@ fn pty_requests_are_refused_and_the_session_goes_on() {
         Vec::new(),
     );
     assert_eq!((run.status, run.stdout().as_str()), (Some(0), "still here\n"), "{run:?}");
+}
+
+#[test]
+fn our_server_detects_a_client_that_stopped_answering() {
+    // ClientAliveInterval 1 s, CountMax 2 against an ssh we freeze with
+    // SIGSTOP: the server gives up with KeepaliveTimeout, on its own.
+    let server = SanshServer::start(Setup {
+        probe_interval: Some(Duration::from_secs(1)),
+        ..Setup::new(HostKeyAlgorithm::Ed25519)
+    });
+    let (mut cmd, log) =
+        ssh(&server, HostKeyAlgorithm::Ed25519, CIPHERS[0], &["-o", "BatchMode=yes"], "echo up; sleep 60");
+    let mut child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn ssh");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 3];
+    std::io::Read::read_exact(&mut stdout, &mut first).expect("the session started");
+    assert_eq!(&first, b"up\n");
+    let pid = child.id().to_string();
+    sansh_interop::run(Command::new("kill").args(["-STOP", &pid]));
+    let closed = server.closed.recv_timeout(Duration::from_secs(20));
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let (stats, reason) =
+        closed.unwrap_or_else(|_| panic!("the server never gave up on the frozen client:\n{log}"));
+    assert_eq!(reason, CloseReason::KeepaliveTimeout { unanswered: 2 }, "{stats:?}");
+    assert!(stats.probes_sent >= stats.probes_answered + 2, "{stats:?}");
 }
 
 fn count(haystack: &str, needle: &str) -> usize {

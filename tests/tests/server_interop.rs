@@ -5,8 +5,11 @@
 //! that key (so the client verifies our signature over the exchange hash),
 //! and checks what the client and the server saw.
 //!
-//! PTY sessions are not offered by the sansh server (it refuses `pty-req`):
-//! `pty_requests_are_refused_and_the_session_goes_on` pins that gap down.
+//! The sansh server runs `exec` only: PTYs, shells and subsystems are
+//! refused, and `pty_shell_and_subsystem_requests_are_refused_cleanly` pins
+//! that gap down. Password authentication goes through SSH_ASKPASS with
+//! SSH_ASKPASS_REQUIRE=force (no sshpass needed). Server-side counters come
+//! from `ServerOptions::on_close`.
 
 use std::io::Write;
 use std::os::unix::process::CommandExt as _;

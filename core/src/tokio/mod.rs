@@ -41,7 +41,7 @@ pub use hostkey::{HostKeyPolicy, HostKeyQuery};
 pub use pool::{Pool, PooledSession, Target};
 pub use proxy::{FaultMode, FaultProxy};
 pub use reconnect::{ReconnectEvent, ReconnectingClient};
-pub use server::{AuthFn, Server, ServerOptions, serve};
+pub use server::{AuthFn, CloseFn, Server, ServerOptions, serve};
 
 use crate::{ClientConfig, CloseReason, OpenFailure, Prompt};
 

@@ -1,7 +1,8 @@
 //! A small SSH server on the server role: authentication by a callback,
 //! `exec` run with `sh -c` (stdin, stdout, stderr, exit status or signal).
 //! It powers `sansh --demo` and the tests; it is not a replacement for sshd
-//! (no PTY, shell or subsystems, no forwarding, no privilege separation).
+//! (no PTY, shell or subsystems, no remote forwarding, no privilege
+//! separation).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,12 +18,16 @@ use super::channel::Channel;
 use super::os_seed;
 use super::task::{HookCtx, Hooks, Task, TaskShared};
 use crate::{
-    AuthMethod, ChannelId, ChannelKind, ChannelRequest, Connection, Event, ExitStatus, OpenFailure,
-    ServerConfig, Timestamp,
+    AuthMethod, ChannelId, ChannelKind, ChannelRequest, CloseReason, Connection, Event, ExitStatus,
+    OpenFailure, ServerConfig, Stats, Timestamp,
 };
 
 /// Decides an authentication attempt: `(user, method)` → accept?
 pub type AuthFn = Arc<dyn Fn(&str, &AuthMethod) -> bool + Send + Sync>;
+
+/// Told how each connection ended, with its final counters (monitoring,
+/// and tests that check what the server saw).
+pub type CloseFn = Arc<dyn Fn(&Stats, &CloseReason) + Send + Sync>;
 
 /// How a [`Server`] behaves.
 #[derive(Clone)]
@@ -37,6 +42,8 @@ pub struct ServerOptions {
     /// Accept `direct-tcpip` channels (the client's `-L`) to loopback
     /// addresses only (127.0.0.0/8, ::1, localhost).
     pub allow_loopback_forwarding: bool,
+    /// Called once per connection when it closes.
+    pub on_close: Option<CloseFn>,
 }
 
 impl ServerOptions {
@@ -50,6 +57,7 @@ impl ServerOptions {
             ),
             run_commands: true,
             allow_loopback_forwarding: false,
+            on_close: None,
         }
     }
 }
@@ -142,8 +150,19 @@ impl Hooks for ServerHooks {
                     };
                 }
             }
+            // No remote forwarding here. Refuse at once: an unanswered
+            // tcpip-forward (ssh -R) would also hold back the replies to
+            // every later global request, ssh's keepalives included.
+            Event::GlobalRequest { id, want_reply: true, .. } => {
+                let _ = ctx.conn.reject_global_request(*id);
+            }
             Event::ChannelClosed { channel, .. } => {
                 self.sessions.remove(channel);
+            }
+            Event::Closed { reason } => {
+                if let Some(on_close) = &self.options.on_close {
+                    on_close(&ctx.conn.stats(), reason);
+                }
             }
             _ => {}
         }

@@ -418,6 +418,15 @@ pub enum GlobalRequest {
         /// The port.
         port: u32,
     },
+    /// Any other request (e.g. `hostkeys-00@openssh.com`,
+    /// `no-more-sessions@openssh.com`), with its raw data; only with
+    /// `pass_unknown_requests` in the config, else the core refuses it.
+    Other {
+        /// Request name.
+        name: String,
+        /// Request-specific data, encoded.
+        data: Vec<u8>,
+    },
 }
 
 #[cfg(test)]

@@ -157,9 +157,7 @@ impl Channel {
             theirs: VecDeque::new(),
         }
     }
-}
 
-impl Channel {
     /// The application consumed `n` more bytes: the window to grant back
     /// now, if any. Never more than was received and not granted back yet,
     /// and never zero (a window of 1 byte has a half of 0). In batches of

@@ -94,6 +94,17 @@ pub struct ClientConfig {
     /// Most channels open at once (ours and the peer's); opens beyond it are
     /// refused, so a peer cannot grow our memory with channels.
     pub max_channels: usize,
+    /// Pass the peer's channel opens, channel requests and global requests
+    /// that the core would refuse itself (unknown types such as `x11`,
+    /// `auth-agent-req@openssh.com`, `break`, `hostkeys-00@openssh.com`, or
+    /// known ones in the wrong direction) to the application as events
+    /// (`ChannelKind::Other`, `ChannelRequest::Other`, `GlobalRequest::Other`,
+    /// ...), which it must then answer like the others. Off by default:
+    /// replies go out in request order, so an application written for the
+    /// modelled kinds that ignored one would hold back every later reply
+    /// (on a channel or the connection). `keepalive@openssh.com` is answered
+    /// by the core either way, and the caps on pending requests still hold.
+    pub pass_unknown_requests: bool,
 }
 
 impl Default for ClientConfig {
@@ -103,6 +114,7 @@ impl Default for ClientConfig {
             user: String::new(),
             credentials: Vec::new(),
             max_channels: DEFAULT_MAX_CHANNELS,
+            pass_unknown_requests: false,
             user_key_algorithms: SignatureAlgorithm::ALL
                 .into_iter()
                 .filter(|a| *a != SignatureAlgorithm::RsaSha1)
@@ -140,6 +152,17 @@ pub struct ServerConfig {
     /// Most channels open at once; the client's opens beyond it are refused
     /// with RESOURCE_SHORTAGE.
     pub max_channels: usize,
+    /// Pass the peer's channel opens, channel requests and global requests
+    /// that the core would refuse itself (unknown types such as `x11`,
+    /// `auth-agent-req@openssh.com`, `break`, `hostkeys-00@openssh.com`, or
+    /// known ones in the wrong direction) to the application as events
+    /// (`ChannelKind::Other`, `ChannelRequest::Other`, `GlobalRequest::Other`,
+    /// ...), which it must then answer like the others. Off by default:
+    /// replies go out in request order, so an application written for the
+    /// modelled kinds that ignored one would hold back every later reply
+    /// (on a channel or the connection). `keepalive@openssh.com` is answered
+    /// by the core either way, and the caps on pending requests still hold.
+    pub pass_unknown_requests: bool,
 }
 
 /// Default channel limit per connection: far above OpenSSH's 10 sessions,
@@ -156,6 +179,7 @@ impl Default for ServerConfig {
             auth_timeout: Some(Duration::from_secs(120)),
             banner: None,
             max_channels: DEFAULT_MAX_CHANNELS,
+            pass_unknown_requests: false,
             user_key_algorithms: SignatureAlgorithm::ALL
                 .into_iter()
                 .filter(|a| *a != SignatureAlgorithm::RsaSha1)

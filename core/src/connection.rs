@@ -136,7 +136,7 @@ impl Connection {
             shared,
             transport,
             auth,
-            proto: ConnectionProtocol::new(Role::Client, config.max_channels),
+            proto: ConnectionProtocol::new(Role::Client, config.max_channels, config.pass_unknown_requests),
             auth_deadline: None,
             user: None,
             keepalive,
@@ -152,6 +152,7 @@ impl Connection {
         let mut shared = new_shared(now, seed);
         let keepalive = Keepalive::new(config.transport.keepalive.clone());
         let max_channels = config.max_channels;
+        let pass_unknown = config.pass_unknown_requests;
         let transport = Transport::new(
             Role::Server,
             config.transport,
@@ -170,7 +171,7 @@ impl Connection {
             shared,
             transport,
             auth,
-            proto: ConnectionProtocol::new(Role::Server, max_channels),
+            proto: ConnectionProtocol::new(Role::Server, max_channels, pass_unknown),
             auth_deadline,
             user: None,
             keepalive,

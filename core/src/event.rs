@@ -79,9 +79,13 @@ pub enum Event {
     /// The peer answered our global request `id` (`data`: request-specific reply data).
     GlobalReply { id: u64, success: bool, data: Vec<u8> },
     /// A global request the application may answer (`accept_global_request` /
-    /// `reject_global_request` when `want_reply`). Others are refused by the core.
+    /// `reject_global_request` when `want_reply`). Requests the core does not
+    /// model are refused by the core, unless the config's
+    /// `pass_unknown_requests` makes them `GlobalRequest::Other` events.
+    /// `keepalive@openssh.com` is always the core's.
     GlobalRequest { id: u64, request: GlobalRequest, want_reply: bool },
     /// The peer opened a channel: answer with `accept_channel` or `reject_channel`.
+    /// Unknown types (`ChannelKind::Other`) come only with `pass_unknown_requests`.
     ChannelOpenRequest { channel: ChannelId, kind: ChannelKind },
     /// Our channel open was confirmed.
     ChannelOpened { channel: ChannelId },
@@ -97,7 +101,10 @@ pub enum Event {
     /// bytes we had queued were dropped because the peer closed first.
     ChannelClosed { channel: ChannelId, unsent: usize },
     /// A channel request from the peer; if `want_reply`, answer with
-    /// `accept_channel_request` / `reject_channel_request`.
+    /// `accept_channel_request` / `reject_channel_request` (replies go out in
+    /// request order, so an unanswered one holds back the later ones).
+    /// Unknown ones (`ChannelRequest::Other`) come only with
+    /// `pass_unknown_requests`. None come after we sent CHANNEL_CLOSE.
     ChannelRequest { channel: ChannelId, id: u64, request: ChannelRequest, want_reply: bool },
     /// The peer answered our channel request `id`.
     ChannelRequestResult { channel: ChannelId, id: u64, success: bool },

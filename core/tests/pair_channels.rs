@@ -2,14 +2,15 @@
 //! concurrency, rekeys mid-transfer, forwarding and hostile input.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use proptest::prelude::*;
 use sansh::testing::{LinkConfig, Pair, accept_policy, host_key};
 use sansh::{
-    ChannelId, ChannelKind, ChannelOptions, ChannelRequest, ClientConfig, CloseReason, Credential, Duration,
-    Error, Event, ExitStatus, GlobalRequest, HostKeyAlgorithm, OpenFailure, Role, ServerConfig,
+    ChannelId, ChannelKind, ChannelOptions, ChannelRequest, ClientConfig, CloseReason, Connection,
+    Credential, Duration, Error, Event, ExitStatus, GlobalRequest, HostKeyAlgorithm, OpenFailure, Role,
+    ServerConfig,
 };
 
 fn configs() -> (ClientConfig, ServerConfig) {
@@ -40,6 +41,50 @@ fn pair(
     }));
     p.authenticate().unwrap();
     p
+}
+
+/// An authenticated pair whose server application is `hook` (after the
+/// password policy).
+fn pair_with(
+    client: ClientConfig,
+    server: ServerConfig,
+    seed: u64,
+    mut hook: impl FnMut(&mut Connection, &Event) + 'static,
+) -> Pair {
+    let mut p = Pair::new(client, server, LinkConfig::fragmenting(1500), seed).unwrap();
+    let mut auth = accept_policy("pw");
+    p.on_server_event = Some(Box::new(move |conn, e| {
+        auth(conn, e);
+        hook(conn, e);
+    }));
+    p.authenticate().unwrap();
+    p
+}
+
+/// Opens a session from the client and runs until it is open.
+fn open_session(p: &mut Pair, opts: ChannelOptions) -> ChannelId {
+    let ch = p.client.open_session(opts).unwrap();
+    assert!(p.run_until(limit(p, 5), |p| {
+        p.events(Role::Client).iter().any(|e| matches!(e, Event::ChannelOpened { channel } if *channel == ch))
+    }));
+    ch
+}
+
+/// Our replies as the client saw them: (request id, success), in arrival order.
+fn replies(p: &Pair) -> Vec<(u64, bool)> {
+    p.events(Role::Client)
+        .iter()
+        .filter_map(|e| match e {
+            Event::GlobalReply { id, success, .. } | Event::ChannelRequestResult { id, success, .. } => {
+                Some((*id, *success))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn closes(p: &Pair, role: Role) -> usize {
+    p.events(role).iter().filter(|e| matches!(e, Event::Closed { .. })).count()
 }
 
 fn default_pair(seed: u64) -> Pair {
@@ -431,44 +476,131 @@ fn rekey_in_the_middle_of_bulk_transfer_both_ways() {
 
 // ------------------------------------------------------------ property
 
+/// Who closes a channel, once it has written everything and seen the
+/// other side's EOF (so no data can be lost to the CLOSE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closer {
+    Client,
+    Server,
+    /// Both, so that the CLOSEs may cross.
+    Both,
+    /// Nobody until the end.
+    Nobody,
+}
+
+#[derive(Debug, Clone)]
+struct ChannelPlan {
+    up: usize,
+    down: usize,
+    closer: Closer,
+}
+
 #[derive(Debug, Clone)]
 struct Plan {
     seed: u64,
     max_fragment: usize,
-    sizes: Vec<(usize, usize)>,
+    channels: Vec<ChannelPlan>,
     max_write: usize,
 }
 
+fn sizes() -> impl Strategy<Value = usize> {
+    // Mostly up to a window, sometimes many windows.
+    prop_oneof![6 => 0usize..70_000, 1 => 256usize * 1024..640 * 1024]
+}
+
 fn plans() -> impl Strategy<Value = Plan> {
+    let closer =
+        prop_oneof![Just(Closer::Client), Just(Closer::Server), Just(Closer::Both), Just(Closer::Nobody)];
+    let channel = (sizes(), sizes(), closer).prop_map(|(up, down, closer)| ChannelPlan { up, down, closer });
     (
         any::<u64>(),
-        1usize..3000,
-        prop::collection::vec((0usize..60_000, 0usize..60_000), 1..8),
-        1usize..20_000,
+        prop_oneof![1 => 1usize..64, 6 => 64usize..20_000],
+        prop::collection::vec(channel, 1..=16),
+        prop_oneof![1usize..2_000, 1usize..70_000],
     )
-        .prop_map(|(seed, max_fragment, sizes, max_write)| Plan { seed, max_fragment, sizes, max_write })
+        .prop_map(|(seed, max_fragment, channels, max_write)| Plan {
+            seed,
+            max_fragment,
+            channels,
+            max_write,
+        })
+}
+
+/// The `(channel index, is the client)` pairs that saw the other side's EOF.
+type EofLog = Rc<RefCell<BTreeSet<(usize, bool)>>>;
+
+/// Logs EOFs of the channels in `chans` (by index) seen by `role`.
+fn log_eofs(log: &EofLog, role: Role, chans: &[ChannelId]) -> impl FnMut(&mut Connection, &Event) + 'static {
+    let (log, chans) = (log.clone(), chans.to_vec());
+    move |_, e| {
+        if let Event::ChannelEof { channel } = e
+            && let Some(i) = chans.iter().position(|c| c == channel)
+        {
+            log.borrow_mut().insert((i, role == Role::Client));
+        }
+    }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, max_shrink_iters: 64, ..ProptestConfig::default() })]
 
-    /// Many channels, random sizes and interleavings, both directions, over
-    /// a fragmenting link: every byte arrives, in order, on its channel.
+    /// Up to 16 channels, random sizes (some of many windows), random write
+    /// sizes and interleavings in both directions, EOFs as each direction
+    /// finishes and CLOSEs (crossing, too) as each channel finishes, over a
+    /// fragmenting link: every byte arrives, in order, on its channel.
+    /// A failure prints the plan; its seed replays the whole run.
     #[test]
     fn concurrent_channels_deliver_every_byte_in_order(plan in plans()) {
         let (c, s) = configs();
         let small = ChannelOptions { window: 64 * 1024, max_packet: 16 * 1024, manual_window: false };
         let mut p = pair(c, s, LinkConfig::fragmenting(plan.max_fragment), plan.seed, small);
         p.record_transcripts(false);
-        let n = plan.sizes.len();
+        let n = plan.channels.len();
         let chans: Vec<ChannelId> = (0..n).map(|_| p.client.open_session(small).unwrap()).collect();
         let opened = |p: &Pair| p.events(Role::Client).iter().filter(|e| matches!(e, Event::ChannelOpened { .. })).count() == n;
-        prop_assert!(p.run_until(limit(&p, 10), opened));
+        prop_assert!(p.run_until(limit(&p, 10), opened), "{:?}", plan);
         let schans: Vec<ChannelId> = (0..n).map(|i| server_channel_for(&p, i)).collect();
-        let up: Vec<Vec<u8>> = plan.sizes.iter().enumerate().map(|(i, s)| pattern(plan.seed ^ (i as u64 * 2), s.0)).collect();
-        let down: Vec<Vec<u8>> = plan.sizes.iter().enumerate().map(|(i, s)| pattern(plan.seed ^ (i as u64 * 2 + 1), s.1)).collect();
+        let eofs: EofLog = Rc::default();
+        p.on_client_event = Some(Box::new(log_eofs(&eofs, Role::Client, &chans)));
+        let mut accept = p.on_server_event.take().unwrap();
+        let mut server_log = log_eofs(&eofs, Role::Server, &schans);
+        p.on_server_event = Some(Box::new(move |conn, e| {
+            accept(conn, e);
+            server_log(conn, e);
+        }));
+        let up: Vec<Vec<u8>> = (0..n).map(|i| pattern(plan.seed ^ (i as u64 * 2), plan.channels[i].up)).collect();
+        let down: Vec<Vec<u8>> = (0..n).map(|i| pattern(plan.seed ^ (i as u64 * 2 + 1), plan.channels[i].down)).collect();
         let mut sent: BTreeMap<(usize, bool), usize> = BTreeMap::new();
+        let mut closed: BTreeSet<(usize, bool)> = BTreeSet::new();
         let mut rng = sansh::Rng::from_u64(plan.seed);
+        // A side closes its channel once its EOF is out and the peer's is in.
+        let close_finished = |p: &mut Pair, sent: &BTreeMap<(usize, bool), usize>, closed: &mut BTreeSet<(usize, bool)>| {
+            for (i, cp) in plan.channels.iter().enumerate() {
+                for (role, upward, id) in [(Role::Client, true, chans[i]), (Role::Server, false, schans[i])] {
+                    let closes = matches!((cp.closer, role), (Closer::Both, _) | (Closer::Client, Role::Client) | (Closer::Server, Role::Server));
+                    let total = if upward { cp.up } else { cp.down };
+                    let done = sent.get(&(i, upward)).copied().unwrap_or(0) == total;
+                    let key = (i, role == Role::Client);
+                    if closes && done && eofs.borrow().contains(&key) && closed.insert(key) {
+                        let conn = if role == Role::Client { &mut p.client } else { &mut p.server };
+                        // The peer's CLOSE may have come first: nothing left to do then.
+                        match conn.channel_close(id) {
+                            Ok(()) | Err(Error::ChannelClosed { .. } | Error::UnknownChannel { .. }) => {}
+                            Err(e) => panic!("close {i} {role:?}: {e}"),
+                        }
+                    }
+                }
+            }
+        };
+        // Directions with nothing to write send EOF at once.
+        for i in 0..n {
+            if up[i].is_empty() {
+                p.client.channel_eof(chans[i]).unwrap();
+            }
+            if down[i].is_empty() {
+                p.server.channel_eof(schans[i]).unwrap();
+            }
+        }
         loop {
             let todo: Vec<(usize, bool)> = (0..n)
                 .flat_map(|i| [(i, true), (i, false)])
@@ -481,26 +613,56 @@ proptest! {
                 break;
             }
             let (i, upward) = todo[rng.below(todo.len() as u64) as usize];
-            let done = sent.entry((i, upward)).or_default();
             let src = if upward { &up[i] } else { &down[i] };
+            let done = sent.entry((i, upward)).or_default();
             let len = (rng.range_inclusive(1, plan.max_write as u64) as usize).min(src.len() - *done);
             let piece = &src[*done..*done + len];
             *done += len;
-            if upward { p.client.channel_write(chans[i], piece).unwrap(); } else { p.server.channel_write(schans[i], piece).unwrap(); }
-            if rng.below(3) == 0 { p.step(); }
+            let finished = *done == src.len();
+            let (conn, id) = if upward { (&mut p.client, chans[i]) } else { (&mut p.server, schans[i]) };
+            conn.channel_write(id, piece).unwrap();
+            if finished {
+                conn.channel_eof(id).unwrap();
+            }
+            if rng.below(3) == 0 {
+                p.step();
+                close_finished(&mut p, &sent, &mut closed);
+            }
         }
-        for i in 0..n {
-            p.client.channel_eof(chans[i]).unwrap();
-            p.server.channel_eof(schans[i]).unwrap();
+        // Run until every channel the plan closes is closed on both sides.
+        let deadline = limit(&p, 600);
+        loop {
+            close_finished(&mut p, &sent, &mut closed);
+            let closing = plan.channels.iter().filter(|cp| cp.closer != Closer::Nobody).count();
+            let closed_both = |p: &Pair| {
+                p.events(Role::Client).iter().filter(|e| matches!(e, Event::ChannelClosed { .. })).count() == closing
+                    && p.events(Role::Server).iter().filter(|e| matches!(e, Event::ChannelClosed { .. })).count() == closing
+            };
+            if closed_both(&p) || p.now > deadline || !p.step() {
+                break;
+            }
         }
+        // Channels nobody closes may still be carrying data.
         p.run_idle(limit(&p, 600));
         for i in 0..n {
-            prop_assert!(received(&p, Role::Server, schans[i], None) == up[i], "channel {} upward", i);
-            prop_assert!(received(&p, Role::Client, chans[i], None) == down[i], "channel {} downward", i);
-            let eof = Event::ChannelEof { channel: chans[i] };
-            prop_assert!(p.events(Role::Client).contains(&&eof), "no EOF on channel {}", i);
+            prop_assert!(received(&p, Role::Server, schans[i], None) == up[i], "channel {} upward; {:?}", i, plan);
+            prop_assert!(received(&p, Role::Client, chans[i], None) == down[i], "channel {} downward; {:?}", i, plan);
+            prop_assert!(eofs.borrow().contains(&(i, true)), "no EOF on channel {}; {:?}", i, plan);
+            prop_assert!(eofs.borrow().contains(&(i, false)), "no EOF upward on channel {}; {:?}", i, plan);
+            let closed_here = |role: Role, id: ChannelId| p.events(role).contains(&&Event::ChannelClosed { channel: id, unsent: 0 });
+            let closing = plan.channels[i].closer != Closer::Nobody;
+            prop_assert!(closed_here(Role::Client, chans[i]) == closing, "channel {} client close; {:?}", i, plan);
+            prop_assert!(closed_here(Role::Server, schans[i]) == closing, "channel {} server close; {:?}", i, plan);
         }
-        prop_assert!(p.client_errors.is_empty() && p.server_errors.is_empty());
+        prop_assert!(p.client_errors.is_empty() && p.server_errors.is_empty(), "{:?} {:?}; {:?}", p.client_errors, p.server_errors, plan);
+        // The rest close cleanly too.
+        for (cp, ch) in plan.channels.iter().zip(&chans) {
+            if cp.closer == Closer::Nobody {
+                p.client.channel_close(*ch).unwrap();
+            }
+        }
+        p.run_idle(limit(&p, 60));
+        prop_assert_eq!((p.client.channel_count(), p.server.channel_count()), (0, 0), "{:?}", plan);
     }
 }
 
@@ -508,7 +670,7 @@ proptest! {
 
 /// Runs `attack` on the server side once the client's channel is open; the
 /// client must close with a protocol error matching `expect`.
-fn client_rejects(attack: impl Fn(&mut sansh::Connection, ChannelId, u32) + 'static, expect: &str) {
+fn client_rejects(attack: impl Fn(&mut Connection, ChannelId, u32) + 'static, expect: &str) {
     let (c, s) = configs();
     let opts = ChannelOptions { window: 1000, max_packet: 500, manual_window: true };
     let mut p = pair(c, s, LinkConfig::fragmenting(50), 8, ChannelOptions::default());
@@ -651,4 +813,577 @@ fn a_peer_opening_channels_in_a_loop_is_capped() {
         .count();
     assert_eq!((asked, refused), (5, 45));
     assert_eq!(p.server.channel_count(), 5);
+}
+
+// ------------------------------------------------------------ ordering
+
+/// A server that answers `exec` with more stdout than the client's window,
+/// then exit-status, EOF and CLOSE, all at once.
+fn bulk_exec_server(stdout: Vec<u8>) -> impl FnMut(&mut Connection, &Event) + 'static {
+    move |conn, e| match e {
+        Event::ChannelOpenRequest { channel, .. } => {
+            conn.accept_channel(*channel, ChannelOptions::default()).unwrap()
+        }
+        Event::ChannelRequest { channel, id, request: ChannelRequest::Exec { .. }, .. } => {
+            conn.accept_channel_request(*id).unwrap();
+            let pending = conn.channel_write(*channel, &stdout).unwrap();
+            assert!(pending > 0, "the test needs data waiting for window");
+            conn.channel_write_extended(*channel, 1, b"done\n").unwrap();
+            conn.channel_request(*channel, &ChannelRequest::ExitStatus { status: 7 }, false).unwrap();
+            conn.channel_eof(*channel).unwrap();
+            conn.channel_close(*channel).unwrap();
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn exit_status_comes_after_all_the_stdout_written_before_it() {
+    let (c, s) = configs();
+    let stdout = pattern(30, 300_000);
+    let mut p = pair_with(c, s, 30, bulk_exec_server(stdout.clone()));
+    let small = ChannelOptions { window: 64 * 1024, max_packet: 16 * 1024, manual_window: false };
+    let ch = open_session(&mut p, small);
+    p.client.exec(ch, "cat big").unwrap();
+    assert!(p.run_until(limit(&p, 30), |p| {
+        p.events(Role::Client).iter().any(|e| matches!(e, Event::ChannelClosed { .. }))
+    }));
+    let ev = p.events(Role::Client);
+    let last_data = ev
+        .iter()
+        .rposition(|e| matches!(e, Event::ChannelData { .. } | Event::ChannelExtendedData { .. }))
+        .unwrap();
+    let exit = ev.iter().position(|e| matches!(e, Event::ChannelExit { .. })).expect("an exit status");
+    let eof = ev.iter().position(|e| matches!(e, Event::ChannelEof { .. })).expect("an EOF");
+    assert!(last_data < exit, "exit-status overtook stdout: data until event {last_data}, exit at {exit}");
+    assert!(exit < eof, "EOF was written after exit-status");
+    assert_eq!(received(&p, Role::Client, ch, None), stdout);
+    assert_eq!(received(&p, Role::Client, ch, Some(1)), b"done\n");
+    assert_eq!(ev[exit], &Event::ChannelExit { channel: ch, status: ExitStatus::Code(7) });
+}
+
+#[test]
+fn client_requests_wait_behind_data_queued_for_window() {
+    let (c, s) = configs();
+    let small = ChannelOptions { window: 64 * 1024, max_packet: 16 * 1024, manual_window: false };
+    let mut p = pair(c, s, LinkConfig::fragmenting(1500), 31, small);
+    let ch = open_session(&mut p, ChannelOptions::default());
+    let sch = server_channel_for(&p, 0);
+    let data = pattern(31, 200_000);
+    p.client.channel_write(ch, &data).unwrap();
+    assert!(p.client.channel_info(ch).unwrap().pending > 0, "the test needs data waiting for window");
+    let wc = ChannelRequest::WindowChange { cols: 100, rows: 30, width_px: 0, height_px: 0 };
+    p.client.channel_request(ch, &wc, false).unwrap();
+    let sig = p.client.channel_request(ch, &ChannelRequest::Signal { name: "INT".into() }, true).unwrap();
+    p.client.channel_eof(ch).unwrap();
+    p.run_idle(limit(&p, 30));
+    let ev = p.events(Role::Server);
+    let last_data = ev.iter().rposition(|e| matches!(e, Event::ChannelData { .. })).unwrap();
+    let at = |want: &ChannelRequest| {
+        ev.iter()
+            .position(|e| matches!(e, Event::ChannelRequest { request, .. } if request == want))
+            .unwrap_or_else(|| panic!("{want:?} never arrived"))
+    };
+    let (wc_at, sig_at) = (at(&wc), at(&ChannelRequest::Signal { name: "INT".into() }));
+    let eof = ev.iter().position(|e| matches!(e, Event::ChannelEof { .. })).unwrap();
+    assert!(last_data < wc_at && wc_at < sig_at && sig_at < eof, "{last_data} {wc_at} {sig_at} {eof}");
+    assert_eq!(received(&p, Role::Server, sch, None), data);
+    assert!(p.events(Role::Client).contains(&&Event::ChannelRequestResult {
+        channel: ch,
+        id: sig,
+        success: true
+    }));
+}
+
+// ------------------------------------------------------------ after our CLOSE
+
+#[test]
+fn replies_the_application_owes_are_not_sent_after_our_close() {
+    let (c, s) = configs();
+    let held = Rc::new(RefCell::new(Vec::new()));
+    let h = held.clone();
+    let mut p = pair_with(c, s, 40, move |conn, e| match e {
+        Event::ChannelOpenRequest { channel, .. } => {
+            conn.accept_channel(*channel, ChannelOptions::default()).unwrap()
+        }
+        // The application takes its time over this one.
+        Event::ChannelRequest { id, want_reply: true, .. } => h.borrow_mut().push(*id),
+        _ => {}
+    });
+    let ch = open_session(&mut p, ChannelOptions::default());
+    let sch = server_channel_for(&p, 0);
+    let env = ChannelRequest::Env { name: "LANG".into(), value: "C".into() };
+    p.client.channel_request(ch, &env, true).unwrap();
+    // The core's own FAILURE for this one waits behind the held reply.
+    let unknown = ChannelRequest::Other { name: "x@example.com".into(), data: vec![] };
+    p.client.channel_request(ch, &unknown, true).unwrap();
+    p.run_idle(limit(&p, 5));
+    assert_eq!(held.borrow().len(), 1);
+    assert!(replies(&p).is_empty(), "the first reply is held, so both are");
+    p.server.log_packets(true);
+    p.server.channel_close(sch).unwrap();
+    // Answering after our CLOSE is accepted, and nothing goes out.
+    p.server.accept_channel_request(held.borrow()[0]).unwrap();
+    p.run_idle(limit(&p, 5));
+    let (sent, _) = p.server.take_packet_log();
+    let numbers: Vec<u8> = sent.iter().map(|m| m[0]).collect();
+    assert_eq!(numbers, [97], "only CHANNEL_CLOSE after our CLOSE, no reply");
+    assert!(replies(&p).is_empty());
+    assert!(p.events(Role::Client).contains(&&Event::ChannelClosed { channel: ch, unsent: 0 }));
+    assert!(p.client_errors.is_empty() && p.server_errors.is_empty(), "{:?}", p.client_errors);
+    assert_eq!((closes(&p, Role::Client), closes(&p, Role::Server)), (0, 0));
+    assert_eq!(p.server.buffered().requests, 0, "no reply left pending");
+}
+
+#[test]
+fn requests_crossing_our_close_are_dropped_but_the_exit_status_is_kept() {
+    let mut p = default_pair(41);
+    let ch = open_session(&mut p, ChannelOptions::default());
+    let sch = server_channel_for(&p, 0);
+    let before = p.events(Role::Client).len();
+    // Both at once: our CLOSE and the server's requests cross on the link.
+    p.client.channel_close(ch).unwrap();
+    let unknown = ChannelRequest::Other { name: "x@example.com".into(), data: vec![] };
+    p.server.channel_request(sch, &unknown, true).unwrap();
+    p.server.channel_request(sch, &ChannelRequest::XonXoff { client_can_do: true }, false).unwrap();
+    p.server.channel_request(sch, &ChannelRequest::ExitStatus { status: 5 }, true).unwrap();
+    p.client.log_packets(true);
+    p.run_idle(limit(&p, 5));
+    let late: Vec<&Event> = p.events(Role::Client)[before..].to_vec();
+    assert!(
+        !late.iter().any(|e| matches!(e, Event::ChannelRequest { .. })),
+        "a request after our CLOSE reached the application: {late:?}"
+    );
+    assert!(late.contains(&&Event::ChannelExit { channel: ch, status: ExitStatus::Code(5) }));
+    assert!(late.contains(&&Event::ChannelClosed { channel: ch, unsent: 0 }));
+    let (sent, _) = p.client.take_packet_log();
+    assert!(
+        !sent.iter().any(|m| m[0] == 99 || m[0] == 100),
+        "a reply went out after our CLOSE: {:?}",
+        sent.iter().map(|m| m[0]).collect::<Vec<_>>()
+    );
+    assert!(p.client_errors.is_empty() && p.server_errors.is_empty(), "{:?}", p.server_errors);
+    assert_eq!((closes(&p, Role::Client), closes(&p, Role::Server)), (0, 0));
+}
+
+// ------------------------------------------------------------ unknown kinds
+
+fn x11_open() -> ChannelKind {
+    let mut data = string(b"127.0.0.1");
+    data.extend_from_slice(&6010u32.to_be_bytes());
+    ChannelKind::Other { name: "x11".into(), data }
+}
+
+fn x11_req() -> ChannelRequest {
+    let mut data = vec![0]; // single connection: false
+    data.extend(string(b"MIT-MAGIC-COOKIE-1"));
+    data.extend(string(b"0123456789abcdef"));
+    data.extend_from_slice(&0u32.to_be_bytes());
+    ChannelRequest::Other { name: "x11-req".into(), data }
+}
+
+fn break_req() -> ChannelRequest {
+    ChannelRequest::Other { name: "break".into(), data: 500u32.to_be_bytes().to_vec() }
+}
+
+/// A server application that accepts every channel, channel request and
+/// global request it is shown.
+fn accept_everything(conn: &mut Connection, e: &Event) {
+    match e {
+        Event::ChannelOpenRequest { channel, .. } => {
+            conn.accept_channel(*channel, ChannelOptions::default()).unwrap()
+        }
+        Event::ChannelRequest { id, want_reply: true, .. } => conn.accept_channel_request(*id).unwrap(),
+        Event::GlobalRequest { id, want_reply: true, .. } => conn.accept_global_request(*id, None).unwrap(),
+        _ => {}
+    }
+}
+
+/// Sends one unknown channel open, channel request (two) and global
+/// request, and keepalive probes both ways; returns the ids in order.
+fn ask_unknown_things(p: &mut Pair) -> (ChannelId, ChannelId, [u64; 5]) {
+    let x11 = p.client.open_channel(x11_open(), ChannelOptions::default()).unwrap();
+    let ch = open_session(p, ChannelOptions::default());
+    let keepalive = ChannelRequest::Other { name: "keepalive@openssh.com".into(), data: vec![] };
+    let ids = [
+        p.client.channel_request(ch, &x11_req(), true).unwrap(),
+        p.client.channel_request(ch, &break_req(), true).unwrap(),
+        p.client.channel_request(ch, &keepalive, true).unwrap(),
+        p.client.global_request("x@example.com", true, b"\0\0\0\x01z").unwrap(),
+        p.client.global_request("keepalive@openssh.com", true, &[]).unwrap(),
+    ];
+    p.run_idle(limit(p, 5));
+    (x11, ch, ids)
+}
+
+#[test]
+fn by_default_unknown_opens_and_requests_are_refused_without_an_event() {
+    let (c, s) = configs();
+    let mut p = pair_with(c, s, 42, accept_everything);
+    let (x11, _, ids) = ask_unknown_things(&mut p);
+    assert!(p.events(Role::Client).contains(&&Event::ChannelOpenFailed {
+        channel: x11,
+        reason: OpenFailure::UNKNOWN_CHANNEL_TYPE,
+        description: "unknown channel type".into(),
+        unsent: 0,
+    }));
+    assert_eq!(replies(&p), ids.iter().map(|id| (*id, false)).collect::<Vec<_>>());
+    let shown: Vec<&Event> = p
+        .events(Role::Server)
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::ChannelOpenRequest { kind: ChannelKind::Other { .. }, .. }
+                    | Event::ChannelRequest { .. }
+                    | Event::GlobalRequest { .. }
+            )
+        })
+        .collect();
+    assert!(shown.is_empty(), "{shown:?}");
+}
+
+#[test]
+fn with_pass_unknown_requests_the_application_answers_them() {
+    let (c, mut s) = configs();
+    s.pass_unknown_requests = true;
+    let mut p = pair_with(c, s, 43, accept_everything);
+    let (x11, _, [x11_id, break_id, keepalive_id, global_id, global_keepalive]) = ask_unknown_things(&mut p);
+    assert!(p.events(Role::Client).contains(&&Event::ChannelOpened { channel: x11 }));
+    // Keepalive probes are still answered by the core (with failure), in order.
+    assert_eq!(
+        replies(&p),
+        [
+            (x11_id, true),
+            (break_id, true),
+            (keepalive_id, false),
+            (global_id, true),
+            (global_keepalive, false)
+        ]
+    );
+    let ev = p.events(Role::Server);
+    assert!(ev.iter().any(|e| matches!(e, Event::ChannelOpenRequest { kind, .. } if *kind == x11_open())));
+    let requests: Vec<&ChannelRequest> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChannelRequest { request, want_reply: true, .. } => Some(request),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(requests, [&x11_req(), &break_req()]);
+    let globals: Vec<&GlobalRequest> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::GlobalRequest { request, .. } => Some(request),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        globals,
+        [&GlobalRequest::Other { name: "x@example.com".into(), data: b"\0\0\0\x01z".to_vec() }]
+    );
+}
+
+#[test]
+fn a_client_with_pass_unknown_requests_sees_the_servers_unknown_opens_and_requests() {
+    for pass in [false, true] {
+        let (mut c, s) = configs();
+        c.pass_unknown_requests = pass;
+        let mut p = pair_with(c, s, 44, |_, _| {});
+        p.on_client_event = Some(Box::new(accept_everything));
+        let agent = ChannelKind::Other { name: "auth-agent@openssh.com".into(), data: vec![] };
+        let sch = p.server.open_channel(agent.clone(), ChannelOptions::default()).unwrap();
+        let hostkeys =
+            p.server.global_request("hostkeys-00@openssh.com", false, &string(b"key blob")).unwrap();
+        let asked = p.server.global_request("x@example.com", true, &[]).unwrap();
+        p.run_idle(limit(&p, 5));
+        let client = p.events(Role::Client);
+        let server = p.events(Role::Server);
+        let opened = server.contains(&&Event::ChannelOpened { channel: sch });
+        let open_shown =
+            client.iter().any(|e| matches!(e, Event::ChannelOpenRequest { kind, .. } if *kind == agent));
+        let hostkeys_shown = client.iter().any(|e| {
+            matches!(e, Event::GlobalRequest { request: GlobalRequest::Other { name, data }, want_reply: false, .. }
+                if name == "hostkeys-00@openssh.com" && *data == string(b"key blob"))
+        });
+        let reply = server.iter().find_map(|e| match e {
+            Event::GlobalReply { id, success, .. } if *id == asked => Some(*success),
+            _ => None,
+        });
+        assert_eq!(
+            (opened, open_shown, hostkeys_shown, reply),
+            (pass, pass, pass, Some(pass)),
+            "pass={pass}"
+        );
+        let _ = hostkeys;
+        if !pass {
+            assert!(server.iter().any(|e| matches!(
+                e,
+                Event::ChannelOpenFailed { channel, reason: OpenFailure::UNKNOWN_CHANNEL_TYPE, .. } if *channel == sch
+            )));
+        }
+    }
+}
+
+/// The application holds the first request of each kind; later ones (the
+/// application's own and the core's automatic ones) wait behind it, and
+/// the replies come out in request order once it answers.
+#[test]
+fn replies_keep_request_order_when_a_held_request_is_answered_late() {
+    let (c, mut s) = configs();
+    s.pass_unknown_requests = true;
+    let held = Rc::new(RefCell::new(Vec::new()));
+    let h = held.clone();
+    let mut p = pair_with(c, s, 45, move |conn, e| match e {
+        Event::ChannelRequest { id, request: ChannelRequest::Other { name, .. }, .. }
+            if name == "x11-req" =>
+        {
+            h.borrow_mut().push(*id)
+        }
+        Event::GlobalRequest { id, request: GlobalRequest::Other { name, .. }, .. }
+            if name == "x@example.com" =>
+        {
+            h.borrow_mut().push(*id)
+        }
+        _ => accept_everything(conn, e),
+    });
+    let ch = open_session(&mut p, ChannelOptions::default());
+    let env = ChannelRequest::Env { name: "LANG".into(), value: "C".into() };
+    let keepalive = ChannelRequest::Other { name: "keepalive@openssh.com".into(), data: vec![] };
+    let c1 = p.client.channel_request(ch, &x11_req(), true).unwrap();
+    let c2 = p.client.channel_request(ch, &env, true).unwrap();
+    let c3 = p.client.channel_request(ch, &keepalive, true).unwrap();
+    let g1 = p.client.global_request("x@example.com", true, &[]).unwrap();
+    let g2 = p.client.request_remote_forward("localhost", 0).unwrap();
+    let g3 = p.client.global_request("keepalive@openssh.com", true, &[]).unwrap();
+    p.run_idle(limit(&p, 5));
+    assert_eq!(held.borrow().len(), 2);
+    // The server answered the env and tcpip-forward requests already, and
+    // the core the keepalives: all held behind the first of each.
+    assert!(replies(&p).is_empty(), "{:?}", replies(&p));
+    assert_eq!(p.server.buffered().requests, 6);
+    let (chan_held, global_held) = (held.borrow()[0], held.borrow()[1]);
+    p.server.reject_channel_request(chan_held).unwrap();
+    p.server.accept_global_request(global_held, None).unwrap();
+    p.run_idle(limit(&p, 5));
+    let got = replies(&p);
+    let channel: Vec<_> = got.iter().filter(|(id, _)| [c1, c2, c3].contains(id)).copied().collect();
+    let global: Vec<_> = got.iter().filter(|(id, _)| [g1, g2, g3].contains(id)).copied().collect();
+    assert_eq!(channel, [(c1, false), (c2, true), (c3, false)]);
+    assert_eq!(global, [(g1, true), (g2, true), (g3, false)]);
+    assert_eq!(p.server.buffered().requests, 0);
+}
+
+#[test]
+fn unanswered_unknown_requests_are_capped() {
+    for global in [false, true] {
+        let (c, mut s) = configs();
+        s.pass_unknown_requests = true;
+        // The application never answers unknown requests.
+        let mut p = pair_with(c, s, 46, |conn, e| {
+            if let Event::ChannelOpenRequest { channel, .. } = e {
+                conn.accept_channel(*channel, ChannelOptions::default()).unwrap()
+            }
+        });
+        let ch = open_session(&mut p, ChannelOptions::default());
+        for _ in 0..65 {
+            if global {
+                p.client.global_request("x@example.com", true, &[]).unwrap();
+            } else {
+                p.client.channel_request(ch, &x11_req(), true).unwrap();
+            }
+        }
+        p.run_idle(limit(&p, 5));
+        let reason = p.events(Role::Server).into_iter().find_map(|e| match e {
+            Event::Closed { reason } => Some(reason.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            reason,
+            Some(CloseReason::Error(Error::TooManyPendingRequests { limit: 64 })),
+            "global={global}"
+        );
+        assert_eq!(closes(&p, Role::Server), 1);
+    }
+}
+
+// ------------------------------------------------------------ windows
+
+#[test]
+fn a_one_byte_window_never_grants_zero_bytes() {
+    let mut p = default_pair(47);
+    let tiny = ChannelOptions { window: 1, max_packet: 32 * 1024, manual_window: true };
+    let ch = open_session(&mut p, tiny);
+    let sch = server_channel_for(&p, 0);
+    p.client.log_packets(true);
+    // Nothing received yet: nothing to grant, however much is said to be consumed.
+    p.client.channel_consumed(ch, 0).unwrap();
+    p.client.channel_consumed(ch, 10).unwrap();
+    p.server.channel_write(sch, b"abc").unwrap();
+    let mut consumed = 0;
+    for _ in 0..10 {
+        p.run_idle(limit(&p, 5));
+        let got = received(&p, Role::Client, ch, None).len();
+        p.client.channel_consumed(ch, got - consumed).unwrap();
+        p.client.channel_consumed(ch, 0).unwrap();
+        consumed = got;
+    }
+    assert_eq!(received(&p, Role::Client, ch, None), b"abc");
+    let (sent, _) = p.client.take_packet_log();
+    let adjusts: Vec<u32> =
+        sent.iter().filter(|m| m[0] == 93).map(|m| u32::from_be_bytes(m[5..9].try_into().unwrap())).collect();
+    assert_eq!(adjusts, [1, 1, 1], "one byte granted per byte consumed, never 0");
+}
+
+#[test]
+fn a_reader_that_keeps_up_is_never_starved() {
+    // Default (automatic) window mode over a 10 ms link: the window comes
+    // back in half-window grants while data is still in flight, so the
+    // sender moves a full window per round trip, never waiting longer.
+    let (c, s) = configs();
+    let window = 256 * 1024;
+    let opts = ChannelOptions { window, max_packet: 32 * 1024, manual_window: false };
+    let latency = Duration::from_millis(10);
+    let link = LinkConfig { latency, jitter: Duration::ZERO, max_fragment: 16 * 1024 };
+    let mut p = pair(c, s, link, 48, opts);
+    p.record_transcripts(false);
+    let ch = open_session(&mut p, ChannelOptions::default());
+    let sch = server_channel_for(&p, 0);
+    let data = pattern(48, 16 * 1024 * 1024);
+    let start = p.now;
+    p.client.channel_write(ch, &data).unwrap();
+    let len = data.len();
+    assert!(p.run_until(limit(&p, 60), |p| received(p, Role::Server, sch, None).len() == len));
+    let elapsed = p.now - start;
+    let rtt = latency.as_micros() as u64 * 2;
+    let round_trips = len as u64 / u64::from(window);
+    // Data needs round_trips windows; one more RTT for the last window's
+    // delivery, one of slack.
+    let bound = (round_trips + 2) * rtt;
+    assert!(
+        elapsed.as_micros() as u64 <= bound,
+        "{len} bytes with a {window}-byte window took {elapsed:?}, more than {round_trips}+2 round trips"
+    );
+    assert_eq!(received(&p, Role::Server, sch, None), data);
+}
+
+#[test]
+fn a_reader_that_stops_polling_bounds_the_buffer_to_the_window_in_the_default_mode() {
+    let (c, s) = configs();
+    let window = 256 * 1024;
+    let opts = ChannelOptions { window, max_packet: 32 * 1024, manual_window: false };
+    let mut p = pair(c, s, LinkConfig::fragmenting(4000), 49, opts);
+    p.record_transcripts(false);
+    let ch = open_session(&mut p, ChannelOptions::default());
+    let sch = server_channel_for(&p, 0);
+    let data = pattern(49, 4 * 1024 * 1024);
+    p.client.channel_write(ch, &data).unwrap();
+    // Moves bytes both ways by hand; the server's events are polled only
+    // when `server_reads`.
+    let mut got = Vec::new();
+    let mut pump = |p: &mut Pair, server_reads: bool| loop {
+        let mut moved = false;
+        let now = p.now;
+        let out = p.client.pending_transmit().to_vec();
+        if !out.is_empty() {
+            p.client.consume_transmit(out.len());
+            p.server.handle_input(now, &out).unwrap();
+            moved = true;
+        }
+        let out = p.server.pending_transmit().to_vec();
+        if !out.is_empty() {
+            p.server.consume_transmit(out.len());
+            p.client.handle_input(now, &out).unwrap();
+            moved = true;
+        }
+        while p.client.poll_event().is_some() {
+            moved = true;
+        }
+        while server_reads && let Some(e) = p.server.poll_event() {
+            if let Event::ChannelData { channel, data } = e
+                && channel == sch
+            {
+                got.extend_from_slice(&data);
+            }
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    };
+    pump(&mut p, false);
+    // The server application read nothing: its core holds one window of
+    // data events and granted nothing back; the rest waits at the writer.
+    assert_eq!(p.server.channel_info(sch).unwrap().local_window, 0);
+    assert_eq!(p.client.channel_info(ch).unwrap().pending, data.len() - window as usize);
+    assert!(p.server.buffered().events >= (window / (32 * 1024)) as usize);
+    // Reading reopens the flow, window by window.
+    pump(&mut p, true);
+    assert_eq!(got, data);
+    assert_eq!(p.client.channel_info(ch).unwrap().pending, 0);
+}
+
+// ------------------------------------------------------------ maximum packet
+
+#[test]
+fn a_channel_open_announcing_a_maximum_packet_below_the_minimum_is_refused() {
+    let mut p = default_pair(50);
+    // Our options are what our CHANNEL_OPEN announces as its maximum packet.
+    let tiny = |max_packet| ChannelOptions { window: 64 * 1024, max_packet, manual_window: false };
+    let one = p.client.open_session(tiny(1)).unwrap();
+    let below = p.client.open_session(tiny(255)).unwrap();
+    let at = p.client.open_session(tiny(256)).unwrap();
+    p.run_idle(limit(&p, 5));
+    let ev = p.events(Role::Client);
+    for ch in [one, below] {
+        assert!(
+            ev.contains(&&Event::ChannelOpenFailed {
+                channel: ch,
+                reason: OpenFailure::ADMINISTRATIVELY_PROHIBITED,
+                description: "maximum packet size too small".into(),
+                unsent: 0,
+            }),
+            "{ch} not refused: {ev:?}"
+        );
+    }
+    assert!(ev.contains(&&Event::ChannelOpened { channel: at }));
+    // The application was asked only about the acceptable one, and the
+    // connection goes on.
+    let asked =
+        p.events(Role::Server).iter().filter(|e| matches!(e, Event::ChannelOpenRequest { .. })).count();
+    assert_eq!(asked, 1);
+    assert_eq!((closes(&p, Role::Client), closes(&p, Role::Server)), (0, 0));
+    p.client.channel_write(at, b"still fine").unwrap();
+    p.run_idle(limit(&p, 5));
+    assert_eq!(received(&p, Role::Server, server_channel_for(&p, 0), None), b"still fine");
+}
+
+#[test]
+fn a_confirmation_announcing_a_maximum_packet_below_the_minimum_closes_the_connection() {
+    for max_packet in [1, 255] {
+        let (c, s) = configs();
+        let tiny = ChannelOptions { window: 64 * 1024, max_packet, manual_window: false };
+        let mut p = pair(c, s, LinkConfig::fragmenting(1500), 51, tiny);
+        let ch = p.client.open_session(ChannelOptions::default()).unwrap();
+        p.run_idle(limit(&p, 5));
+        let expected = Error::ChannelProtocol {
+            channel: ch.0,
+            what: format!("maximum packet size {max_packet} is too small"),
+        };
+        let reasons: Vec<&CloseReason> = p
+            .events(Role::Client)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Closed { reason } => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reasons, [&CloseReason::Error(expected)], "max_packet={max_packet}");
+        assert!(!p.events(Role::Client).iter().any(|e| matches!(e, Event::ChannelOpened { .. })));
+        assert!(
+            p.events(Role::Server)
+                .iter()
+                .any(|e| matches!(e, Event::Closed { reason: CloseReason::PeerDisconnect { .. } }))
+        );
+    }
 }

@@ -3,7 +3,8 @@
 //!
 //! Outbound data waits in the channel (not in the transport) until the
 //! peer's window and our key exchange allow it, so a large write straddles a
-//! rekey without a copy and EOF/CLOSE always follow the data before them.
+//! rekey without a copy, and requests, EOF and CLOSE always follow the data
+//! written before them (a server's exit-status never overtakes its stdout).
 //! Inbound data is bounded by the window we grant, which is only replenished
 //! as the application consumes data.
 
@@ -45,6 +46,12 @@ const MAX_PENDING_REQUESTS: usize = 64;
 /// peers announce 16–32 KiB.
 const MIN_PEER_MAX_PACKET: u32 = 256;
 
+/// OpenSSH's liveness probe, as a global request and (from sshd's
+/// ClientAliveInterval) as a channel request. It only wants an answer, any
+/// answer, so the core always gives one itself: an application that does
+/// not know it can never make the peer time us out.
+const KEEPALIVE_REQUEST: &str = "keepalive@openssh.com";
+
 /// Who is waiting for the reply to a global request we sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReplyTo {
@@ -83,6 +90,17 @@ struct Segment {
     sent: usize,
 }
 
+/// What waits in a channel's outbound queue, in the order the application
+/// asked for it: a request or EOF goes out only after the data written
+/// before it, which may be waiting for the peer's window.
+#[derive(Debug)]
+enum Outbound {
+    Data(Segment),
+    /// A whole CHANNEL_REQUEST payload.
+    Request(Vec<u8>),
+    Eof,
+}
+
 #[derive(Debug)]
 struct Channel {
     kind: ChannelKind,
@@ -91,10 +109,10 @@ struct Channel {
     // Outbound.
     remote_window: u64,
     remote_max_packet: u32,
-    queue: VecDeque<Segment>,
+    queue: VecDeque<Outbound>,
+    /// Data bytes in `queue` not sent yet.
     queued: usize,
     eof_wanted: bool,
-    eof_sent: bool,
     close_wanted: bool,
     close_sent: bool,
     /// Emit `ChannelWritable` once the queue drains.
@@ -125,7 +143,6 @@ impl Channel {
             queue: VecDeque::new(),
             queued: 0,
             eof_wanted: false,
-            eof_sent: false,
             close_wanted: false,
             close_sent: false,
             notify_writable: false,
@@ -138,6 +155,28 @@ impl Channel {
             close_received: false,
             ours: VecDeque::new(),
             theirs: VecDeque::new(),
+        }
+    }
+
+    /// The application consumed `n` more bytes: the window to grant back
+    /// now, if any. Never more than was received and not granted back yet,
+    /// and never zero (a window of 1 byte has a half of 0). In batches of
+    /// half a window while the peer has at least half a window left; below
+    /// that (as OpenSSH does) everything consumed, at once. Waiting for a
+    /// batch there left a reader that keeps up with consumed bytes stuck in
+    /// `unacked` after each burst, and the sender short of a third of its
+    /// window every other round trip.
+    fn grant(&mut self, n: usize) -> Option<u32> {
+        let outstanding = self.window_size - self.local_window - self.unacked;
+        self.unacked += n.min(outstanding as usize) as u32;
+        let half = self.window_size / 2;
+        if self.unacked > 0 && (self.unacked >= half || self.local_window < half) {
+            let add = self.unacked;
+            self.unacked = 0;
+            self.local_window += add;
+            Some(add)
+        } else {
+            None
         }
     }
 }
@@ -186,6 +225,10 @@ pub(crate) struct ConnectionProtocol {
     incoming: VecDeque<Incoming>,
     /// Keepalive probes whose reply arrived, for the keepalive machine.
     pub(crate) answered_probes: Vec<u64>,
+    /// Channel opens and requests (channel and global) that the core does
+    /// not model go to the application as events instead of being refused
+    /// (`pass_unknown_requests` in the config).
+    pass_unknown: bool,
 }
 
 fn malformed(message: &'static str) -> impl Fn(DecodeError) -> Error {
@@ -197,8 +240,9 @@ fn violation(channel: u32, what: impl Into<String>) -> Error {
 }
 
 impl ConnectionProtocol {
-    pub(crate) fn new(role: Role, max_channels: usize) -> Self {
+    pub(crate) fn new(role: Role, max_channels: usize, pass_unknown: bool) -> Self {
         ConnectionProtocol {
+            pass_unknown,
             role,
             slots: Vec::new(),
             live: 0,
@@ -503,6 +547,15 @@ impl ConnectionProtocol {
                 address: r.utf8("address to bind").map_err(&m)?.to_owned(),
                 port: r.u32("port to bind").map_err(&m)?,
             }),
+            // OpenSSH servers probe clients with it (ClientAliveInterval)
+            // and count unanswered probes: always answered by the core.
+            (_, KEEPALIVE_REQUEST) => None,
+            // Any other (hostkeys-00@openssh.com, no-more-sessions@openssh.com,
+            // streamlocal-forward@openssh.com, a forward in the wrong direction):
+            // the application's if it asked for them.
+            (_, other) if self.pass_unknown => {
+                Some(GlobalRequest::Other { name: other.to_owned(), data: r.remaining().to_vec() })
+            }
             _ => None,
         };
         if want_reply && self.incoming.len() >= MAX_PENDING_REQUESTS {
@@ -518,6 +571,8 @@ impl ConnectionProtocol {
             }
             // Requests we do not understand get REQUEST_FAILURE, as OpenSSH
             // does; keepalive probes (keepalive@openssh.com) rely on that.
+            // It waits behind replies the application still owes: replies
+            // go out in request order.
             None if want_reply => {
                 self.incoming.push_back(Incoming { id, reply: Some((false, Vec::new())) });
                 self.flush_global_replies(ctx);
@@ -556,6 +611,10 @@ impl ConnectionProtocol {
         let acceptable = match (&kind, self.role) {
             (ChannelKind::Session | ChannelKind::DirectTcpip { .. }, Role::Server) => true,
             (ChannelKind::ForwardedTcpip { .. }, Role::Client) => true,
+            // x11, auth-agent@openssh.com, direct-streamlocal@openssh.com,
+            // ...: the application's to accept if it asked for them. An open
+            // nobody answers holds a channel slot, so `max_channels` bounds them.
+            _ if self.pass_unknown => true,
             (ChannelKind::Other { .. }, _) => {
                 refuse(OpenFailure::UNKNOWN_CHANNEL_TYPE, "unknown channel type", ctx);
                 return Ok(());
@@ -594,31 +653,45 @@ impl ConnectionProtocol {
         let want_reply = r.bool("want reply").map_err(&m)?;
         let request = ChannelRequest::decode(&name, r).map_err(&m)?;
         let role = self.role;
+        let pass_unknown = self.pass_unknown;
         let request_id = Self::next_id(ctx);
         let ch = self.open_channel(id, "CHANNEL_REQUEST")?;
         if want_reply && ch.theirs.len() >= MAX_PENDING_REQUESTS {
             return Err(Error::TooManyPendingRequests { limit: MAX_PENDING_REQUESTS });
         }
         let channel = ChannelId(id);
-        let for_app = match (&request, role) {
-            (ChannelRequest::ExitStatus { status }, Role::Client) => {
-                ctx.shared
-                    .events
-                    .push_back(Event::ChannelExit { channel, status: ExitStatus::Code(*status) });
-                Some(true)
-            }
+        let exit = match (&request, role) {
+            (ChannelRequest::ExitStatus { status }, Role::Client) => Some(ExitStatus::Code(*status)),
             (ChannelRequest::ExitSignal { signal, core_dumped, message }, Role::Client) => {
-                ctx.shared.events.push_back(Event::ChannelExit {
-                    channel,
-                    status: ExitStatus::Signal {
-                        signal: signal.clone(),
-                        core_dumped: *core_dumped,
-                        message: message.clone(),
-                    },
-                });
-                Some(true)
+                Some(ExitStatus::Signal {
+                    signal: signal.clone(),
+                    core_dumped: *core_dumped,
+                    message: message.clone(),
+                })
             }
-            (ChannelRequest::XonXoff { .. }, Role::Client) => None,
+            _ => None,
+        };
+        if let Some(status) = exit {
+            // Reported even after our CLOSE: it is news, not a question, and
+            // OpenSSH sends it after its EOF, so an application that closes
+            // on EOF would otherwise never learn how the command ended.
+            ctx.shared.events.push_back(Event::ChannelExit { channel, status });
+            if want_reply && !ch.close_sent {
+                ch.theirs.push_back(Incoming { id: request_id, reply: Some((true, Vec::new())) });
+                flush_channel_replies(ch, ctx);
+            }
+            return Ok(());
+        }
+        if ch.close_sent {
+            // Crossed our CLOSE: we may send nothing more on the channel
+            // (RFC 4254 §5.3), so nobody could answer it. Dropped.
+            return Ok(());
+        }
+        let for_app = match (&request, role) {
+            // OpenSSH's ClientAliveInterval probes a session channel with
+            // this and only wants an answer, whatever it is: always the core's.
+            (ChannelRequest::Other { name, .. }, _) if name == KEEPALIVE_REQUEST => false,
+            (ChannelRequest::XonXoff { .. }, Role::Client) => true,
             (
                 ChannelRequest::Pty(_)
                 | ChannelRequest::Shell
@@ -628,28 +701,28 @@ impl ConnectionProtocol {
                 | ChannelRequest::WindowChange { .. }
                 | ChannelRequest::Signal { .. },
                 Role::Server,
-            ) => None,
-            // Not ours to act on (keepalive@openssh.com, eow@openssh.com,
-            // unknown ones): refused, as OpenSSH does.
-            _ => Some(false),
+            ) => true,
+            // Unknown ones (x11-req, auth-agent-req@openssh.com, break,
+            // eow@openssh.com, ...) or known ones in the wrong direction:
+            // the application's if it asked for them, else refused, as
+            // OpenSSH does.
+            _ => pass_unknown,
         };
-        match for_app {
-            None => {
-                if want_reply {
-                    ch.theirs.push_back(Incoming { id: request_id, reply: None });
-                }
-                ctx.shared.events.push_back(Event::ChannelRequest {
-                    channel,
-                    id: request_id,
-                    request,
-                    want_reply,
-                });
+        if for_app {
+            if want_reply {
+                ch.theirs.push_back(Incoming { id: request_id, reply: None });
             }
-            Some(ok) if want_reply => {
-                ch.theirs.push_back(Incoming { id: request_id, reply: Some((ok, Vec::new())) });
-                flush_channel_replies(ch, ctx);
-            }
-            Some(_) => {}
+            ctx.shared.events.push_back(Event::ChannelRequest {
+                channel,
+                id: request_id,
+                request,
+                want_reply,
+            });
+        } else if want_reply {
+            // Behind any request the application has not answered yet:
+            // replies go out in request order.
+            ch.theirs.push_back(Incoming { id: request_id, reply: Some((false, Vec::new())) });
+            flush_channel_replies(ch, ctx);
         }
         Ok(())
     }
@@ -756,7 +829,14 @@ impl ConnectionProtocol {
         p.put_str(request.name());
         p.put_bool(want_reply);
         request.encode_data(&mut p);
-        ctx.out.send(&p, &mut ctx.shared.rng);
+        // Behind data still waiting for window, so that e.g. exit-status
+        // reaches the peer after the output written before it. Replies
+        // still match in order: queued requests go out in order.
+        if ch.queue.is_empty() {
+            ctx.out.send(&p, &mut ctx.shared.rng);
+        } else {
+            ch.queue.push_back(Outbound::Request(p));
+        }
         if want_reply {
             ch.ours.push_back(request_id);
         }
@@ -845,7 +925,7 @@ impl ConnectionProtocol {
             data = &data[sent..];
         }
         if !data.is_empty() {
-            ch.queue.push_back(Segment { code, bytes: data.to_vec(), sent: 0 });
+            ch.queue.push_back(Outbound::Data(Segment { code, bytes: data.to_vec(), sent: 0 }));
             ch.queued += data.len();
         }
         Ok(ch.queued)
@@ -857,7 +937,10 @@ impl ConnectionProtocol {
         if ch.state == ChannelState::Offered {
             return Err(Error::InvalidState { what: "accept or reject the channel first" });
         }
-        ch.eof_wanted = true;
+        if !ch.eof_wanted {
+            ch.eof_wanted = true;
+            ch.queue.push_back(Outbound::Eof);
+        }
         self.flush(id.0, ctx);
         Ok(())
     }
@@ -875,19 +958,13 @@ impl ConnectionProtocol {
     }
 
     /// The application consumed `n` bytes of this channel's data: grant
-    /// the window back (in batches of half a window, as OpenSSH does).
+    /// the window back (see `Channel::grant` for when).
     pub(crate) fn consumed(&mut self, id: ChannelId, n: usize, ctx: &mut Ctx<'_>) {
         let Some(Slot::Live(ch)) = self.slots.get_mut(id.0 as usize) else { return };
         if ch.close_sent || ch.close_received || ch.eof_received {
             return;
         }
-        // Never grant more than was received and not yet granted back.
-        let outstanding = ch.window_size - ch.local_window - ch.unacked;
-        ch.unacked += (n.min(outstanding as usize)) as u32;
-        if ch.unacked >= ch.window_size / 2 || (ch.local_window == 0 && ch.unacked > 0) {
-            let add = ch.unacked;
-            ch.unacked = 0;
-            ch.local_window += add;
+        if let Some(add) = ch.grant(n) {
             let mut p = Vec::with_capacity(9);
             p.put_u8(msg::CHANNEL_WINDOW_ADJUST);
             p.put_u32(ch.remote_id);
@@ -923,39 +1000,44 @@ impl ConnectionProtocol {
             return;
         }
         let had_queue = ch.queued > 0;
-        // Segments are moved out and back (not copied) around send_data.
+        // Items are moved out and back (not copied) around send_data.
         // Channel data fills at most half the output cap, so the replies
         // that stop input (the other half) are never crowded out by it.
-        while !ch.queue.is_empty() {
-            if !ctx.out.data_room() {
-                ctx.out.data_blocked = true;
-                break;
-            }
-            let Some(mut seg) = ch.queue.pop_front() else { break };
-            let n = send_data(ch, seg.code, &seg.bytes[seg.sent..], ctx);
-            seg.sent += n;
-            ch.queued -= n;
-            if seg.sent < seg.bytes.len() {
-                ch.queue.push_front(seg);
-                break;
+        while let Some(item) = ch.queue.pop_front() {
+            match item {
+                Outbound::Data(mut seg) => {
+                    if !ctx.out.data_room() {
+                        ctx.out.data_blocked = true;
+                        ch.queue.push_front(Outbound::Data(seg));
+                        break;
+                    }
+                    let n = send_data(ch, seg.code, &seg.bytes[seg.sent..], ctx);
+                    seg.sent += n;
+                    ch.queued -= n;
+                    if seg.sent < seg.bytes.len() {
+                        ch.queue.push_front(Outbound::Data(seg));
+                        break;
+                    }
+                }
+                Outbound::Request(payload) => ctx.out.send(&payload, &mut ctx.shared.rng),
+                Outbound::Eof => {
+                    let mut p = Vec::with_capacity(5);
+                    p.put_u8(msg::CHANNEL_EOF);
+                    p.put_u32(ch.remote_id);
+                    ctx.out.send(&p, &mut ctx.shared.rng);
+                }
             }
         }
-        if ch.queued == 0 {
-            if had_queue || ch.notify_writable {
-                ch.notify_writable = false;
-                ctx.shared.events.push_back(Event::ChannelWritable { channel: ChannelId(id) });
-            }
-            if ch.eof_wanted && !ch.eof_sent {
-                ch.eof_sent = true;
-                let mut p = Vec::with_capacity(5);
-                p.put_u8(msg::CHANNEL_EOF);
-                p.put_u32(ch.remote_id);
-                ctx.out.send(&p, &mut ctx.shared.rng);
-            }
-            if ch.close_wanted && !ch.close_sent {
-                ch.close_sent = true;
-                send_close(ch.remote_id, ctx);
-            }
+        if ch.queued == 0 && (had_queue || ch.notify_writable) {
+            ch.notify_writable = false;
+            ctx.shared.events.push_back(Event::ChannelWritable { channel: ChannelId(id) });
+        }
+        if ch.queue.is_empty() && ch.close_wanted && !ch.close_sent {
+            ch.close_sent = true;
+            send_close(ch.remote_id, ctx);
+            // Nothing more goes out on this channel (RFC 4254 §5.3):
+            // replies the application still owes are dropped.
+            drop_replies_after_close(ch);
         }
     }
 }
@@ -998,11 +1080,75 @@ fn send_close(remote: u32, ctx: &mut Ctx<'_>) {
 }
 
 fn flush_channel_replies(ch: &mut Channel, ctx: &mut Ctx<'_>) {
+    if ch.close_sent {
+        drop_replies_after_close(ch);
+        return;
+    }
     while let Some(Incoming { reply: Some((ok, _)), .. }) = ch.theirs.front() {
         let mut p = Vec::with_capacity(5);
         p.put_u8(if *ok { msg::CHANNEL_SUCCESS } else { msg::CHANNEL_FAILURE });
         p.put_u32(ch.remote_id);
         ctx.out.send(&p, &mut ctx.shared.rng);
         ch.theirs.pop_front();
+    }
+}
+
+/// After our CLOSE nothing more may go out on the channel (RFC 4254 §5.3):
+/// replies are dropped as they are answered. Unanswered entries stay, so
+/// that the application's late answer is still accepted (and dropped).
+fn drop_replies_after_close(ch: &mut Channel) {
+    ch.theirs.retain(|i| i.reply.is_none());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(window: u32) -> Channel {
+        let opts = ChannelOptions { window, max_packet: 32 * 1024, manual_window: true };
+        Channel::new(ChannelKind::Session, ChannelState::Open, opts)
+    }
+
+    /// The peer sent `n` bytes.
+    fn receive(ch: &mut Channel, n: u32) {
+        ch.local_window -= n;
+    }
+
+    #[test]
+    fn a_window_of_one_byte_never_grants_zero() {
+        let mut ch = channel(1);
+        // Nothing received: nothing to grant, however much is "consumed".
+        assert_eq!(ch.grant(0), None);
+        assert_eq!(ch.grant(5), None);
+        receive(&mut ch, 1);
+        assert_eq!(ch.grant(0), None);
+        assert_eq!(ch.grant(1), Some(1));
+        assert_eq!((ch.local_window, ch.unacked), (1, 0));
+        assert_eq!(ch.grant(1), None, "granted back already");
+    }
+
+    #[test]
+    fn grants_come_in_half_windows_while_the_peer_has_half_a_window() {
+        let mut ch = channel(1000);
+        receive(&mut ch, 400);
+        assert_eq!(ch.grant(300), None);
+        assert_eq!(ch.grant(99), None);
+        receive(&mut ch, 100);
+        assert_eq!(ch.grant(100), None, "499 consumed: under half a window");
+        assert_eq!(ch.grant(1), Some(500));
+        assert_eq!((ch.local_window, ch.unacked), (1000, 0));
+    }
+
+    #[test]
+    fn below_half_a_window_everything_consumed_is_granted_at_once() {
+        let mut ch = channel(1000);
+        receive(&mut ch, 1000);
+        assert_eq!(ch.grant(100), Some(100));
+        assert_eq!(ch.grant(100), Some(100));
+        assert_eq!(ch.local_window, 200);
+        // Consuming more than was received grants only what was received.
+        assert_eq!(ch.grant(10_000), Some(800));
+        assert_eq!(ch.local_window, 1000);
+        assert_eq!(ch.grant(10_000), None);
     }
 }

@@ -186,6 +186,14 @@ impl Default for Pty {
 pub mod tty {
     /// End of the mode list.
     pub const TTY_OP_END: u8 = 0;
+    /// Interrupt character (the value is the character, 255 for none).
+    pub const VINTR: u8 = 1;
+    /// Erase character.
+    pub const VERASE: u8 = 3;
+    /// End-of-file character.
+    pub const VEOF: u8 = 5;
+    /// Enable signals from INTR, QUIT and SUSP.
+    pub const ISIG: u8 = 50;
     /// Echo input characters.
     pub const ECHO: u8 = 53;
     /// Canonical (line) input.
@@ -417,6 +425,15 @@ pub enum GlobalRequest {
         address: String,
         /// The port.
         port: u32,
+    },
+    /// Any other request (e.g. `hostkeys-00@openssh.com`,
+    /// `no-more-sessions@openssh.com`), with its raw data; only with
+    /// `pass_unknown_requests` in the config, else the core refuses it.
+    Other {
+        /// Request name.
+        name: String,
+        /// Request-specific data, encoded.
+        data: Vec<u8>,
     },
 }
 

@@ -341,6 +341,7 @@ impl PacketCipher {
 
     /// The packet length from the first 4 bytes on the wire, without
     /// consuming them (chacha20-poly1305 encrypts it; the others do not).
+    /// Not for aes*-ctr with a plain MAC: `read_length` decrypts its block.
     pub(crate) fn peek_length(&self, seq: u32, first4: &[u8; 4]) -> u32 {
         match self {
             PacketCipher::ChaCha(keys) => u32::from_be_bytes(keys.open.decrypt_packet_length(seq, *first4)),

@@ -766,10 +766,11 @@ impl Transport {
             // after its own rekey KEXINIT. OpenSSH accepts connection-layer
             // messages during a rekey (its kex resets only the transport
             // range of its dispatch table); so do we: they are authenticated
-            // with the old keys, and only the first kex is strict.
-            MessageClass::Auth | MessageClass::Connection if peer_in_kex && self.first_kex_done => {
-                self.check_upper(class, unexpected)
-            }
+            // with the old keys, and the first kex (handled above) stays strict.
+            MessageClass::Auth if self.upper == Upper::Auth => Ok(()),
+            MessageClass::Auth => Err(unexpected("outside user authentication")),
+            MessageClass::Connection if self.upper == Upper::Authenticated => Ok(()),
+            MessageClass::Connection => Err(unexpected("before authentication completed")),
             _ if peer_in_kex => Err(unexpected("during key exchange")),
             MessageClass::Service => match (n, self.role, self.service) {
                 (msg::SERVICE_REQUEST, Role::Server, Service::None) => Ok(()),
@@ -780,22 +781,7 @@ impl Transport {
                 (Role::Client, Upper::PreService | Upper::Auth) => Ok(()),
                 _ => Err(unexpected("outside the points RFC 8308 allows")),
             },
-            MessageClass::Auth | MessageClass::Connection => self.check_upper(class, unexpected),
             MessageClass::Ping | MessageClass::Unknown => Ok(()),
-        }
-    }
-
-    /// Whether an authentication or connection message fits the upper layer's phase.
-    fn check_upper(
-        &self,
-        class: MessageClass,
-        unexpected: impl Fn(&'static str) -> Error,
-    ) -> Result<(), Error> {
-        match class {
-            MessageClass::Auth if self.upper == Upper::Auth => Ok(()),
-            MessageClass::Auth => Err(unexpected("outside user authentication")),
-            MessageClass::Connection if self.upper == Upper::Authenticated => Ok(()),
-            _ => Err(unexpected("before authentication completed")),
         }
     }
 

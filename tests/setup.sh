@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs the real SSH peers the interop tests start on 127.0.0.1: OpenSSH's
-# sshd, dropbear, and asyncssh (Python) in its own virtualenv.
+# sshd, dropbear, and asyncssh and paramiko (Python) in their own virtualenv.
 # Idempotent; needs root (CI and the dev machines run as root). Any failure
 # stops the script with a non-zero status.
 set -euo pipefail
 
-# Where the asyncssh peer lives; tests/src/asyncssh.rs looks here too.
+# Where the asyncssh and paramiko peers live; tests/src/asyncssh.rs and
+# tests/src/paramiko.rs look here too.
 VENV=/opt/sansh-interop/venv
 # The asyncssh release the interop suites were written against.
 ASYNCSSH_SPEC='asyncssh==2.24.*'
+# And paramiko's (5.1: aes*-ctr, AES-GCM, every HMAC sansh has, strict kex).
+PARAMIKO_SPEC='paramiko==5.1.*'
 
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
@@ -31,7 +34,13 @@ if ! "$VENV/bin/python" -c 'import asyncssh, sys; sys.exit(not asyncssh.__versio
   /usr/bin/python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q "$ASYNCSSH_SPEC"
 fi
+if ! "$VENV/bin/python" -c 'import paramiko, sys; sys.exit(not paramiko.__version__.startswith("5.1."))' 2>/dev/null; then
+  echo "setup: installing $PARAMIKO_SPEC into $VENV"
+  [ -x "$VENV/bin/python" ] || /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q "$PARAMIKO_SPEC"
+fi
 
 echo "setup: sshd $(ssh -V 2>&1)"
 echo "setup: $(/usr/sbin/dropbear -V 2>&1 | head -n1)"
 echo "setup: asyncssh $("$VENV/bin/python" -c 'import asyncssh; print(asyncssh.__version__)')"
+echo "setup: paramiko $("$VENV/bin/python" -c 'import paramiko; print(paramiko.__version__)')"

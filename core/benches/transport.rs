@@ -257,6 +257,7 @@ impl RawCipher {
             CipherAlgorithm::Aes256Gcm => RawCipher::Gcm(Box::new(LessSafeKey::new(
                 UnboundKey::new(&AES_256_GCM, &[0x44; 32]).expect("key"),
             ))),
+            other => unreachable!("{other:?}: these benches measure the AEADs"),
         }
     }
 
@@ -372,7 +373,7 @@ fn bench_seal_open(s: &Settings) {
         "{:<30} {:>12} {:>12} {:>10} {:>16}",
         "cipher", "raw MB/s", "sansh MB/s", "overhead", "spread raw/sansh"
     );
-    for cipher in CipherAlgorithm::ALL {
+    for cipher in CipherAlgorithm::ALL.into_iter().filter(|c| c.is_aead()) {
         let mut sansh = SanshLink::new(cipher);
         let (wire, _) = sansh.op();
         // Same packet size as sansh's: everything on the wire but the tag.
@@ -919,7 +920,7 @@ fn bench_bulk(s: &Settings, verify: bool) {
     );
     for write in BULK_WRITES {
         let packets = write / BULK_CHUNK;
-        for cipher in CipherAlgorithm::ALL {
+        for cipher in CipherAlgorithm::ALL.into_iter().filter(|c| c.is_aead()) {
             let mut sansh = BulkLink::new(cipher, verify);
             sansh.write = write;
             // One packet's worth first: its size on the wire sizes the reference.

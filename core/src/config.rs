@@ -4,7 +4,7 @@ use crate::auth::Credential;
 use crate::keepalive::KeepaliveConfig;
 use crate::keys::SignatureAlgorithm;
 use crate::time::Duration;
-use crate::transport::{CipherAlgorithm, HostKey, HostKeyAlgorithm, KexAlgorithm};
+use crate::transport::{CipherAlgorithm, HostKey, HostKeyAlgorithm, KexAlgorithm, MacAlgorithm};
 
 /// Settings shared by both roles.
 #[derive(Clone, Debug)]
@@ -16,6 +16,9 @@ pub struct TransportConfig {
     pub host_key_algorithms: Vec<HostKeyAlgorithm>,
     /// Ciphers in preference order (both directions).
     pub ciphers: Vec<CipherAlgorithm>,
+    /// MACs in preference order (both directions), used with the aes*-ctr
+    /// ciphers; an AEAD cipher ignores them. Must not be empty.
+    pub macs: Vec<MacAlgorithm>,
     /// Offer strict key exchange (OpenSSH's Terrapin countermeasure). It is
     /// used only when the peer offers it too.
     pub strict_kex: bool,
@@ -48,6 +51,7 @@ impl Default for TransportConfig {
             kex_algorithms: KexAlgorithm::ALL.to_vec(),
             host_key_algorithms: HostKeyAlgorithm::ALL.to_vec(),
             ciphers: CipherAlgorithm::ALL.to_vec(),
+            macs: MacAlgorithm::ALL.to_vec(),
             strict_kex: true,
             rekey: RekeyLimits::default(),
             max_packet_len: 256 * 1024,
@@ -63,7 +67,8 @@ impl Default for TransportConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RekeyLimits {
     /// Bytes in either direction since the last kex. `None` uses the cipher's
-    /// own limit: 1 GiB for chacha20-poly1305, 64 GiB for AES-GCM (OpenSSH's).
+    /// own limit: 1 GiB for chacha20-poly1305, 64 GiB for AES-GCM and
+    /// AES-CTR (OpenSSH's).
     pub bytes: Option<u64>,
     /// Packets in either direction since the last kex (2^31, as OpenSSH).
     pub packets: u64,

@@ -73,5 +73,5 @@ pub use reconnect::{GiveUpReason, Jitter, Reconnect, ReconnectAction, ReconnectC
 pub use rng::{Rng, Seed};
 pub use time::{Duration, Timestamp};
 pub use transport::{
-    CipherAlgorithm, HostKey, HostKeyAlgorithm, KexAlgorithm, Negotiated, PeerExtensions, Role,
+    CipherAlgorithm, HostKey, HostKeyAlgorithm, KexAlgorithm, MacAlgorithm, Negotiated, PeerExtensions, Role,
 };

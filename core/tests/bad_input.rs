@@ -10,7 +10,7 @@ use sansh::testing::{Fault, Pair, host_key};
 use sansh::wire::DecodeError;
 use sansh::{
     CipherAlgorithm, ClientConfig, CloseReason, Connection, DisconnectCode, Duration, Error, Event,
-    HostKeyAlgorithm, Role, ServerConfig, State, Timestamp,
+    HostKeyAlgorithm, MacAlgorithm, Role, ServerConfig, State, Timestamp,
 };
 
 // ------------------------------------------------------------------ helpers
@@ -404,10 +404,24 @@ fn misaligned_or_tiny_packet_length_is_refused() {
 
 /// A pair that finished its handshake with `cipher` in both directions.
 fn handshaken_pair(cipher: CipherAlgorithm, strict: bool, seed: u64) -> Pair {
+    handshaken_pair_with_mac(cipher, None, strict, seed)
+}
+
+/// `handshaken_pair`, with `mac` forced (for the aes*-ctr ciphers).
+fn handshaken_pair_with_mac(
+    cipher: CipherAlgorithm,
+    mac: Option<MacAlgorithm>,
+    strict: bool,
+    seed: u64,
+) -> Pair {
     let mut client = client_config(strict);
     client.transport.ciphers = vec![cipher];
     let mut server = server_config(strict);
     server.transport.ciphers = vec![cipher];
+    if let Some(mac) = mac {
+        client.transport.macs = vec![mac];
+        server.transport.macs = vec![mac];
+    }
     let mut pair = Pair::new(client, server, Default::default(), seed).unwrap();
     pair.handshake().unwrap();
     // Let what the handshake set off settle, so only the test's packet flies.
@@ -416,8 +430,24 @@ fn handshaken_pair(cipher: CipherAlgorithm, strict: bool, seed: u64) -> Pair {
     assert!(!pair.client.is_closed() && !pair.server.is_closed());
     let neg = pair.client.negotiated().unwrap();
     assert_eq!((neg.cipher_c2s, neg.cipher_s2c), (cipher, cipher));
+    if mac.is_some() {
+        assert_eq!((neg.mac_c2s, neg.mac_s2c), (mac, mac));
+    }
     assert_eq!(neg.strict, strict);
     pair
+}
+
+/// Every cipher, the aes*-ctr ones once with each MAC.
+fn cipher_suites() -> Vec<(CipherAlgorithm, Option<MacAlgorithm>)> {
+    let mut v = Vec::new();
+    for cipher in CipherAlgorithm::ALL {
+        if cipher.is_aead() {
+            v.push((cipher, None));
+        } else {
+            v.extend(MacAlgorithm::ALL.map(|m| (cipher, Some(m))));
+        }
+    }
+    v
 }
 
 fn events_of(pair: &Pair, role: Role) -> Vec<Event> {
@@ -443,15 +473,16 @@ fn flip_once(at: isize, mask: u8) -> Tamper {
 #[test]
 fn corrupted_encrypted_packet_gives_bad_mac_for_every_cipher_and_direction() {
     for strict in [true, false] {
-        for cipher in CipherAlgorithm::ALL {
+        for (cipher, mac) in cipher_suites() {
             // Byte 4 is the first encrypted byte after the length for every
-            // cipher (the AES-GCM length is authenticated but in the clear;
-            // chacha's encrypted length is left alone so the length stays
-            // right); -1 is the last tag byte.
+            // cipher (the AES-GCM and EtM lengths are authenticated but in
+            // the clear; chacha's and plain-MAC CTR's encrypted length is
+            // left alone so the length stays right); -1 is the last tag or
+            // MAC byte.
             for at in [4isize, 9, -1] {
                 for sender in ROLES {
                     let seed = 100 + at.unsigned_abs() as u64;
-                    let mut pair = handshaken_pair(cipher, strict, seed);
+                    let mut pair = handshaken_pair_with_mac(cipher, mac, strict, seed);
                     let receiver = match sender {
                         Role::Client => Role::Server,
                         Role::Server => Role::Client,
@@ -474,7 +505,7 @@ fn corrupted_encrypted_packet_gives_bad_mac_for_every_cipher_and_direction() {
                     let limit = pair.now + Duration::from_secs(10);
                     pair.run_idle(limit);
 
-                    let ctx = format!("{cipher:?} strict={strict} at={at} from {sender:?}");
+                    let ctx = format!("{cipher:?} {mac:?} strict={strict} at={at} from {sender:?}");
                     let expected = Error::BadMac { seq };
                     let (errors, sender_conn, receiver_conn) = match receiver {
                         Role::Client => (&pair.client_errors, &pair.server, &pair.client),
@@ -500,6 +531,69 @@ fn corrupted_encrypted_packet_gives_bad_mac_for_every_cipher_and_direction() {
                         "{ctx}"
                     );
                     assert_eq!(pair.client_errors.len() + pair.server_errors.len(), 1);
+                }
+            }
+        }
+    }
+}
+
+/// aes*-ctr: a corrupted packet length (encrypted with a plain MAC, in
+/// clear with EtM) is refused as soon as it is read, before the body and
+/// the MAC are waited for: over the cap, or off the 16-byte alignment.
+/// CTR is a stream cipher, so the decrypted length has the same bit flipped.
+#[test]
+fn corrupted_length_under_aes_ctr_is_refused_before_the_body() {
+    for cipher in [CipherAlgorithm::Aes128Ctr, CipherAlgorithm::Aes192Ctr, CipherAlgorithm::Aes256Ctr] {
+        for mac in MacAlgorithm::ALL {
+            for (at, mask) in [(0usize, 0x80u8), (3, 0x01), (3, 0x04)] {
+                for sender in ROLES {
+                    let mut pair = handshaken_pair_with_mac(cipher, Some(mac), true, 200 + at as u64);
+                    let receiver = match sender {
+                        Role::Client => Role::Server,
+                        Role::Server => Role::Client,
+                    };
+                    match sender {
+                        Role::Server => pair.tamper_s2c = flip_once(at as isize, mask),
+                        Role::Client => pair.tamper_c2s = flip_once(at as isize, mask),
+                    }
+                    let conn = match sender {
+                        Role::Server => &mut pair.server,
+                        Role::Client => &mut pair.client,
+                    };
+                    // IGNORE of 17 bytes: a 22-byte payload. RFC 4253 §6 with
+                    // 16-byte blocks: 4 + 1 + 22 + 5 = 32 with a plain MAC
+                    // (length aligned with the rest), 1 + 22 + 9 = 32 after
+                    // the length with EtM.
+                    conn.send_ignore(b"keepalive payload").unwrap();
+                    let packet_len: u32 = if mac.is_etm() { 32 } else { 28 };
+                    let flipped = packet_len ^ (u32::from(mask) << (8 * (3 - at)));
+                    let expected = if at == 0 {
+                        Error::PacketTooLarge { len: flipped, max: 256 * 1024 }
+                    } else {
+                        Error::BadPacketLength { len: flipped, block: 16 }
+                    };
+                    let limit = pair.now + Duration::from_secs(10);
+                    pair.run_idle(limit);
+                    let ctx = format!("{cipher:?} {mac:?} at={at} mask={mask:#x} from {sender:?}");
+                    let errors = match receiver {
+                        Role::Client => &pair.client_errors,
+                        Role::Server => &pair.server_errors,
+                    };
+                    assert_eq!(errors, &vec![expected.clone()], "{ctx}");
+                    assert_eq!(pair.client_errors.len() + pair.server_errors.len(), 1, "{ctx}");
+                    assert_eq!(
+                        single_close(&events_of(&pair, receiver)),
+                        CloseReason::Error(expected.clone()),
+                        "{ctx}"
+                    );
+                    assert_eq!(
+                        single_close(&events_of(&pair, sender)),
+                        CloseReason::PeerDisconnect {
+                            code: DisconnectCode::PROTOCOL_ERROR,
+                            description: expected.to_string(),
+                        },
+                        "{ctx}"
+                    );
                 }
             }
         }

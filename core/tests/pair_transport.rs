@@ -1,17 +1,41 @@
 //! In-memory transport properties over `testing::Pair`: kex, service
 //! request and rekey over a link that fragments at random, for every cipher
-//! and host key type; determinism; ordering of data queued during a rekey.
+//! (each aes*-ctr with every MAC) and host key type; determinism; ordering
+//! of data queued during a rekey.
 
 use proptest::prelude::*;
 use sansh::testing::{LinkConfig, Pair, host_key};
-use sansh::{CipherAlgorithm, ClientConfig, Event, HostKeyAlgorithm, Role, ServerConfig};
+use sansh::{CipherAlgorithm, ClientConfig, Event, HostKeyAlgorithm, MacAlgorithm, Role, ServerConfig};
 
-fn pair(cipher: CipherAlgorithm, alg: HostKeyAlgorithm, max_fragment: usize, seed: u64) -> Pair {
+/// A cipher and, for the non-AEAD ones, the MAC to force with it.
+type Suite = (CipherAlgorithm, Option<MacAlgorithm>);
+
+/// Each AEAD alone, and each aes*-ctr with each MAC: 3 + 3 × 5.
+fn suites() -> Vec<Suite> {
+    let mut v = Vec::new();
+    for cipher in CipherAlgorithm::ALL {
+        if cipher.is_aead() {
+            v.push((cipher, None));
+        } else {
+            v.extend(MacAlgorithm::ALL.map(|m| (cipher, Some(m))));
+        }
+    }
+    v
+}
+
+fn pair(suite: Suite, alg: HostKeyAlgorithm, max_fragment: usize, seed: u64) -> Pair {
+    let (cipher, mac) = suite;
     let mut client = ClientConfig::default();
     client.transport.ciphers = vec![cipher];
     client.transport.host_key_algorithms = vec![alg];
     let mut server = ServerConfig { host_keys: vec![host_key(alg)], ..ServerConfig::default() };
     server.transport.ciphers = vec![cipher];
+    if let Some(mac) = mac {
+        // The client's preference is forced; the server offers them all, in
+        // another order, so the choice is the client's (RFC 4253 §7.1).
+        client.transport.macs = vec![mac];
+        server.transport.macs = MacAlgorithm::ALL.into_iter().rev().collect();
+    }
     Pair::new(client, server, LinkConfig::fragmenting(max_fragment), seed).expect("valid config")
 }
 
@@ -22,16 +46,21 @@ fn count(pair: &Pair, role: Role, f: impl Fn(&Event) -> bool) -> usize {
 /// Handshake, then a rekey started by `initiator` with DEBUG messages queued
 /// on both sides during it; returns the pair for further checks.
 fn handshake_and_rekey(
-    cipher: CipherAlgorithm,
+    suite: Suite,
     alg: HostKeyAlgorithm,
     max_fragment: usize,
     seed: u64,
     initiator: Role,
 ) -> Result<Pair, TestCaseError> {
-    let mut p = pair(cipher, alg, max_fragment, seed);
+    let (cipher, mac) = suite;
+    let mut p = pair(suite, alg, max_fragment, seed);
     p.handshake().map_err(TestCaseError::fail)?;
     let neg = p.client.negotiated().unwrap().clone();
     prop_assert_eq!(neg.cipher_c2s, cipher);
+    prop_assert_eq!(neg.cipher_s2c, cipher);
+    // An AEAD negotiates no MAC even though both sides offer MACs.
+    prop_assert_eq!((neg.mac_c2s, neg.mac_s2c), (mac, mac));
+    prop_assert_eq!(p.server.negotiated().unwrap(), &neg);
     prop_assert_eq!(neg.host_key, alg);
     prop_assert!(neg.strict);
     prop_assert_eq!(p.client.session_id(), p.server.session_id());
@@ -74,31 +103,30 @@ fn handshake_and_rekey(
     Ok(p)
 }
 
-const CIPHERS: [CipherAlgorithm; 3] = CipherAlgorithm::ALL;
 const HOST_KEYS: [HostKeyAlgorithm; 5] = HostKeyAlgorithm::ALL;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// Every cipher × host key type, random fragment sizes (1..=64 bytes per
-    /// piece, often 1), either side starting the rekey.
+    /// Every cipher (and MAC) × host key type, random fragment sizes
+    /// (1..=64 bytes per piece, often 1), either side starting the rekey.
     #[test]
     fn kex_service_and_rekey_over_fragmenting_link(
         seed in any::<u64>(),
-        cipher in 0..CIPHERS.len(),
+        suite in 0..18usize,
         alg in 0..HOST_KEYS.len(),
         max_fragment in 1usize..64,
         server_starts in any::<bool>(),
     ) {
         let initiator = if server_starts { Role::Server } else { Role::Client };
-        handshake_and_rekey(CIPHERS[cipher], HOST_KEYS[alg], max_fragment, seed, initiator)?;
+        handshake_and_rekey(suites()[suite], HOST_KEYS[alg], max_fragment, seed, initiator)?;
     }
 
     /// The same seed gives byte-identical transcripts in both directions.
     #[test]
-    fn same_seed_same_bytes(seed in any::<u64>(), cipher in 0..CIPHERS.len(), max_fragment in 1usize..16) {
+    fn same_seed_same_bytes(seed in any::<u64>(), suite in 0..18usize, max_fragment in 1usize..16) {
         let run = || {
-            let p = handshake_and_rekey(CIPHERS[cipher], HostKeyAlgorithm::Ed25519, max_fragment, seed, Role::Client)
+            let p = handshake_and_rekey(suites()[suite], HostKeyAlgorithm::Ed25519, max_fragment, seed, Role::Client)
                 .expect("run");
             let (c2s, s2c) = p.transcripts();
             (c2s.to_vec(), s2c.to_vec(), p.now)
@@ -111,19 +139,54 @@ proptest! {
 
 #[test]
 fn every_combination_at_least_once() {
-    // proptest samples; this makes sure none of the 15 is ever skipped.
-    for (i, cipher) in CIPHERS.into_iter().enumerate() {
+    // proptest samples; this makes sure none of the 18 × 5 is ever skipped.
+    assert_eq!(suites().len(), 18);
+    for (i, suite) in suites().into_iter().enumerate() {
         for (j, alg) in HOST_KEYS.into_iter().enumerate() {
             let seed = (i * 10 + j) as u64;
-            handshake_and_rekey(cipher, alg, 7, seed, Role::Client).unwrap();
+            handshake_and_rekey(suite, alg, 7, seed, Role::Client)
+                .unwrap_or_else(|e| panic!("{suite:?} {alg:?} seed {seed}: {e}"));
         }
     }
 }
 
 #[test]
+fn ctr_with_a_mac_the_server_lacks_fails_but_an_aead_ignores_the_macs() {
+    let mut p =
+        pair((CipherAlgorithm::Aes256Ctr, Some(MacAlgorithm::HmacSha1)), HostKeyAlgorithm::Ed25519, 64, 3);
+    // Rebuild with a server that has no hmac-sha1.
+    let mut client = ClientConfig::default();
+    client.transport.ciphers = vec![CipherAlgorithm::Aes256Ctr, CipherAlgorithm::Aes128Gcm];
+    client.transport.macs = vec![MacAlgorithm::HmacSha1];
+    let mut server =
+        ServerConfig { host_keys: vec![host_key(HostKeyAlgorithm::Ed25519)], ..ServerConfig::default() };
+    server.transport.ciphers = vec![CipherAlgorithm::Aes256Ctr];
+    server.transport.macs = vec![MacAlgorithm::HmacSha256];
+    let mut bad = Pair::new(client.clone(), server.clone(), LinkConfig::fragmenting(64), 4).unwrap();
+    assert!(bad.handshake().is_err());
+    let expected = sansh::Error::NoCommonAlgorithm {
+        kind: sansh::error::AlgorithmKind::MacClientToServer,
+        client: "hmac-sha1".into(),
+        server: "hmac-sha2-256".into(),
+    };
+    assert_eq!(bad.client_errors, vec![expected.clone()]);
+    assert_eq!(bad.server_errors, vec![expected]);
+    // The same MAC lists with AES-GCM available on both sides: the MACs do not matter.
+    server.transport.ciphers = vec![CipherAlgorithm::Aes128Gcm, CipherAlgorithm::Aes256Ctr];
+    client.transport.ciphers = vec![CipherAlgorithm::Aes128Gcm];
+    let mut good = Pair::new(client, server, LinkConfig::fragmenting(64), 5).unwrap();
+    good.handshake().unwrap();
+    let neg = good.client.negotiated().unwrap();
+    assert_eq!((neg.cipher_c2s, neg.mac_c2s, neg.mac_s2c), (CipherAlgorithm::Aes128Gcm, None, None));
+    // And the forced pair from `pair` works.
+    p.handshake().unwrap();
+    assert_eq!(p.client.negotiated().unwrap().mac_s2c, Some(MacAlgorithm::HmacSha1));
+}
+
+#[test]
 fn different_seeds_give_different_bytes() {
     let t = |seed| {
-        let mut p = pair(CipherAlgorithm::ChaCha20Poly1305, HostKeyAlgorithm::Ed25519, 0, seed);
+        let mut p = pair((CipherAlgorithm::ChaCha20Poly1305, None), HostKeyAlgorithm::Ed25519, 0, seed);
         p.handshake().unwrap();
         p.transcripts().0.to_vec()
     };
@@ -135,7 +198,7 @@ fn rekey_triggered_by_byte_limit_after_many_packets() {
     // The byte limit applies once authenticated; before that only explicit
     // rekeys run (OpenSSH refuses pre-auth rekeys), so here we check the
     // explicit path with a large volume of traffic straddling the exchange.
-    let mut p = pair(CipherAlgorithm::Aes128Gcm, HostKeyAlgorithm::Ed25519, 1500, 9);
+    let mut p = pair((CipherAlgorithm::Aes128Gcm, None), HostKeyAlgorithm::Ed25519, 1500, 9);
     p.handshake().unwrap();
     let payload = vec![7u8; 30_000];
     for round in 0..20 {

@@ -8,6 +8,7 @@ pub mod asyncssh;
 pub mod cli;
 pub mod driver;
 pub mod dropbear;
+pub mod paramiko;
 pub mod peer;
 pub mod sshd;
 

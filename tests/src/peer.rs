@@ -30,8 +30,11 @@ impl PeerKind {
     /// The ciphers among sansh's that this peer offers.
     pub fn ciphers(self) -> &'static [CipherAlgorithm] {
         match self {
-            // dropbear 2022.83: chacha20-poly1305 and aes-ctr, no GCM.
-            PeerKind::Dropbear => &[CipherAlgorithm::ChaCha20Poly1305],
+            // dropbear 2022.83: chacha20-poly1305, aes128-ctr and aes256-ctr
+            // (with hmac-sha2-256 or hmac-sha1); no GCM, no aes192-ctr.
+            PeerKind::Dropbear => {
+                &[CipherAlgorithm::ChaCha20Poly1305, CipherAlgorithm::Aes128Ctr, CipherAlgorithm::Aes256Ctr]
+            }
             PeerKind::OpenSsh | PeerKind::AsyncSsh => &CipherAlgorithm::ALL,
         }
     }

@@ -1,6 +1,7 @@
 //! Packet ciphers: `none` (the first key exchange), chacha20-poly1305@openssh.com
-//! and aes{128,256}-gcm@openssh.com. Each seals and opens one whole packet in
-//! place, so framing never copies a payload twice.
+//! and aes{128,256}-gcm@openssh.com, and (in [`ctr_hmac`]) aes{128,192,256}-ctr
+//! with an HMAC. Each seals and opens one whole packet in place, so framing
+//! never copies a payload twice.
 //!
 //! AES-GCM uses `ring`'s assembly (AES-NI/CLMUL): 7× the `aes-gcm` crate's
 //! throughput on this machine (11 GB/s vs 1.6 GB/s sealing 32 KiB packets).
@@ -22,6 +23,10 @@ use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, Unbound
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
+mod ctr_hmac;
+use ctr_hmac::CtrHmac;
+pub use ctr_hmac::MacAlgorithm;
+
 /// Packets (length field, body) at least this long take the RustCrypto
 /// chacha20-poly1305 path; measured crossover ~7 KiB (4 KiB: ring 3.4 µs,
 /// RustCrypto 4.1 µs; 8 KiB: 6.5 µs vs 6.2 µs).
@@ -36,12 +41,25 @@ pub enum CipherAlgorithm {
     Aes128Gcm,
     /// `aes256-gcm@openssh.com`.
     Aes256Gcm,
+    /// `aes128-ctr` (RFC 4344), with a negotiated MAC.
+    Aes128Ctr,
+    /// `aes192-ctr`.
+    Aes192Ctr,
+    /// `aes256-ctr`.
+    Aes256Ctr,
 }
 
 impl CipherAlgorithm {
     /// Every cipher we implement, in our default preference order (OpenSSH's).
-    pub const ALL: [CipherAlgorithm; 3] =
-        [CipherAlgorithm::ChaCha20Poly1305, CipherAlgorithm::Aes128Gcm, CipherAlgorithm::Aes256Gcm];
+    /// The AEADs first; aes*-ctr need a MAC and come after them.
+    pub const ALL: [CipherAlgorithm; 6] = [
+        CipherAlgorithm::ChaCha20Poly1305,
+        CipherAlgorithm::Aes128Gcm,
+        CipherAlgorithm::Aes256Gcm,
+        CipherAlgorithm::Aes128Ctr,
+        CipherAlgorithm::Aes192Ctr,
+        CipherAlgorithm::Aes256Ctr,
+    ];
 
     /// The name used on the wire.
     pub fn name(self) -> &'static str {
@@ -49,7 +67,19 @@ impl CipherAlgorithm {
             CipherAlgorithm::ChaCha20Poly1305 => "chacha20-poly1305@openssh.com",
             CipherAlgorithm::Aes128Gcm => "aes128-gcm@openssh.com",
             CipherAlgorithm::Aes256Gcm => "aes256-gcm@openssh.com",
+            CipherAlgorithm::Aes128Ctr => "aes128-ctr",
+            CipherAlgorithm::Aes192Ctr => "aes192-ctr",
+            CipherAlgorithm::Aes256Ctr => "aes256-ctr",
         }
+    }
+
+    /// Whether the cipher authenticates packets itself, so that no MAC is
+    /// negotiated for it (RFC 5647 as OpenSSH applies it).
+    pub fn is_aead(self) -> bool {
+        matches!(
+            self,
+            CipherAlgorithm::ChaCha20Poly1305 | CipherAlgorithm::Aes128Gcm | CipherAlgorithm::Aes256Gcm
+        )
     }
 
     /// Parses a wire name.
@@ -61,8 +91,9 @@ impl CipherAlgorithm {
     pub(crate) fn key_len(self) -> usize {
         match self {
             CipherAlgorithm::ChaCha20Poly1305 => 64,
-            CipherAlgorithm::Aes128Gcm => 16,
-            CipherAlgorithm::Aes256Gcm => 32,
+            CipherAlgorithm::Aes128Gcm | CipherAlgorithm::Aes128Ctr => 16,
+            CipherAlgorithm::Aes192Ctr => 24,
+            CipherAlgorithm::Aes256Gcm | CipherAlgorithm::Aes256Ctr => 32,
         }
     }
 
@@ -71,15 +102,17 @@ impl CipherAlgorithm {
         match self {
             CipherAlgorithm::ChaCha20Poly1305 => 0,
             CipherAlgorithm::Aes128Gcm | CipherAlgorithm::Aes256Gcm => 12,
+            // The initial counter block.
+            CipherAlgorithm::Aes128Ctr | CipherAlgorithm::Aes192Ctr | CipherAlgorithm::Aes256Ctr => 16,
         }
     }
 
     /// Bytes after which OpenSSH rekeys with this cipher (PROTOCOL-NOTES):
-    /// 2^32 blocks for AES (64 GiB) and 1 GiB for chacha20-poly1305.
+    /// 2^32 blocks for AES, GCM or CTR (64 GiB), and 1 GiB for chacha20-poly1305.
     pub fn default_rekey_bytes(self) -> u64 {
         match self {
             CipherAlgorithm::ChaCha20Poly1305 => 1 << 30,
-            CipherAlgorithm::Aes128Gcm | CipherAlgorithm::Aes256Gcm => 1 << 36,
+            _ => 1 << 36,
         }
     }
 }
@@ -98,6 +131,8 @@ pub(crate) enum PacketCipher {
     ChaCha(Box<ChaChaKeys>),
     /// aes128-gcm or aes256-gcm.
     AesGcm { aead: Box<LessSafeKey>, iv: [u8; 12], bits: u16 },
+    /// aes*-ctr with an HMAC, plain or encrypt-then-MAC.
+    CtrHmac(Box<CtrHmac>),
 }
 
 impl core::fmt::Debug for PacketCipher {
@@ -108,6 +143,7 @@ impl core::fmt::Debug for PacketCipher {
             PacketCipher::ChaCha(_) => "chacha20-poly1305",
             PacketCipher::AesGcm { bits: 128, .. } => "aes128-gcm",
             PacketCipher::AesGcm { .. } => "aes256-gcm",
+            PacketCipher::CtrHmac(c) => c.describe(),
         })
     }
 }
@@ -118,7 +154,8 @@ impl Drop for PacketCipher {
         match self {
             PacketCipher::ChaCha(_) => {}
             PacketCipher::AesGcm { iv, .. } => iv.zeroize(),
-            PacketCipher::None => {}
+            // aes, ctr and hmac zero their own state.
+            PacketCipher::None | PacketCipher::CtrHmac(_) => {}
         }
     }
 }
@@ -205,6 +242,27 @@ impl PacketCipher {
                     bits,
                 }
             }
+            CipherAlgorithm::Aes128Ctr | CipherAlgorithm::Aes192Ctr | CipherAlgorithm::Aes256Ctr => {
+                panic!("{alg:?} needs a MAC: use PacketCipher::with_mac")
+            }
+        }
+    }
+
+    /// Builds the cipher of one direction from derived key material, with
+    /// the negotiated MAC and its key (ignored for the AEADs, which the MAC
+    /// negotiation skips; required for aes*-ctr).
+    pub(crate) fn with_mac(
+        alg: CipherAlgorithm,
+        key: &[u8],
+        iv: &[u8],
+        mac: Option<(MacAlgorithm, &[u8])>,
+    ) -> Self {
+        match (alg.is_aead(), mac) {
+            (true, _) => PacketCipher::new(alg, key, iv),
+            (false, Some((mac, mac_key))) => {
+                PacketCipher::CtrHmac(Box::new(CtrHmac::new(alg, key, iv, mac, mac_key)))
+            }
+            (false, None) => panic!("{alg:?} negotiated without a MAC"),
         }
     }
 
@@ -213,20 +271,46 @@ impl PacketCipher {
         match self {
             PacketCipher::None | PacketCipher::ChaCha(_) => 8,
             PacketCipher::AesGcm { .. } => 16,
+            PacketCipher::CtrHmac(_) => ctr_hmac::AES_BLOCK,
         }
     }
 
     /// Whether the 4-byte length field counts toward block alignment
-    /// (it does for unencrypted packets; AEAD modes exclude it).
+    /// (it does for unencrypted packets and a plain MAC, where it is
+    /// encrypted with the rest; AEAD modes and EtM exclude it).
     pub(crate) fn length_in_alignment(&self) -> bool {
-        matches!(self, PacketCipher::None)
+        match self {
+            PacketCipher::None => true,
+            PacketCipher::CtrHmac(c) => !c.etm(),
+            _ => false,
+        }
     }
 
-    /// Authentication tag length.
+    /// Authentication tag (or MAC) length.
     pub(crate) fn tag_len(&self) -> usize {
         match self {
             PacketCipher::None => 0,
+            PacketCipher::CtrHmac(c) => c.mac_len(),
             _ => 16,
+        }
+    }
+
+    /// Bytes needed at the front of a packet to learn its length: the first
+    /// cipher block when the length is encrypted with CTR (plain MAC), else 4.
+    pub(crate) fn length_bytes(&self) -> usize {
+        match self {
+            PacketCipher::CtrHmac(c) => c.length_bytes(),
+            _ => 4,
+        }
+    }
+
+    /// The packet length from the first `length_bytes()` bytes, once per
+    /// packet. aes*-ctr with a plain MAC decrypts those bytes in place (its
+    /// keystream cannot rewind); the others leave them as they came.
+    pub(crate) fn read_length(&mut self, seq: u32, head: &mut [u8]) -> u32 {
+        match self {
+            PacketCipher::CtrHmac(c) => c.read_length(head),
+            _ => self.peek_length(seq, head[..4].try_into().expect("4 bytes")),
         }
     }
 
@@ -251,11 +335,13 @@ impl PacketCipher {
                     .expect("packet under GCM's size limit");
                 tag.copy_from_slice(t.as_ref());
             }
+            PacketCipher::CtrHmac(c) => c.seal(seq, packet, tag),
         }
     }
 
     /// The packet length from the first 4 bytes on the wire, without
     /// consuming them (chacha20-poly1305 encrypts it; the others do not).
+    /// Not for aes*-ctr with a plain MAC: `read_length` decrypts its block.
     pub(crate) fn peek_length(&self, seq: u32, first4: &[u8; 4]) -> u32 {
         match self {
             PacketCipher::ChaCha(keys) => u32::from_be_bytes(keys.open.decrypt_packet_length(seq, *first4)),
@@ -264,7 +350,8 @@ impl PacketCipher {
     }
 
     /// Verifies `tag` over `packet` and decrypts the body (`packet[4..]`) in place.
-    /// The length field is left as it arrived. Nothing decrypted is used when the tag is bad.
+    /// The length field is left as `read_length` left it. Nothing decrypted is
+    /// used when the tag is bad.
     pub(crate) fn open(&mut self, seq: u32, packet: &mut [u8], tag: &[u8]) -> Result<(), TagMismatch> {
         match self {
             PacketCipher::None => Ok(()),
@@ -285,6 +372,7 @@ impl PacketCipher {
                     .map(|_| ())
                     .map_err(|_| TagMismatch)
             }
+            PacketCipher::CtrHmac(c) => c.open(seq, packet, tag),
         }
     }
 }

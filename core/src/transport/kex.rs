@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use x25519_dalek::{EphemeralSecret, PublicKey as X25519Public};
 use zeroize::Zeroizing;
 
-use super::cipher::CipherAlgorithm;
+use super::cipher::{CipherAlgorithm, MacAlgorithm};
 use super::hostkey::HostKeyAlgorithm;
 use crate::error::{AlgorithmKind, Error};
 use crate::rng::Rng;
@@ -139,6 +139,11 @@ pub struct Negotiated {
     pub cipher_c2s: CipherAlgorithm,
     /// Cipher server to client.
     pub cipher_s2c: CipherAlgorithm,
+    /// MAC client to server: `None` when `cipher_c2s` is an AEAD (the MAC
+    /// lists are then not negotiated, as OpenSSH does).
+    pub mac_c2s: Option<MacAlgorithm>,
+    /// MAC server to client (`None` with an AEAD).
+    pub mac_s2c: Option<MacAlgorithm>,
     /// Whether both sides enabled strict kex (only meaningful on the first kex).
     pub strict: bool,
     /// Whether the client asked for EXT_INFO (`ext-info-c`).
@@ -162,15 +167,29 @@ pub(crate) fn negotiate(client: &KexInit, server: &KexInit, first: bool) -> Resu
     let host_key = choose(AlgorithmKind::HostKey, &client.host_key, &server.host_key)?;
     let c2s = choose(AlgorithmKind::CipherClientToServer, &client.cipher_c2s, &server.cipher_c2s)?;
     let s2c = choose(AlgorithmKind::CipherServerToClient, &client.cipher_s2c, &server.cipher_s2c)?;
-    // Every cipher we offer is an AEAD: the MAC lists are not negotiated
-    // (OpenSSH skips them too when the cipher authenticates itself).
+    let cipher_c2s = CipherAlgorithm::from_name(c2s).ok_or_else(|| known(c2s))?;
+    let cipher_s2c = CipherAlgorithm::from_name(s2c).ok_or_else(|| known(s2c))?;
+    // Per direction, a MAC only for a cipher that does not authenticate
+    // itself: with an AEAD the MAC lists are ignored, even when they have
+    // nothing in common (OpenSSH's choose_enc/choose_mac).
+    let mac = |cipher: CipherAlgorithm, kind, c: &[String], s: &[String]| -> Result<_, Error> {
+        if cipher.is_aead() {
+            return Ok(None);
+        }
+        let name = choose(kind, c, s)?;
+        MacAlgorithm::from_name(name).map(Some).ok_or_else(|| known(name))
+    };
+    let mac_c2s = mac(cipher_c2s, AlgorithmKind::MacClientToServer, &client.mac_c2s, &server.mac_c2s)?;
+    let mac_s2c = mac(cipher_s2c, AlgorithmKind::MacServerToClient, &client.mac_s2c, &server.mac_s2c)?;
     choose(AlgorithmKind::CompressionClientToServer, &client.comp_c2s, &server.comp_c2s)?;
     choose(AlgorithmKind::CompressionServerToClient, &client.comp_s2c, &server.comp_s2c)?;
     Ok(Negotiated {
         kex: KexAlgorithm::from_name(kex).ok_or_else(|| known(kex))?,
         host_key: HostKeyAlgorithm::from_name(host_key).ok_or_else(|| known(host_key))?,
-        cipher_c2s: CipherAlgorithm::from_name(c2s).ok_or_else(|| known(c2s))?,
-        cipher_s2c: CipherAlgorithm::from_name(s2c).ok_or_else(|| known(s2c))?,
+        cipher_c2s,
+        cipher_s2c,
+        mac_c2s,
+        mac_s2c,
         strict: first
             && client.kex.iter().any(|n| n == STRICT_KEX_C)
             && server.kex.iter().any(|n| n == STRICT_KEX_S),
@@ -267,6 +286,9 @@ pub(crate) struct DerivedKeys {
     pub(crate) iv_s2c: Zeroizing<Vec<u8>>,
     pub(crate) key_c2s: Zeroizing<Vec<u8>>,
     pub(crate) key_s2c: Zeroizing<Vec<u8>>,
+    /// Integrity keys (empty with an AEAD).
+    pub(crate) mac_key_c2s: Zeroizing<Vec<u8>>,
+    pub(crate) mac_key_s2c: Zeroizing<Vec<u8>>,
 }
 
 /// HASH(K ‖ H ‖ letter ‖ session_id), extended with HASH(K ‖ H ‖ K1 ‖ …)
@@ -300,6 +322,8 @@ pub(crate) fn derive_keys(k_mpint: &[u8], h: &[u8], session_id: &[u8], neg: &Neg
         iv_s2c: derive(k_mpint, h, b'B', session_id, neg.cipher_s2c.iv_len()),
         key_c2s: derive(k_mpint, h, b'C', session_id, neg.cipher_c2s.key_len()),
         key_s2c: derive(k_mpint, h, b'D', session_id, neg.cipher_s2c.key_len()),
+        mac_key_c2s: derive(k_mpint, h, b'E', session_id, neg.mac_c2s.map_or(0, MacAlgorithm::key_len)),
+        mac_key_s2c: derive(k_mpint, h, b'F', session_id, neg.mac_s2c.map_or(0, MacAlgorithm::key_len)),
     }
 }
 
@@ -370,6 +394,53 @@ mod tests {
             e.to_string(),
             "no common kex algorithm: client offers [curve25519-sha256], server offers [diffie-hellman-group14-sha256]"
         );
+    }
+
+    #[test]
+    fn macs_are_negotiated_per_direction_only_for_non_aead_ciphers() {
+        let mut c = init("curve25519-sha256", "ssh-ed25519", "");
+        c.cipher_c2s = list("aes128-ctr,chacha20-poly1305@openssh.com");
+        c.cipher_s2c = list("chacha20-poly1305@openssh.com,aes256-ctr");
+        c.mac_c2s = list("hmac-sha1,hmac-sha2-256");
+        c.mac_s2c = list("hmac-sha1");
+        let mut s = c.clone();
+        s.cipher_c2s = list("aes256-ctr,aes128-ctr");
+        s.mac_c2s = list("hmac-sha2-512,hmac-sha2-256");
+        // Nothing in common server to client: irrelevant under chacha20-poly1305.
+        s.mac_s2c = list("hmac-sha2-256-etm@openssh.com");
+        let n = negotiate(&c, &s, true).unwrap();
+        assert_eq!((n.cipher_c2s, n.mac_c2s), (CipherAlgorithm::Aes128Ctr, Some(MacAlgorithm::HmacSha256)));
+        assert_eq!((n.cipher_s2c, n.mac_s2c), (CipherAlgorithm::ChaCha20Poly1305, None));
+        // The same MAC lists with aes256-ctr server to client: no common MAC.
+        s.cipher_s2c = list("aes256-ctr");
+        let e = negotiate(&c, &s, true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no common MAC (server to client) algorithm: client offers [hmac-sha1], \
+             server offers [hmac-sha2-256-etm@openssh.com]"
+        );
+        s.mac_s2c = list("hmac-sha2-512-etm@openssh.com,hmac-sha1");
+        let n = negotiate(&c, &s, true).unwrap();
+        assert_eq!((n.cipher_s2c, n.mac_s2c), (CipherAlgorithm::Aes256Ctr, Some(MacAlgorithm::HmacSha1)));
+    }
+
+    #[test]
+    fn mac_keys_use_letters_e_and_f() {
+        let (k, h, sid) = (b"\0\0\0\x01\x05".as_slice(), [1u8; 32], [2u8; 32]);
+        let mut c = init("curve25519-sha256", "ssh-ed25519", "aes192-ctr");
+        c.mac_c2s = list("hmac-sha2-512");
+        c.mac_s2c = list("hmac-sha2-512");
+        let mut neg = negotiate(&c, &c, false).unwrap();
+        neg.mac_s2c = Some(MacAlgorithm::HmacSha1);
+        let keys = derive_keys(k, &h, &sid, &neg);
+        assert_eq!((keys.key_c2s.len(), keys.iv_c2s.len()), (24, 16));
+        assert_eq!(keys.mac_key_c2s, derive(k, &h, b'E', &sid, 64));
+        assert_eq!(keys.mac_key_s2c, derive(k, &h, b'F', &sid, 20));
+        assert_eq!(keys.iv_s2c, derive(k, &h, b'B', &sid, 16));
+        // No MAC key with an AEAD.
+        let a = init("curve25519-sha256", "ssh-ed25519", "aes128-gcm@openssh.com");
+        let keys = derive_keys(k, &h, &sid, &negotiate(&a, &a, false).unwrap());
+        assert!(keys.mac_key_c2s.is_empty() && keys.mac_key_s2c.is_empty());
     }
 
     #[test]

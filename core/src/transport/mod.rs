@@ -15,7 +15,7 @@ pub(crate) mod version;
 use std::collections::VecDeque;
 use std::ops::Range;
 
-pub use cipher::CipherAlgorithm;
+pub use cipher::{CipherAlgorithm, MacAlgorithm};
 pub use hostkey::{HostKey, HostKeyAlgorithm};
 pub use kex::{KexAlgorithm, Negotiated};
 
@@ -84,8 +84,9 @@ const PAUSED_INPUT_LIMIT: usize = 512 * 1024;
 const STOPPED_INPUT_SLACK: usize = 64 * 1024;
 /// What a message held for a key exchange counts against the output cap
 /// besides its payload: once sealed it gains framing, padding and tag (at
-/// most 40 bytes), and while held it costs its own allocation.
-const HELD_OVERHEAD: usize = 64;
+/// most 40 bytes with an AEAD, 88 with hmac-sha2-512), and while held it
+/// costs its own allocation.
+const HELD_OVERHEAD: usize = 96;
 /// Smallest `max_queued_output` used. Channel data is sealed only under
 /// half of it, a packet (32 KiB) at a time, so data alone stays under
 /// 97 KiB: never at the cap, which would stop input (and two sansh peers
@@ -357,8 +358,8 @@ struct KexRun {
     ephemeral: Option<Ephemeral>,
     /// The peer guessed the algorithms wrong and sent a kex packet early.
     skip_next_kex_packet: bool,
-    /// Derived keys waiting for NEWKEYS in each direction.
-    keys_out: Option<(CipherAlgorithm, kex::DerivedKeys)>,
+    /// Derived keys waiting for our NEWKEYS: the outbound cipher and MAC.
+    keys_out: Option<(CipherAlgorithm, Option<MacAlgorithm>, kex::DerivedKeys)>,
     keys_in_ready: bool,
     newkeys_sent: bool,
     newkeys_received: bool,
@@ -440,6 +441,7 @@ impl Transport {
             ("kex_algorithms", config.kex_algorithms.is_empty()),
             ("host_key_algorithms", config.host_key_algorithms.is_empty()),
             ("ciphers", config.ciphers.is_empty()),
+            ("macs", config.macs.is_empty()),
         ] {
             if empty {
                 return Err(Error::Config { what: format!("{what} is empty") });
@@ -759,6 +761,16 @@ impl Transport {
         }
         match class {
             MessageClass::Generic | MessageClass::Kex => Ok(()),
+            // RFC 4253 §7.1 forbids them between a KEXINIT and its NEWKEYS,
+            // but paramiko answers a CHANNEL_OPEN (and sends channel data)
+            // after its own rekey KEXINIT. OpenSSH accepts connection-layer
+            // messages during a rekey (its kex resets only the transport
+            // range of its dispatch table); so do we: they are authenticated
+            // with the old keys, and the first kex (handled above) stays strict.
+            MessageClass::Auth if self.upper == Upper::Auth => Ok(()),
+            MessageClass::Auth => Err(unexpected("outside user authentication")),
+            MessageClass::Connection if self.upper == Upper::Authenticated => Ok(()),
+            MessageClass::Connection => Err(unexpected("before authentication completed")),
             _ if peer_in_kex => Err(unexpected("during key exchange")),
             MessageClass::Service => match (n, self.role, self.service) {
                 (msg::SERVICE_REQUEST, Role::Server, Service::None) => Ok(()),
@@ -769,10 +781,6 @@ impl Transport {
                 (Role::Client, Upper::PreService | Upper::Auth) => Ok(()),
                 _ => Err(unexpected("outside the points RFC 8308 allows")),
             },
-            MessageClass::Auth if self.upper == Upper::Auth => Ok(()),
-            MessageClass::Auth => Err(unexpected("outside user authentication")),
-            MessageClass::Connection if self.upper == Upper::Authenticated => Ok(()),
-            MessageClass::Connection => Err(unexpected("before authentication completed")),
             MessageClass::Ping | MessageClass::Unknown => Ok(()),
         }
     }
@@ -933,16 +941,17 @@ impl Transport {
             Role::Server => self.offered_host_key_algorithms().iter().map(|a| a.name()).collect(),
         };
         let ciphers: Vec<&str> = self.config.ciphers.iter().map(|c| c.name()).collect();
+        let macs: Vec<&str> = self.config.macs.iter().map(|m| m.name()).collect();
         KexInit {
             cookie: kex::cookie(&mut shared.rng),
             kex: names(kex_list),
             host_key: names(host_key),
             cipher_c2s: names(ciphers.clone()),
             cipher_s2c: names(ciphers),
-            // Every cipher we implement is an AEAD: OpenSSH then ignores the
-            // MAC, but some peers insist on a non-empty list.
-            mac_c2s: names(MAC_NAMES.to_vec()),
-            mac_s2c: names(MAC_NAMES.to_vec()),
+            // Sent even when every cipher offered is an AEAD (which ignores
+            // the MAC): some peers reject an empty list.
+            mac_c2s: names(macs.clone()),
+            mac_s2c: names(macs),
             comp_c2s: names(vec!["none"]),
             comp_s2c: names(vec!["none"]),
             first_kex_follows: false,
@@ -1164,29 +1173,31 @@ impl Transport {
     /// keeps the outbound one for our NEWKEYS.
     fn install_keys(&mut self, keys: kex::DerivedKeys, neg: &Negotiated) {
         let run = self.kex.as_mut().expect("in kex");
-        let (in_alg, in_key, in_iv) = match self.role {
-            Role::Client => (neg.cipher_s2c, &keys.key_s2c, &keys.iv_s2c),
-            Role::Server => (neg.cipher_c2s, &keys.key_c2s, &keys.iv_c2s),
+        let (in_alg, in_mac, in_key, in_iv, in_mac_key) = match self.role {
+            Role::Client => (neg.cipher_s2c, neg.mac_s2c, &keys.key_s2c, &keys.iv_s2c, &keys.mac_key_s2c),
+            Role::Server => (neg.cipher_c2s, neg.mac_c2s, &keys.key_c2s, &keys.iv_c2s, &keys.mac_key_c2s),
         };
         // The inbound cipher is built now and swapped in by on_newkeys.
-        self.pending_in = Some(cipher::PacketCipher::new(in_alg, in_key, in_iv));
-        let out_alg = match self.role {
-            Role::Client => neg.cipher_c2s,
-            Role::Server => neg.cipher_s2c,
+        let in_mac = in_mac.map(|m| (m, &in_mac_key[..]));
+        self.pending_in = Some(cipher::PacketCipher::with_mac(in_alg, in_key, in_iv, in_mac));
+        let (out_alg, out_mac) = match self.role {
+            Role::Client => (neg.cipher_c2s, neg.mac_c2s),
+            Role::Server => (neg.cipher_s2c, neg.mac_s2c),
         };
         run.keys_in_ready = true;
-        run.keys_out = Some((out_alg, keys));
+        run.keys_out = Some((out_alg, out_mac, keys));
     }
 
     fn send_newkeys(&mut self, shared: &mut Shared) {
         let run = self.kex.as_mut().expect("in kex");
-        let (alg, keys) = run.keys_out.take().expect("keys derived");
+        let (alg, mac, keys) = run.keys_out.take().expect("keys derived");
         self.output.send(&[msg::NEWKEYS], &mut shared.rng);
-        let (key, iv) = match self.role {
-            Role::Client => (&keys.key_c2s, &keys.iv_c2s),
-            Role::Server => (&keys.key_s2c, &keys.iv_s2c),
+        let (key, iv, mac_key) = match self.role {
+            Role::Client => (&keys.key_c2s, &keys.iv_c2s, &keys.mac_key_c2s),
+            Role::Server => (&keys.key_s2c, &keys.iv_s2c, &keys.mac_key_s2c),
         };
-        self.output.sealer.cipher = cipher::PacketCipher::new(alg, key, iv);
+        let mac = mac.map(|m| (m, &mac_key[..]));
+        self.output.sealer.cipher = cipher::PacketCipher::with_mac(alg, key, iv, mac);
         // Limits count what each key protects (as OpenSSH does), so the
         // counters restart with the key, before held packets go out.
         self.output.bytes_since_kex = 0;
@@ -1412,10 +1423,6 @@ const PROBE_TAG: &[u8] = b"sansh-probe:";
 
 /// The only service this crate offers or requests.
 pub(crate) const SERVICE_USERAUTH: &str = "ssh-userauth";
-
-/// MAC names for KEXINIT: never chosen (AEAD ciphers only), but present
-/// because some implementations reject an empty list.
-const MAC_NAMES: [&str; 2] = ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-256"];
 
 /// What `poll` found.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -80,7 +80,8 @@ pub(crate) struct Opener {
     /// Largest `packet_length` accepted; checked before waiting for the body.
     max_packet_len: u32,
     /// Length of a packet whose header has been read but whose body has not
-    /// all arrived (chacha20 decrypts the length once, not on every poll).
+    /// all arrived (chacha20 decrypts the length once, not on every poll;
+    /// aes*-ctr with a plain MAC has decrypted the first block in place).
     pending_len: Option<u32>,
 }
 
@@ -101,10 +102,14 @@ impl Opener {
         let len = match self.pending_len {
             Some(len) => len,
             None => {
-                let Some(first4) = buf.first_chunk::<4>() else {
+                // 4 bytes, or the first cipher block when the length is
+                // encrypted with the body (aes*-ctr, plain MAC). Checked
+                // before waiting for the rest.
+                let head = self.cipher.length_bytes();
+                if buf.len() < head {
                     return Ok(None);
-                };
-                let len = self.cipher.peek_length(self.seq, first4);
+                }
+                let len = self.cipher.read_length(self.seq, &mut buf[..head]);
                 self.check_length(len)?;
                 self.pending_len = Some(len);
                 len
@@ -134,7 +139,9 @@ impl Opener {
         }
         let block = self.cipher.block_size() as u32;
         let aligned = if self.cipher.length_in_alignment() { len.wrapping_add(4) } else { len };
-        // The smallest legal packet: padding length, a message number, 4 bytes of padding.
+        // The smallest legal packet: padding length, a message number, 4
+        // bytes of padding; and at least the block a plain-MAC reader has
+        // already decrypted (aligned, so that follows for a 16-byte block).
         if len < 1 + 1 + MIN_PADDING as u32 || aligned % block != 0 {
             return Err(Error::BadPacketLength { len, block });
         }
@@ -145,25 +152,45 @@ impl Opener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::cipher::CipherAlgorithm;
+    use crate::transport::cipher::{CipherAlgorithm, MacAlgorithm};
 
     fn pair(alg: Option<CipherAlgorithm>) -> (Sealer, Opener) {
+        pair_with_mac(alg, MacAlgorithm::HmacSha256)
+    }
+
+    /// `mac` is used only by the aes*-ctr ciphers.
+    fn pair_with_mac(alg: Option<CipherAlgorithm>, mac: MacAlgorithm) -> (Sealer, Opener) {
         let mut s = Sealer::new();
         let mut o = Opener::new(256 * 1024);
         if let Some(alg) = alg {
             let key = vec![7u8; alg.key_len()];
             let iv = vec![9u8; alg.iv_len()];
-            s.cipher = PacketCipher::new(alg, &key, &iv);
-            o.cipher = PacketCipher::new(alg, &key, &iv);
+            let mac_key = vec![3u8; mac.key_len()];
+            s.cipher = PacketCipher::with_mac(alg, &key, &iv, Some((mac, &mac_key)));
+            o.cipher = PacketCipher::with_mac(alg, &key, &iv, Some((mac, &mac_key)));
         }
         (s, o)
+    }
+
+    /// Every (cipher, MAC) pair worth framing: each AEAD once, each aes*-ctr
+    /// with every MAC.
+    fn suites() -> Vec<(Option<CipherAlgorithm>, MacAlgorithm)> {
+        let mut v = vec![(None, MacAlgorithm::HmacSha256)];
+        for alg in CipherAlgorithm::ALL {
+            if alg.is_aead() {
+                v.push((Some(alg), MacAlgorithm::HmacSha256));
+            } else {
+                v.extend(MacAlgorithm::ALL.map(|m| (Some(alg), m)));
+            }
+        }
+        v
     }
 
     #[test]
     fn frames_round_trip_with_aligned_padding() {
         let mut rng = Rng::from_u64(1);
-        for alg in [None, Some(CipherAlgorithm::ChaCha20Poly1305), Some(CipherAlgorithm::Aes256Gcm)] {
-            let (mut s, mut o) = pair(alg);
+        for (alg, mac) in suites() {
+            let (mut s, mut o) = pair_with_mac(alg, mac);
             let mut tx = Vec::new();
             for n in 1..70usize {
                 let start = Sealer::begin(&mut tx);
@@ -185,6 +212,11 @@ mod tests {
                 assert_eq!(payload, (0..n).map(|i| i as u8).collect::<Vec<_>>().as_slice());
                 let padding = tx[off + 4] as usize;
                 assert!(padding >= 4, "{alg:?}: padding {padding}");
+                // RFC 4253 §6: the length field counts toward the block
+                // alignment unless the cipher or MAC keeps it out.
+                let packet_len = p.consumed - o.cipher.tag_len();
+                let aligned = if o.cipher.length_in_alignment() { packet_len } else { packet_len - 4 };
+                assert_eq!(aligned % o.cipher.block_size(), 0, "{alg:?} {mac:?}: {packet_len}");
                 off += p.consumed;
             }
             assert_eq!(off, tx.len());
@@ -222,15 +254,44 @@ mod tests {
     #[test]
     fn rejects_corrupted_ciphertext() {
         let mut rng = Rng::from_u64(2);
-        for alg in CipherAlgorithm::ALL {
-            let (mut s, mut o) = pair(Some(alg));
+        for (alg, mac) in suites().into_iter().skip(1) {
+            let (mut s, mut o) = pair_with_mac(alg, mac);
             let mut tx = Vec::new();
             let start = Sealer::begin(&mut tx);
             tx.extend_from_slice(b"\x02hello");
             s.finish(&mut tx, start, &mut rng);
             let last = tx.len() - 1;
             tx[last] ^= 0x40;
-            assert!(matches!(o.poll(&mut tx), Err(Error::BadMac { seq: 0 })), "{alg:?}");
+            assert!(matches!(o.poll(&mut tx), Err(Error::BadMac { seq: 0 })), "{alg:?} {mac:?}");
+        }
+    }
+
+    /// aes*-ctr with a plain MAC: the length is encrypted, so nothing is
+    /// decided before the first 16-byte block is in; a decrypted length over
+    /// the cap or off the 16-byte alignment is refused at once, before the
+    /// body. With EtM the clear length is checked from its 4 bytes.
+    #[test]
+    fn ctr_lengths_are_checked_from_the_first_block() {
+        let mut rng = Rng::from_u64(3);
+        for mac in [MacAlgorithm::HmacSha256, MacAlgorithm::HmacSha256Etm] {
+            for (mask, expect_too_large) in [(0x80u8, true), (0x01, false)] {
+                let (mut s, mut o) = pair_with_mac(Some(CipherAlgorithm::Aes128Ctr), mac);
+                let mut tx = Vec::new();
+                let start = Sealer::begin(&mut tx);
+                tx.extend_from_slice(b"\x02hello");
+                s.finish(&mut tx, start, &mut rng);
+                // Flip a bit of the (encrypted or clear) length: CTR is a
+                // stream, so the decrypted length flips the same bit.
+                tx[if expect_too_large { 0 } else { 3 }] ^= mask;
+                let need = if mac.is_etm() { 4 } else { 16 };
+                assert!(matches!(o.poll(&mut tx[..need - 1]), Ok(None)), "{mac:?}");
+                let got = o.poll(&mut tx[..need]);
+                if expect_too_large {
+                    assert!(matches!(got, Err(Error::PacketTooLarge { .. })), "{mac:?}: {got:?}");
+                } else {
+                    assert!(matches!(got, Err(Error::BadPacketLength { block: 16, .. })), "{mac:?}: {got:?}");
+                }
+            }
         }
     }
 }

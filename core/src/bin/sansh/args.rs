@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sansh::{CipherAlgorithm, HostKeyAlgorithm, KexAlgorithm};
+use sansh::{CipherAlgorithm, HostKeyAlgorithm, KexAlgorithm, MacAlgorithm};
 
 use crate::forward::ForwardSpec;
 
@@ -111,6 +111,7 @@ pub struct SshOptions {
     pub server_alive_count_max: Option<u32>,
     pub connect_timeout: Option<u64>,
     pub ciphers: Option<Vec<CipherAlgorithm>>,
+    pub macs: Option<Vec<MacAlgorithm>>,
     pub kex: Option<Vec<KexAlgorithm>>,
     pub host_key_algorithms: Option<Vec<HostKeyAlgorithm>>,
     pub port: Option<u16>,
@@ -373,14 +374,18 @@ fn option_with_value(a: &mut Args, c: char, value: &str) -> Result<(), UsageErro
         'R' => a.remote.push(ForwardSpec::parse(value).map_err(|e| UsageError(format!("-R {value}: {e}")))?),
         // -F: sansh reads no ssh_config, so there is nothing to replace.
         'F' => tracing::debug!("-F {value}: sansh reads no configuration file; ignored"),
-        // -c and -m: the cipher (same as -o Ciphers) and MACs (AEAD only: none to choose).
+        // -c and -m: the ciphers and MACs (same as -o Ciphers and -o MACs).
         'c' => {
             if a.options.ciphers.is_none() {
                 a.options.ciphers =
                     Some(algorithm_list("cipher", value, &CipherAlgorithm::ALL, |x| x.name())?);
             }
         }
-        'm' => tracing::debug!("-m {value}: sansh uses AEAD ciphers only; ignored"),
+        'm' => {
+            if a.options.macs.is_none() {
+                a.options.macs = Some(algorithm_list("MAC", value, &MacAlgorithm::ALL, |x| x.name())?);
+            }
+        }
         _ => return err(format!("-{c} is not supported by sansh")),
     }
     Ok(())
@@ -458,6 +463,10 @@ pub fn apply_option(a: &mut Args, text: &str) -> Result<(), UsageError> {
             let list = algorithm_list("cipher", value, &CipherAlgorithm::ALL, |x| x.name())?;
             first(&mut o.ciphers, list);
         }
+        "macs" => {
+            let list = algorithm_list("MAC", value, &MacAlgorithm::ALL, |x| x.name())?;
+            first(&mut o.macs, list);
+        }
         "kexalgorithms" => {
             let list = algorithm_list("key exchange", value, &KexAlgorithm::ALL, |x| x.name())?;
             first(&mut o.kex, list);
@@ -517,8 +526,7 @@ pub fn apply_option(a: &mut Args, text: &str) -> Result<(), UsageError> {
         | "serveralive"
         | "sendenv"
         | "setenv"
-        | "escapechar"
-        | "macs" => {
+        | "escapechar" => {
             tracing::debug!("-o {key}: accepted, no effect in sansh");
         }
         _ => return err(format!("Bad configuration option: {key}")),
@@ -616,14 +624,20 @@ mod tests {
         );
         assert_eq!(
             algorithm_list("cipher", "-chacha20-poly1305@openssh.com,aes128-ctr", &all, n).unwrap().len(),
-            2
+            all.len() - 2
         );
         assert_eq!(
             algorithm_list("cipher", "^aes256-gcm@openssh.com", &all, n).unwrap()[0],
             CipherAlgorithm::Aes256Gcm
         );
-        let e = algorithm_list("cipher", "aes128-ctr", &all, n).unwrap_err().0;
-        assert!(e.contains("aes128-ctr") && e.contains("chacha20-poly1305@openssh.com"), "{e}");
+        let e = algorithm_list("cipher", "aes128-cbc", &all, n).unwrap_err().0;
+        assert!(e.contains("aes128-cbc") && e.contains("aes128-ctr"), "{e}");
+        let a = args(&["-o", "Ciphers=aes128-ctr", "-o", "MACs=hmac-sha2-256", "h"]);
+        assert_eq!(a.options.ciphers, Some(vec![CipherAlgorithm::Aes128Ctr]));
+        assert_eq!(a.options.macs, Some(vec![MacAlgorithm::HmacSha256]));
+        let a = args(&["-c", "aes256-ctr", "-m", "hmac-sha1,hmac-sha2-512-etm@openssh.com", "h"]);
+        assert_eq!(a.options.macs, Some(vec![MacAlgorithm::HmacSha1, MacAlgorithm::HmacSha512Etm]));
+        assert!(parse(&["-o".into(), "MACs=umac-64@openssh.com".into(), "h".into()]).is_err());
     }
 
     #[test]

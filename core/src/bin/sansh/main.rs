@@ -175,6 +175,9 @@ fn client_options(a: &Args, user: &str, host: &str, port: u16) -> Result<ClientO
     if let Some(c) = &o.ciphers {
         transport.ciphers = c.clone();
     }
+    if let Some(m) = &o.macs {
+        transport.macs = m.clone();
+    }
     if let Some(k) = &o.kex {
         transport.kex_algorithms = k.clone();
     }

@@ -75,7 +75,7 @@ fn handshake_and_rekey(
 }
 
 const CIPHERS: [CipherAlgorithm; 3] = CipherAlgorithm::ALL;
-const HOST_KEYS: [HostKeyAlgorithm; 5] = HostKeyAlgorithm::ALL;
+const HOST_KEYS: [HostKeyAlgorithm; HostKeyAlgorithm::ALL.len()] = HostKeyAlgorithm::ALL;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]

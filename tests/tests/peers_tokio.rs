@@ -436,6 +436,7 @@ fn key_kind(alg: HostKeyAlgorithm) -> KeyKind {
         HostKeyAlgorithm::Ed25519 => KeyKind::Ed25519,
         HostKeyAlgorithm::EcdsaP256 => KeyKind::EcdsaP256,
         HostKeyAlgorithm::EcdsaP384 => KeyKind::EcdsaP384,
+        HostKeyAlgorithm::EcdsaP521 => KeyKind::EcdsaP521,
         HostKeyAlgorithm::RsaSha512 | HostKeyAlgorithm::RsaSha256 => KeyKind::Rsa,
     }
 }

@@ -22,18 +22,19 @@ fn login(
     cfg: ClientConfig,
     on_event: impl FnMut(&mut Connection, &Event),
 ) -> Result<Driver, String> {
-    login_recorded(sshd, cfg, on_event).map_err(|(e, _)| e)
+    let (d, result) = login_recorded(sshd, cfg, on_event);
+    result.map(|()| d)
 }
 
-/// Same, recording the payloads we send; an Err comes with the driver too.
+/// Same, recording the payloads we send, and the driver whatever the result.
 fn login_recorded(
     sshd: &Sshd,
     cfg: ClientConfig,
     on_event: impl FnMut(&mut Connection, &Event),
-) -> Result<Driver, (String, Option<Driver>)> {
+) -> (Driver, Result<(), String>) {
     let mut conn = Connection::client(cfg, Timestamp::ZERO, [9; 32]).unwrap();
     conn.log_packets(true);
-    let mut d = Driver::connect(sshd.addr(), conn).map_err(|e| (e.to_string(), None))?;
+    let mut d = Driver::connect(sshd.addr(), conn).expect("connect to sshd");
     let mut on_event = on_event;
     let result = d.run_until(Duration::from_secs(20), |conn, e| {
         on_event(conn, e);
@@ -46,10 +47,7 @@ fn login_recorded(
             _ => Flow::Continue,
         }
     });
-    match result {
-        Ok(()) => Ok(d),
-        Err(e) => Err((e, Some(d))),
-    }
+    (d, result)
 }
 
 /// The signature algorithm of every publickey request we sent, with
@@ -159,7 +157,7 @@ fn rsa_signature_algorithm_from_server_sig_algs_and_preference() {
         let mut sig_algs = None;
         let mut cfg = ClientConfig::new(TEST_USER, vec![key_cred(&private, None)]);
         cfg.user_key_algorithms = ours.clone();
-        let result = login_recorded(&sshd, cfg, |_, e| {
+        let (mut d, result) = login_recorded(&sshd, cfg, |_, e| {
             if let Event::ExtInfo { server_sig_algs, .. } = e {
                 sig_algs = server_sig_algs.clone();
             }
@@ -170,19 +168,18 @@ fn rsa_signature_algorithm_from_server_sig_algs_and_preference() {
             ["rsa-sha2-512", "rsa-sha2-256"].iter().all(|a| sig_algs.iter().any(|s| s == a)),
             "{accepted}: {sig_algs:?}"
         );
-        let mut d = match (result, ok) {
-            (Ok(d), true) => d,
-            (Err((e, Some(d))), false) => {
+        match (result, ok) {
+            (Ok(()), true) => {}
+            (Err(e), false) => {
                 assert!(e.contains("publickey (ssh-rsa SHA256:") && e.contains("rejected"), "{e}");
                 assert!(
                     log.contains(&format!("signature algorithm {expected} not in PubkeyAcceptedAlgorithms")),
                     "{log}"
                 );
-                d
             }
-            (Ok(_), false) => panic!("{accepted} / {ours:?}: sshd should have refused {expected}\n{log}"),
-            (Err((e, _)), _) => panic!("{accepted} / {ours:?}: {e}\n{log}"),
-        };
+            (Ok(()), false) => panic!("{accepted} / {ours:?}: sshd should have refused {expected}\n{log}"),
+            (Err(e), true) => panic!("{accepted} / {ours:?}: {e}\n{log}"),
+        }
         // What we put on the wire: the query, then (when sshd said PK_OK)
         // the signed request, both with the chosen algorithm.
         let sent = publickey_requests_sent(&mut d);

@@ -22,6 +22,8 @@ pub enum SignatureAlgorithm {
     EcdsaP256,
     /// `ecdsa-sha2-nistp384`.
     EcdsaP384,
+    /// `ecdsa-sha2-nistp521`.
+    EcdsaP521,
     /// `rsa-sha2-512` (RFC 8332).
     RsaSha512,
     /// `rsa-sha2-256` (RFC 8332).
@@ -32,10 +34,11 @@ pub enum SignatureAlgorithm {
 
 impl SignatureAlgorithm {
     /// Every algorithm, strongest first within a key type.
-    pub const ALL: [SignatureAlgorithm; 6] = [
+    pub const ALL: [SignatureAlgorithm; 7] = [
         SignatureAlgorithm::Ed25519,
         SignatureAlgorithm::EcdsaP256,
         SignatureAlgorithm::EcdsaP384,
+        SignatureAlgorithm::EcdsaP521,
         SignatureAlgorithm::RsaSha512,
         SignatureAlgorithm::RsaSha256,
         SignatureAlgorithm::RsaSha1,
@@ -47,6 +50,7 @@ impl SignatureAlgorithm {
             SignatureAlgorithm::Ed25519 => "ssh-ed25519",
             SignatureAlgorithm::EcdsaP256 => "ecdsa-sha2-nistp256",
             SignatureAlgorithm::EcdsaP384 => "ecdsa-sha2-nistp384",
+            SignatureAlgorithm::EcdsaP521 => "ecdsa-sha2-nistp521",
             SignatureAlgorithm::RsaSha512 => "rsa-sha2-512",
             SignatureAlgorithm::RsaSha256 => "rsa-sha2-256",
             SignatureAlgorithm::RsaSha1 => "ssh-rsa",
@@ -65,6 +69,7 @@ impl SignatureAlgorithm {
             (SignatureAlgorithm::Ed25519, Algorithm::Ed25519)
                 | (SignatureAlgorithm::EcdsaP256, Algorithm::Ecdsa { curve: EcdsaCurve::NistP256 })
                 | (SignatureAlgorithm::EcdsaP384, Algorithm::Ecdsa { curve: EcdsaCurve::NistP384 })
+                | (SignatureAlgorithm::EcdsaP521, Algorithm::Ecdsa { curve: EcdsaCurve::NistP521 })
                 | (
                     SignatureAlgorithm::RsaSha512
                         | SignatureAlgorithm::RsaSha256
@@ -84,6 +89,7 @@ impl SignatureAlgorithm {
             SignatureAlgorithm::Ed25519 => Algorithm::Ed25519,
             SignatureAlgorithm::EcdsaP256 => Algorithm::Ecdsa { curve: EcdsaCurve::NistP256 },
             SignatureAlgorithm::EcdsaP384 => Algorithm::Ecdsa { curve: EcdsaCurve::NistP384 },
+            SignatureAlgorithm::EcdsaP521 => Algorithm::Ecdsa { curve: EcdsaCurve::NistP521 },
             SignatureAlgorithm::RsaSha512 => Algorithm::Rsa { hash: Some(HashAlg::Sha512) },
             SignatureAlgorithm::RsaSha256 => Algorithm::Rsa { hash: Some(HashAlg::Sha256) },
             SignatureAlgorithm::RsaSha1 => Algorithm::Rsa { hash: None },
@@ -140,15 +146,32 @@ pub enum VerifyError {
 /// Loads an OpenSSH-format private key (`-----BEGIN OPENSSH PRIVATE KEY-----`),
 /// decrypting it with `passphrase` when it is encrypted.
 pub fn load_private_key(text: &str, passphrase: Option<&[u8]>) -> Result<PrivateKey, KeyError> {
-    let key = PrivateKey::from_openssh(text.trim()).map_err(|e| KeyError::Parse(e.to_string()))?;
+    let text = text.trim();
+    let key = match PrivateKey::from_openssh(text) {
+        Ok(key) => key,
+        Err(e) => match short_ecdsa_scalar::load_unencrypted(text) {
+            Some(result) => result?,
+            None => return Err(KeyError::Parse(e.to_string())),
+        },
+    };
     let key = if key.is_encrypted() {
         let pass = passphrase.ok_or(KeyError::PassphraseRequired)?;
-        key.decrypt(pass).map_err(|e| match e {
-            ssh_key::Error::Crypto | ssh_key::Error::Decrypted => KeyError::WrongPassphrase,
-            // A wrong passphrase garbles the plaintext, which then fails its checkint or parse.
-            ssh_key::Error::Encoding(_) | ssh_key::Error::FormatEncoding => KeyError::WrongPassphrase,
-            other => KeyError::Parse(other.to_string()),
-        })?
+        match key.decrypt(pass) {
+            Ok(key) => key,
+            // Checkints that differ: the wrong passphrase, whatever the key.
+            Err(ssh_key::Error::Crypto) => return Err(KeyError::WrongPassphrase),
+            Err(_) if matches!(key.algorithm(), Algorithm::Ecdsa { .. }) => {
+                short_ecdsa_scalar::decrypt(&key, pass)?
+            }
+            Err(e) => {
+                return Err(match e {
+                    ssh_key::Error::Crypto | ssh_key::Error::Decrypted => KeyError::WrongPassphrase,
+                    // A wrong passphrase garbles the plaintext, which then fails its checkint or parse.
+                    ssh_key::Error::Encoding(_) | ssh_key::Error::FormatEncoding => KeyError::WrongPassphrase,
+                    other => KeyError::Parse(other.to_string()),
+                });
+            }
+        }
     } else {
         key
     };
@@ -173,6 +196,139 @@ pub fn load_private_key(text: &str, passphrase: Option<&[u8]>) -> Result<Private
 
 /// What `load_private_key` signs to check a key pair.
 const KEY_CHECK: &[u8] = b"sansh: does this private key match its public key?";
+
+/// ssh-key 0.6.7 reads an ECDSA private scalar only at the full field width
+/// (32/48/66 bytes, or one more with a leading zero), but OpenSSH writes it
+/// as an mpint, without leading zero bytes: about half of all P-521 keys
+/// (whose first byte is 0 or 1) and one P-256/P-384 key in 256 then fail to
+/// load. For those, the private section is decoded here, the scalar padded
+/// to its width, and the key handed back to ssh-key as an unencrypted one.
+mod short_ecdsa_scalar {
+    use base64ct::{Base64, Encoding};
+    use ssh_key::private::KeypairData;
+    use ssh_key::{Algorithm, EcdsaCurve, PrivateKey};
+    use zeroize::Zeroizing;
+
+    use super::KeyError;
+    use crate::wire::{Reader, Writer};
+
+    const MAGIC: &[u8] = b"openssh-key-v1\0";
+    const BEGIN: &str = "-----BEGIN OPENSSH PRIVATE KEY-----";
+    const END: &str = "-----END OPENSSH PRIVATE KEY-----";
+
+    fn parse(e: impl core::fmt::Display) -> KeyError {
+        KeyError::Parse(e.to_string())
+    }
+
+    /// The container's public key blob and (possibly encrypted) private section.
+    struct Container<'a> {
+        cipher: &'a [u8],
+        public: &'a [u8],
+        private: &'a [u8],
+    }
+
+    fn container(bin: &[u8]) -> Option<Container<'_>> {
+        let rest = bin.strip_prefix(MAGIC)?;
+        let mut r = Reader::new(rest);
+        let cipher = r.string("cipher").ok()?;
+        r.string("kdf").ok()?;
+        r.string("kdf options").ok()?;
+        if r.u32("key count").ok()? != 1 {
+            return None;
+        }
+        let public = r.string("public key").ok()?;
+        let private = r.string("private section").ok()?;
+        Some(Container { cipher, public, private })
+    }
+
+    fn is_ecdsa(public_blob: &[u8]) -> bool {
+        Reader::new(public_blob).utf8("key type").is_ok_and(|t| t.starts_with("ecdsa-sha2-"))
+    }
+
+    /// An unencrypted ECDSA key that ssh-key refused; `None` for anything else
+    /// (ssh-key's own error is then the one to report).
+    pub(super) fn load_unencrypted(text: &str) -> Option<Result<PrivateKey, KeyError>> {
+        let body = text.strip_prefix(BEGIN)?.trim_end().strip_suffix(END)?;
+        let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let bin = Zeroizing::new(Base64::decode_vec(&b64).ok()?);
+        let c = container(&bin)?;
+        if c.cipher != b"none" || !is_ecdsa(c.public) {
+            return None;
+        }
+        Some(rebuild(c.public, c.private, false))
+    }
+
+    /// Decrypts an encrypted ECDSA key's private section (ssh-key's
+    /// `decrypt` refused the plaintext) and rebuilds it.
+    pub(super) fn decrypt(key: &PrivateKey, passphrase: &[u8]) -> Result<PrivateKey, KeyError> {
+        let ciphertext = key.key_data().encrypted().ok_or_else(|| parse("the key is not encrypted"))?;
+        let (k, iv) = key.kdf().derive_key_and_iv(key.cipher(), passphrase).map_err(parse)?;
+        let mut plain = Zeroizing::new(ciphertext.to_vec());
+        // AEAD-encrypted key files carry a tag that ssh-key 0.6 keeps to
+        // itself: those fail here, as they do in ssh-key.
+        key.cipher().decrypt(&k, &iv, &mut plain, None).map_err(|_| KeyError::WrongPassphrase)?;
+        let public = key.public_key().to_bytes().map_err(parse)?;
+        rebuild(&public, &plain, true)
+    }
+
+    /// Re-encodes a plaintext private section with the scalar at full width,
+    /// as an unencrypted key file for ssh-key.
+    fn rebuild(public: &[u8], section: &[u8], was_encrypted: bool) -> Result<PrivateKey, KeyError> {
+        let bad = |what: &str| KeyError::Parse(format!("ECDSA private key: {what}"));
+        let mut r = Reader::new(section);
+        let check1 = r.u32("checkint").map_err(parse)?;
+        let check2 = r.u32("checkint").map_err(parse)?;
+        if check1 != check2 {
+            return Err(if was_encrypted { KeyError::WrongPassphrase } else { bad("checkints differ") });
+        }
+        let key_type = r.utf8("key type").map_err(parse)?;
+        let curve = r.utf8("curve").map_err(parse)?;
+        let point = r.string("public point").map_err(parse)?;
+        let scalar = r.string("private scalar").map_err(parse)?;
+        let comment = r.string("comment").map_err(parse)?;
+        // What is left is padding 1, 2, 3, ... (checked by ssh-key below).
+        let width = match Algorithm::new(key_type).map_err(parse)? {
+            Algorithm::Ecdsa { curve: EcdsaCurve::NistP256 } => 32,
+            Algorithm::Ecdsa { curve: EcdsaCurve::NistP384 } => 48,
+            Algorithm::Ecdsa { curve: EcdsaCurve::NistP521 } => 66,
+            other => return Err(KeyError::Unsupported(other.as_str().to_owned())),
+        };
+        let digits = &scalar[scalar.iter().take_while(|b| **b == 0).count()..];
+        // (Its range and its match with the public point are checked by
+        // `load_private_key`, which signs with the key.)
+        if digits.len() > width {
+            return Err(bad("scalar longer than the curve's field"));
+        }
+        let mut padded = Zeroizing::new(vec![0u8; width]);
+        padded[width - digits.len()..].copy_from_slice(digits);
+
+        let mut plain = Zeroizing::new(Vec::with_capacity(section.len() + 8));
+        plain.put_u32(check1);
+        plain.put_u32(check2);
+        plain.put_str(key_type);
+        plain.put_str(curve);
+        plain.put_string(point);
+        plain.put_string(&padded);
+        plain.put_string(comment);
+        // Unencrypted sections are padded to 8 bytes.
+        for i in 1..=((8 - plain.len() % 8) % 8) as u8 {
+            plain.put_u8(i);
+        }
+        let mut bin = Zeroizing::new(Vec::with_capacity(plain.len() + public.len() + 64));
+        bin.extend_from_slice(MAGIC);
+        bin.put_str("none");
+        bin.put_str("none");
+        bin.put_string(b"");
+        bin.put_u32(1);
+        bin.put_string(public);
+        bin.put_string(&plain);
+        let key = PrivateKey::from_bytes(&bin).map_err(parse)?;
+        if !matches!(key.key_data(), KeypairData::Ecdsa(_)) {
+            return Err(bad("not an ECDSA key"));
+        }
+        Ok(key)
+    }
+}
 
 /// Converts an OpenSSH RSA keypair for the `rsa` crate.
 ///
@@ -314,6 +470,7 @@ mod tests {
             include_str!("testing/keys/host_ed25519"),
             include_str!("testing/keys/host_ecdsa256"),
             include_str!("testing/keys/host_ecdsa384"),
+            include_str!("testing/keys/host_ecdsa521"),
             include_str!("testing/keys/host_rsa"),
         ]
         .iter()
@@ -364,5 +521,28 @@ mod tests {
         let key = load_private_key(ENCRYPTED_ED25519, Some(b"sansh test passphrase")).unwrap();
         assert_eq!(key.algorithm(), Algorithm::Ed25519);
         assert!(matches!(load_private_key("garbage", None), Err(KeyError::Parse(_))));
+    }
+
+    const P521: &str = include_str!("testing/keys/host_ecdsa521");
+    const ENCRYPTED_P521: &str = include_str!("testing/keys/user_ecdsa521_encrypted");
+
+    #[test]
+    fn p521_keys_whose_scalar_has_a_leading_zero_byte_load() {
+        // ssh-keygen wrote this key's scalar in 65 bytes: ssh-key alone refuses it.
+        assert!(PrivateKey::from_openssh(P521.trim()).is_err());
+        let plain = load_private_key(P521, None).unwrap();
+        assert_eq!(plain.algorithm(), Algorithm::Ecdsa { curve: EcdsaCurve::NistP521 });
+        let public = plain.public_key().clone();
+        let pass = b"sansh test passphrase";
+        assert!(PrivateKey::from_openssh(ENCRYPTED_P521.trim()).unwrap().decrypt(pass).is_err());
+        assert_eq!(load_private_key(ENCRYPTED_P521, None).unwrap_err(), KeyError::PassphraseRequired);
+        assert_eq!(load_private_key(ENCRYPTED_P521, Some(b"wrong")).unwrap_err(), KeyError::WrongPassphrase);
+        let decrypted = load_private_key(ENCRYPTED_P521, Some(pass)).unwrap();
+        assert_eq!(decrypted.public_key().key_data(), public.key_data());
+        assert_eq!(decrypted.comment(), "sansh-test-host");
+        // And it signs what the public key verifies (SHA-512, RFC 5656).
+        let mut rng = Rng::from_u64(1);
+        let sig = sign(&decrypted, SignatureAlgorithm::EcdsaP521, b"data", &mut rng).unwrap();
+        verify(&public, SignatureAlgorithm::EcdsaP521, &sig, b"data").unwrap();
     }
 }

@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 use sansh::auth::AuthMethod;
 use sansh::testing::{EventHook, LinkConfig, Pair, accept_policy, host_key, keys};
+use sansh::wire::{DecodeError, Writer, msg};
 use sansh::{
     AuthOutcome, ClientConfig, CloseReason, Credential, DisconnectCode, Duration, Error, Event,
     HostKeyAlgorithm, Prompt, Role, Secret, ServerConfig, SignatureAlgorithm, load_private_key,
@@ -91,6 +92,7 @@ fn publickey_with_every_key_type() {
         (keys::ED25519, "ssh-ed25519"),
         (keys::ECDSA_P256, "ecdsa-sha2-nistp256"),
         (keys::ECDSA_P384, "ecdsa-sha2-nistp384"),
+        (keys::ECDSA_P521, "ecdsa-sha2-nistp521"),
         (keys::RSA, "rsa-sha2-512"),
     ] {
         let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
@@ -419,14 +421,35 @@ fn userauth_success_before_any_attempt_is_a_protocol_error() {
 
 #[test]
 fn userauth_success_with_no_request_outstanding_is_a_protocol_error() {
-    // A second SUCCESS answers nothing.
-    let client = ClientConfig::new("u", vec![Credential::Password("x".into())]);
+    // The server refuses `none`, so the client asks its application for a
+    // password and has no request in flight; a SUCCESS right behind the
+    // FAILURE then answers nothing.
+    let client = ClientConfig::new("u", vec![Credential::PasswordPrompt]);
     let mut p = pair_with(client, server_config(), 5, 13);
-    p.on_server_event = Some(hostile_server_then(|e| matches!(e, Event::AuthRequest { .. }), vec![52], true));
+    let asked = std::rc::Rc::new(std::cell::Cell::new(false));
+    let asked_in_hook = asked.clone();
+    p.on_client_event = Some(Box::new(move |_, e| {
+        if matches!(e, Event::PasswordRequest { .. }) {
+            asked_in_hook.set(true); // and never answered
+        }
+    }));
+    p.on_server_event = Some(Box::new(|conn, e| {
+        if let Event::AuthRequest { id, method: AuthMethod::None, .. } = e {
+            conn.auth_reject(*id, None).unwrap();
+            conn.inject_payload(&[msg::USERAUTH_SUCCESS]);
+        }
+    }));
     p.run_idle(p.now + Duration::from_secs(10));
-    // The injected SUCCESS answered `none`; the server's own answer then has no request.
+    assert!(asked.get(), "the client should have been waiting for its password");
     let e = client_error(&p);
-    assert!(matches!(e, Error::UnexpectedMessage { number: 51 | 52, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::UnexpectedMessage { number: 52, phase: "with no authentication request outstanding", .. }
+        ),
+        "{e:?}"
+    );
+    assert!(!p.events(Role::Client).iter().any(|e| matches!(e, Event::Authenticated { .. })));
 }
 
 #[test]
@@ -511,6 +534,335 @@ fn server_refuses_bad_signatures_without_asking() {
     p.run_idle(p.now + Duration::from_secs(10));
     assert!(seen.borrow().iter().all(|s| !s.contains("verified=true")), "{seen:?}");
     assert!(matches!(client_close(&p), Some(CloseReason::AuthFailed { .. })));
+}
+
+// ------------------------------------------------------------ password changes
+
+/// A server whose users must change "old-pw"; it refuses new passwords
+/// shorter than 8 characters with another change request (RFC 4252 §8).
+fn password_changing_server(prompts: std::rc::Rc<std::cell::RefCell<Vec<String>>>) -> EventHook {
+    Box::new(move |conn, e| {
+        if let Event::AuthRequest { id, method, .. } = e {
+            match method {
+                AuthMethod::Password { password, new_password: None } if password.expose() == "old-pw" => {
+                    conn.auth_request_password_change(*id, "Your password has expired").unwrap()
+                }
+                AuthMethod::Password { password, new_password: Some(n) } if password.expose() == "old-pw" => {
+                    prompts.borrow_mut().push(n.expose().to_owned());
+                    if n.expose().len() < 8 {
+                        conn.auth_request_password_change(*id, "New password not acceptable").unwrap()
+                    } else {
+                        conn.auth_accept(*id).unwrap()
+                    }
+                }
+                _ => conn.auth_reject(*id, None).unwrap(),
+            }
+        }
+    })
+}
+
+#[test]
+fn refused_new_password_is_asked_for_again() {
+    let client = ClientConfig::new("carol", vec![Credential::Password("old-pw".into())]);
+    let mut p = pair_with(client, server_config(), 7, 21);
+    let asked = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let asked_in_hook = asked.clone();
+    let mut answers = vec!["short", "long enough"].into_iter();
+    p.on_client_event = Some(Box::new(move |conn, e| {
+        if let Event::PasswordChangeRequest { id, prompt } = e {
+            asked_in_hook.borrow_mut().push(prompt.clone());
+            conn.change_password(*id, answers.next().map(Secret::from)).unwrap();
+        }
+    }));
+    let offered = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    p.on_server_event = Some(password_changing_server(offered.clone()));
+    p.authenticate().unwrap();
+    assert_eq!(*asked.borrow(), ["Your password has expired", "New password not acceptable"]);
+    // The second change carried the old password again (the server checks it).
+    assert_eq!(*offered.borrow(), ["short", "long enough"]);
+    assert!(
+        p.events(Role::Client)
+            .iter()
+            .any(|e| matches!(e, Event::Authenticated { method, .. } if method == "password"))
+    );
+}
+
+#[test]
+fn giving_up_after_a_refused_new_password_closes_cleanly() {
+    let client = ClientConfig::new("carol", vec![Credential::Password("old-pw".into())]);
+    let mut p = pair_with(client, server_config(), 7, 22);
+    let mut answers = vec![Some("short")].into_iter();
+    p.on_client_event = Some(Box::new(move |conn, e| {
+        if let Event::PasswordChangeRequest { id, .. } = e {
+            // First a weak password, then nothing: give up.
+            let answer = answers.next().flatten().map(Secret::from);
+            conn.change_password(*id, answer).unwrap();
+        }
+    }));
+    p.on_server_event = Some(password_changing_server(Default::default()));
+    p.run_idle(p.now + Duration::from_secs(10));
+    let Some(CloseReason::AuthFailed { attempts, .. }) = client_close(&p) else {
+        panic!("expected AuthFailed, got {:?}; errors {:?}", client_close(&p), p.client_errors);
+    };
+    assert!(
+        matches!(&attempts[..], [a] if a.method == "password"
+            && matches!(&a.outcome, AuthOutcome::Skipped { reason } if reason == "password change declined")),
+        "{attempts:?}"
+    );
+    assert!(matches!(
+        server_close(&p),
+        Some(CloseReason::PeerDisconnect { code: DisconnectCode::NO_MORE_AUTH_METHODS_AVAILABLE, .. })
+    ));
+}
+
+// ------------------------------------------------------------ the server's rules
+
+#[test]
+fn refused_key_queries_count_towards_the_attempt_limit() {
+    // Twelve keys the server does not know: without the limit a client could
+    // probe keys until the auth timeout.
+    let creds = (0..12)
+        .map(|i| {
+            let k = ssh_key::PrivateKey::random(&mut sansh::Rng::from_u64(i), ssh_key::Algorithm::Ed25519);
+            Credential::PrivateKey(k.unwrap())
+        })
+        .collect();
+    let client = ClientConfig::new("mallory", creds);
+    let server = ServerConfig { max_auth_failures: 3, ..server_config() };
+    let mut p = pair_with(client, server, 0, 23);
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    p.on_server_event = Some(server_log_policy(|_| false, seen.clone()));
+    p.run_idle(p.now + Duration::from_secs(30));
+    assert_eq!(server_close(&p), Some(CloseReason::TooManyAuthFailures { failures: 3 }));
+    assert!(matches!(
+        client_close(&p),
+        Some(CloseReason::PeerDisconnect { code: DisconnectCode::NO_MORE_AUTH_METHODS_AVAILABLE, ref description })
+            if description.contains("too many authentication failures")
+    ));
+    // The free `none`, then three refused queries: no fourth key was heard.
+    let queries = seen.borrow().iter().filter(|s| s.contains("publickey")).count();
+    assert_eq!(queries, 3, "{seen:?}");
+    assert_eq!(attempts(&p).len(), 3);
+}
+
+#[test]
+fn only_the_first_none_is_free() {
+    // A client probing with `none` again and again (injected: ours sends it once).
+    let client = ClientConfig::new("mallory", vec![Credential::PasswordPrompt]);
+    let server = ServerConfig { max_auth_failures: 2, ..server_config() };
+    let mut p = pair_with(client, server, 0, 24);
+    let mut none = Vec::new();
+    none.put_u8(msg::USERAUTH_REQUEST);
+    none.put_str("mallory");
+    none.put_str("ssh-connection");
+    none.put_str("none");
+    p.on_client_event = Some(Box::new(move |conn, e| {
+        if matches!(e, Event::PasswordRequest { .. }) {
+            for _ in 0..5 {
+                conn.inject_payload(&none);
+            }
+        }
+    }));
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    p.on_server_event = Some(server_log_policy(|_| false, seen.clone()));
+    p.run_idle(p.now + Duration::from_secs(30));
+    assert_eq!(server_close(&p), Some(CloseReason::TooManyAuthFailures { failures: 2 }));
+    // The first `none` and two more, the last of which reached the limit.
+    assert_eq!(*seen.borrow(), ["mallory none"; 3]);
+}
+
+fn userauth_request(user: &str, method: &str, fields: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.put_u8(msg::USERAUTH_REQUEST);
+    p.put_str(user);
+    p.put_str("ssh-connection");
+    p.put_str(method);
+    fields(&mut p);
+    p
+}
+
+#[test]
+fn methods_not_offered_are_refused_without_asking_the_application() {
+    // The server offers only publickey; a client sending a password (and a
+    // keyboard-interactive request) anyway gets FAILURE, and each counts.
+    let client = ClientConfig::new("u", vec![Credential::PasswordPrompt]);
+    let server =
+        ServerConfig { auth_methods: vec!["publickey".into()], max_auth_failures: 2, ..server_config() };
+    let mut p = pair_with(client, server, 3, 25);
+    let password = userauth_request("u", "password", |p| {
+        p.put_bool(false);
+        p.put_str("hunter2");
+    });
+    let kbd = userauth_request("u", "keyboard-interactive", |p| {
+        p.put_str("");
+        p.put_str("");
+    });
+    p.on_client_event = Some(Box::new(move |conn, e| {
+        // The client itself skips password (not offered): its credential
+        // list runs out, so inject before that, right after the handshake.
+        if matches!(e, Event::ServiceAccepted { .. }) {
+            conn.inject_payload(&password);
+            conn.inject_payload(&kbd);
+        }
+    }));
+    // The application would accept anything but `none`: it must not be asked.
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    p.on_server_event = Some(server_log_policy(|m| !matches!(m, AuthMethod::None), seen.clone()));
+    p.run_idle(p.now + Duration::from_secs(10));
+    assert!(seen.borrow().iter().all(|s| s == "u none"), "{seen:?}");
+    assert!(!p.events(Role::Server).iter().any(|e| matches!(e, Event::Authenticated { .. })));
+    assert_eq!(server_close(&p), Some(CloseReason::TooManyAuthFailures { failures: 2 }));
+}
+
+#[test]
+fn user_name_cannot_change_between_attempts() {
+    for after_partial_success in [true, false] {
+        // gina proves a key; with partial success the server wants a
+        // password next, which the client sends for another user.
+        let client = ClientConfig::new(
+            "gina",
+            vec![Credential::PrivateKey(key(keys::ED25519)), Credential::PasswordPrompt],
+        );
+        let mut p = pair_with(client, server_config(), 6, 26);
+        let root_password = userauth_request("root", "password", |p| {
+            p.put_bool(false);
+            p.put_str("hunter2");
+        });
+        p.on_client_event = Some(Box::new(move |conn, e| {
+            if matches!(e, Event::PasswordRequest { .. }) {
+                conn.inject_payload(&root_password);
+            }
+        }));
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let seen_in_hook = seen.clone();
+        p.on_server_event = Some(Box::new(move |conn, e| {
+            if let Event::AuthRequest { id, user, method } = e {
+                seen_in_hook.borrow_mut().push(format!("{user} {}", method.name()));
+                match method {
+                    AuthMethod::PublicKey { verified: false, .. } => conn.auth_accept(*id).unwrap(),
+                    AuthMethod::PublicKey { verified: true, .. } if after_partial_success => {
+                        conn.auth_partial_success(*id, vec!["password".into()]).unwrap()
+                    }
+                    // Root's password would be right: it must never be asked.
+                    AuthMethod::Password { .. } if user == "root" => conn.auth_accept(*id).unwrap(),
+                    _ => conn.auth_reject(*id, None).unwrap(),
+                }
+            }
+        }));
+        p.run_idle(p.now + Duration::from_secs(10));
+        assert!(seen.borrow().iter().all(|s| s.starts_with("gina ")), "{seen:?}");
+        let Some(CloseReason::Error(e)) = server_close(&p) else {
+            panic!("expected a protocol error, got {:?}", server_close(&p));
+        };
+        assert!(
+            matches!(&e, Error::AuthProtocol { what }
+                if what == r#"change of user name or service not allowed: ("gina", "ssh-connection") -> ("root", "ssh-connection")"#),
+            "{e:?}"
+        );
+        assert!(matches!(
+            client_close(&p),
+            Some(CloseReason::PeerDisconnect { code: DisconnectCode::PROTOCOL_ERROR, ref description })
+                if description.contains("change of user name")
+        ));
+        assert!(!p.events(Role::Server).iter().any(|e| matches!(e, Event::Authenticated { .. })));
+    }
+}
+
+// ------------------------------------------------------------ trailing bytes
+
+/// The client's error when the hostile server sends `payload` in answer to
+/// the first request matching `when`.
+fn client_error_for(cred: Credential, when: impl Fn(&Event) -> bool + 'static, payload: Vec<u8>) -> Error {
+    let client = ClientConfig::new("u", vec![cred]);
+    let mut p = pair_with(client, server_config(), 5, 27);
+    p.on_server_event = Some(hostile_server(when, payload));
+    p.run_idle(p.now + Duration::from_secs(10));
+    client_error(&p)
+}
+
+#[test]
+fn trailing_bytes_after_pk_ok_are_refused() {
+    let k = key(keys::ED25519);
+    let blob = k.public_key().to_bytes().unwrap();
+    let pk_ok = |extra: &[u8]| {
+        let mut m = vec![msg::USERAUTH_60];
+        m.put_str("ssh-ed25519");
+        m.put_string(&blob);
+        m.extend_from_slice(extra);
+        m
+    };
+    let is_query = |e: &Event| {
+        matches!(e, Event::AuthRequest { method: AuthMethod::PublicKey { verified: false, .. }, .. })
+    };
+    let e = client_error_for(Credential::PrivateKey(k.clone()), is_query, pk_ok(&[0, 0]));
+    assert_eq!(e, Error::Malformed { message: "USERAUTH_PK_OK", reason: DecodeError::TrailingBytes(2) });
+}
+
+#[test]
+fn trailing_bytes_after_passwd_changereq_are_refused() {
+    let mut req = vec![msg::USERAUTH_60];
+    req.put_str("Your password has expired");
+    req.put_str("");
+    req.put_u8(1);
+    let is_password = |e: &Event| matches!(e, Event::AuthRequest { method: AuthMethod::Password { .. }, .. });
+    let e = client_error_for(Credential::Password("x".into()), is_password, req);
+    assert_eq!(
+        e,
+        Error::Malformed { message: "USERAUTH_PASSWD_CHANGEREQ", reason: DecodeError::TrailingBytes(1) }
+    );
+}
+
+#[test]
+fn trailing_bytes_after_info_request_are_refused() {
+    let mut req = vec![msg::USERAUTH_60];
+    req.put_str("name");
+    req.put_str("instruction");
+    req.put_str("");
+    req.put_u32(1);
+    req.put_str("Code: ");
+    req.put_bool(false);
+    req.put_str("surplus");
+    let is_kbd =
+        |e: &Event| matches!(e, Event::AuthRequest { method: AuthMethod::KeyboardInteractive { .. }, .. });
+    let e = client_error_for(Credential::KeyboardInteractive, is_kbd, req);
+    assert_eq!(
+        e,
+        Error::Malformed { message: "USERAUTH_INFO_REQUEST", reason: DecodeError::TrailingBytes(11) }
+    );
+}
+
+#[test]
+fn trailing_bytes_after_info_response_are_refused() {
+    let client = ClientConfig::new("u", vec![Credential::KeyboardInteractive]);
+    let mut p = pair_with(client, server_config(), 5, 28);
+    p.on_client_event = Some(Box::new(|conn, e| {
+        if let Event::KeyboardInteractive { .. } = e {
+            let mut resp = vec![msg::USERAUTH_INFO_RESPONSE];
+            resp.put_u32(1);
+            resp.put_str("123456");
+            resp.put_u32(0);
+            conn.inject_payload(&resp);
+        }
+    }));
+    let answered = std::rc::Rc::new(std::cell::Cell::new(false));
+    let answered_in_hook = answered.clone();
+    p.on_server_event = Some(Box::new(move |conn, e| match e {
+        Event::AuthRequest { id, method: AuthMethod::KeyboardInteractive { .. }, .. } => {
+            conn.auth_info_request(*id, "", "", &[Prompt { text: "Code: ".into(), echo: false }]).unwrap()
+        }
+        Event::AuthRequest { id, .. } => conn.auth_reject(*id, None).unwrap(),
+        Event::AuthInfoResponse { .. } => answered_in_hook.set(true),
+        _ => {}
+    }));
+    p.run_idle(p.now + Duration::from_secs(10));
+    assert!(!answered.get(), "the malformed response reached the application");
+    assert_eq!(
+        server_close(&p),
+        Some(CloseReason::Error(Error::Malformed {
+            message: "USERAUTH_INFO_RESPONSE",
+            reason: DecodeError::TrailingBytes(4)
+        }))
+    );
 }
 
 proptest! {

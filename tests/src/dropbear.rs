@@ -55,6 +55,7 @@ impl KeyKind {
             KeyKind::Ed25519 => &["-t", "ed25519"],
             KeyKind::EcdsaP256 => &["-t", "ecdsa", "-s", "256"],
             KeyKind::EcdsaP384 => &["-t", "ecdsa", "-s", "384"],
+            KeyKind::EcdsaP521 => &["-t", "ecdsa", "-s", "521"],
             // 2048 bits: dropbear generates RSA keys slowly.
             KeyKind::Rsa => &["-t", "rsa", "-s", "2048"],
         }

@@ -17,13 +17,16 @@ pub enum KeyKind {
     EcdsaP256,
     /// ecdsa-sha2-nistp384
     EcdsaP384,
+    /// ecdsa-sha2-nistp521
+    EcdsaP521,
     /// ssh-rsa (3072 bits, signs rsa-sha2-256/512)
     Rsa,
 }
 
 impl KeyKind {
     /// Every kind.
-    pub const ALL: [KeyKind; 4] = [KeyKind::Ed25519, KeyKind::EcdsaP256, KeyKind::EcdsaP384, KeyKind::Rsa];
+    pub const ALL: [KeyKind; 5] =
+        [KeyKind::Ed25519, KeyKind::EcdsaP256, KeyKind::EcdsaP384, KeyKind::EcdsaP521, KeyKind::Rsa];
 
     /// `ssh-keygen` arguments for this kind.
     pub fn keygen_args(self) -> &'static [&'static str] {
@@ -31,6 +34,7 @@ impl KeyKind {
             KeyKind::Ed25519 => &["-t", "ed25519"],
             KeyKind::EcdsaP256 => &["-t", "ecdsa", "-b", "256"],
             KeyKind::EcdsaP384 => &["-t", "ecdsa", "-b", "384"],
+            KeyKind::EcdsaP521 => &["-t", "ecdsa", "-b", "521"],
             KeyKind::Rsa => &["-t", "rsa", "-b", "3072"],
         }
     }
@@ -40,6 +44,7 @@ impl KeyKind {
             KeyKind::Ed25519 => "ed25519",
             KeyKind::EcdsaP256 => "ecdsa256",
             KeyKind::EcdsaP384 => "ecdsa384",
+            KeyKind::EcdsaP521 => "ecdsa521",
             KeyKind::Rsa => "rsa",
         }
     }

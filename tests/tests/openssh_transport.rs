@@ -20,6 +20,7 @@ fn kind_of(alg: HostKeyAlgorithm) -> KeyKind {
         HostKeyAlgorithm::Ed25519 => KeyKind::Ed25519,
         HostKeyAlgorithm::EcdsaP256 => KeyKind::EcdsaP256,
         HostKeyAlgorithm::EcdsaP384 => KeyKind::EcdsaP384,
+        HostKeyAlgorithm::EcdsaP521 => KeyKind::EcdsaP521,
         HostKeyAlgorithm::RsaSha256 | HostKeyAlgorithm::RsaSha512 => KeyKind::Rsa,
     }
 }
@@ -49,7 +50,8 @@ fn handshake(sshd: &Sshd, conn: Connection, expected: &ssh_key::PublicKey) -> Dr
 fn kex_with_every_cipher_and_host_key_type_under_strict_kex() {
     let sshd = Sshd::start(SshdOptions {
         config: vec![
-            "HostKeyAlgorithms ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,rsa-sha2-512,rsa-sha2-256"
+            "HostKeyAlgorithms ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,\
+             rsa-sha2-512,rsa-sha2-256"
                 .into(),
         ],
         ..SshdOptions::default()

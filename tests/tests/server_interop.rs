@@ -30,12 +30,13 @@ const DBCLIENT: &str = "/usr/bin/dbclient";
 const DROPBEARCONVERT: &str = "/usr/bin/dropbearconvert";
 
 /// Every host key algorithm the server signs with, as OpenSSH names it.
-const HOST_KEY_ALGORITHMS: [HostKeyAlgorithm; 5] = [
+const HOST_KEY_ALGORITHMS: [HostKeyAlgorithm; 6] = [
     HostKeyAlgorithm::Ed25519,
     HostKeyAlgorithm::RsaSha512,
     HostKeyAlgorithm::RsaSha256,
     HostKeyAlgorithm::EcdsaP256,
     HostKeyAlgorithm::EcdsaP384,
+    HostKeyAlgorithm::EcdsaP521,
 ];
 const CIPHERS: [&str; 3] =
     ["chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com", "aes256-gcm@openssh.com"];
@@ -271,7 +272,7 @@ fn assert_openssh_handshake(run: &Run, server: &SanshServer, host_key: HostKeyAl
     let key_type = match host_key {
         HostKeyAlgorithm::Ed25519 => "ED25519",
         HostKeyAlgorithm::RsaSha256 | HostKeyAlgorithm::RsaSha512 => "RSA",
-        HostKeyAlgorithm::EcdsaP256 | HostKeyAlgorithm::EcdsaP384 => "ECDSA",
+        HostKeyAlgorithm::EcdsaP256 | HostKeyAlgorithm::EcdsaP384 | HostKeyAlgorithm::EcdsaP521 => "ECDSA",
     };
     let expect = [
         format!("kex: host key algorithm: {}", host_key.name()),
@@ -287,7 +288,7 @@ fn assert_openssh_handshake(run: &Run, server: &SanshServer, host_key: HostKeyAl
         format!("Host '[127.0.0.1]:{}' is known and matches the {key_type} host key.", server.port),
         // Our EXT_INFO parsed (RFC 8308).
         "SSH2_MSG_EXT_INFO received".to_string(),
-        "kex_input_ext_info: server-sig-algs=<ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,rsa-sha2-512,rsa-sha2-256>"
+        "kex_input_ext_info: server-sig-algs=<ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256>"
             .to_string(),
         "Authenticated to 127.0.0.1".to_string(),
     ];

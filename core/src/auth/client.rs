@@ -76,7 +76,11 @@ enum State {
         id: u64,
         old: Secret,
     },
-    PasswordChangeSent,
+    /// The old password is kept: the server may refuse the new one with
+    /// another change request (RFC 4252 §8), to be answered with it again.
+    PasswordChangeSent {
+        old: Secret,
+    },
     KbdSent,
     AwaitKbdAnswers {
         id: u64,
@@ -250,7 +254,9 @@ impl ClientAuth {
             State::NoneSent => Some(("none", String::new())),
             State::KeyQuery { key, .. } => Some(("publickey", describe_key(key.public()))),
             State::KeySigned { detail } => Some(("publickey", detail.clone())),
-            State::PasswordSent { .. } | State::PasswordChangeSent => Some(("password", String::new())),
+            State::PasswordSent { .. } | State::PasswordChangeSent { .. } => {
+                Some(("password", String::new()))
+            }
             State::KbdSent => Some(("keyboard-interactive", String::new())),
             _ => None,
         }
@@ -299,6 +305,7 @@ impl ClientAuth {
                 let remaining: Vec<String> =
                     r.name_list("methods").map_err(&m)?.into_iter().map(str::to_owned).collect();
                 let partial = r.bool("partial success").map_err(&m)?;
+                r.finish().map_err(&m)?;
                 if method != "none" {
                     let outcome = if partial {
                         AuthOutcome::PartialSuccess { remaining: remaining.clone() }
@@ -321,6 +328,7 @@ impl ClientAuth {
                     let m = malformed("USERAUTH_PK_OK");
                     let ok_alg = r.utf8("algorithm").map_err(&m)?;
                     let ok_blob = r.string("key").map_err(&m)?;
+                    r.finish().map_err(&m)?;
                     if ok_alg != alg.name() || ok_blob != blob.as_slice() {
                         return Err(Error::AuthProtocol {
                             what: format!("PK_OK for a key we did not offer ({ok_alg})"),
@@ -359,10 +367,13 @@ impl ClientAuth {
                     }
                     Ok(Step::Continue)
                 }
-                State::PasswordSent { password } => {
+                // A change request answers our password, or (RFC 4252 §8:
+                // the new password was not acceptable) our change.
+                State::PasswordSent { password } | State::PasswordChangeSent { old: password } => {
                     let m = malformed("USERAUTH_PASSWD_CHANGEREQ");
                     let prompt = r.string("prompt").map_err(&m)?;
                     r.string("language tag").map_err(&m)?;
+                    r.finish().map_err(&m)?;
                     let id = Self::next_id(ctx);
                     ctx.shared.events.push_back(Event::PasswordChangeRequest {
                         id,
@@ -391,6 +402,7 @@ impl ClientAuth {
                         let echo = r.bool("echo").map_err(&m)?;
                         prompts.push(Prompt { text, echo });
                     }
+                    r.finish().map_err(&m)?;
                     if count == 0 {
                         // Nothing to ask (some servers send this as a last step).
                         self.send_info_response(&[], ctx);
@@ -516,7 +528,7 @@ impl ClientAuth {
                 p.put_str(new.expose());
                 ctx.out.send(&p, &mut ctx.shared.rng);
                 zeroize::Zeroize::zeroize(&mut p);
-                self.state = State::PasswordChangeSent;
+                self.state = State::PasswordChangeSent { old };
                 Ok(Step::Continue)
             }
             None => {

@@ -14,6 +14,8 @@ struct Pending {
     id: u64,
     user: String,
     kind: Kind,
+    /// Whether refusing it counts towards the attempt limit.
+    counts: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,11 +36,6 @@ impl Kind {
             Kind::KeyboardInteractive => "keyboard-interactive",
         }
     }
-
-    /// Queries and `none` are not attempts: refusing them costs the client nothing.
-    fn counts_as_failure(&self) -> bool {
-        !matches!(self, Kind::None | Kind::PublicKeyQuery { .. })
-    }
 }
 
 /// The server's authentication state machine.
@@ -50,6 +47,10 @@ pub(crate) struct ServerAuth {
     key_algorithms: Vec<SignatureAlgorithm>,
     max_failures: u32,
     failures: u32,
+    /// The user and service of the first request: neither may change
+    /// afterwards (OpenSSH disconnects too; RFC 4252 §5 would otherwise
+    /// require flushing every partial success).
+    identity: Option<(String, String)>,
     banner: Option<String>,
     /// Waiting for the application's decision (input is paused meanwhile).
     decision: Option<Pending>,
@@ -80,6 +81,7 @@ impl ServerAuth {
             key_algorithms,
             max_failures: max_failures.max(1),
             failures: 0,
+            identity: None,
             banner,
             decision: None,
             info: None,
@@ -119,14 +121,15 @@ impl ServerAuth {
         ctx.out.send(&p, &mut ctx.shared.rng);
     }
 
-    /// Refuses without asking the application (bad signature, unknown method).
-    fn refuse(&mut self, kind: &Kind, ctx: &mut Ctx<'_>) -> Step {
+    /// Refuses without asking the application (bad signature, unknown
+    /// method, a method not offered).
+    fn refuse(&mut self, counts: bool, ctx: &mut Ctx<'_>) -> Step {
         self.send_failure(false, ctx);
-        self.count_failure(kind)
+        self.count_failure(counts)
     }
 
-    fn count_failure(&mut self, kind: &Kind) -> Step {
-        if kind.counts_as_failure() {
+    fn count_failure(&mut self, counts: bool) -> Step {
+        if counts {
             self.failures += 1;
             if self.failures >= self.max_failures {
                 return Step::Close {
@@ -139,11 +142,11 @@ impl ServerAuth {
         Step::Continue
     }
 
-    fn ask(&mut self, user: &str, kind: Kind, method: AuthMethod, ctx: &mut Ctx<'_>) -> Step {
+    fn ask(&mut self, user: &str, kind: Kind, counts: bool, method: AuthMethod, ctx: &mut Ctx<'_>) -> Step {
         ctx.shared.next_id += 1;
         let id = ctx.shared.next_id;
         ctx.shared.events.push_back(Event::AuthRequest { id, user: user.to_owned(), method });
-        self.decision = Some(Pending { id, user: user.to_owned(), kind });
+        self.decision = Some(Pending { id, user: user.to_owned(), kind, counts });
         Step::Continue
     }
 
@@ -180,33 +183,54 @@ impl ServerAuth {
         if service != SERVICE_CONNECTION {
             return Err(Error::ServiceNotAvailable { service: service.to_owned() });
         }
+        let first_request = match &self.identity {
+            None => {
+                self.identity = Some((user.clone(), service.to_owned()));
+                true
+            }
+            Some((first_user, first_service)) if *first_user == user && first_service == service => false,
+            Some((first_user, first_service)) => {
+                return Err(Error::AuthProtocol {
+                    what: format!(
+                        "change of user name or service not allowed: ({first_user:?}, {first_service:?}) -> ({user:?}, {service:?})"
+                    ),
+                });
+            }
+        };
         self.send_banner(ctx);
+        // MaxAuthTries as OpenSSH counts it: every refused request, key
+        // queries included, except a first `none` (the method list probe).
+        let counts = !(first_request && method == "none");
+        // Methods we do not offer (now) are refused without asking.
+        if method != "none" && !self.methods.iter().any(|m| m == method) {
+            return Ok(self.refuse(counts, ctx));
+        }
         let step = match method {
-            "none" => self.ask(&user, Kind::None, AuthMethod::None, ctx),
+            "none" => {
+                r.finish().map_err(malformed)?;
+                self.ask(&user, Kind::None, counts, AuthMethod::None, ctx)
+            }
             "password" => {
                 let change = r.bool("change flag").map_err(malformed)?;
                 let password = Secret::new(r.utf8("password").map_err(malformed)?);
                 let new_password =
                     if change { Some(Secret::new(r.utf8("new password").map_err(malformed)?)) } else { None };
-                self.ask(&user, Kind::Password, AuthMethod::Password { password, new_password }, ctx)
+                r.finish().map_err(malformed)?;
+                self.ask(&user, Kind::Password, counts, AuthMethod::Password { password, new_password }, ctx)
             }
             "publickey" => {
                 let signed = r.bool("has signature").map_err(malformed)?;
                 let alg_name = r.utf8("algorithm").map_err(malformed)?;
                 let blob = r.string("public key").map_err(malformed)?;
                 let sig = if signed { Some(r.string("signature").map_err(malformed)?) } else { None };
-                let kind = if signed {
-                    Kind::PublicKeySigned
-                } else {
-                    Kind::PublicKeyQuery { alg: SignatureAlgorithm::Ed25519, blob: Vec::new() }
-                };
+                r.finish().map_err(malformed)?;
                 let (Some(alg), Ok(key)) =
                     (SignatureAlgorithm::from_name(alg_name), keys::parse_public_key(blob))
                 else {
-                    return Ok(self.refuse(&kind, ctx));
+                    return Ok(self.refuse(counts, ctx));
                 };
                 if !alg.fits_key(key.key_data()) || !self.key_algorithms.contains(&alg) {
-                    return Ok(self.refuse(&kind, ctx));
+                    return Ok(self.refuse(counts, ctx));
                 }
                 match sig {
                     None => {
@@ -214,6 +238,7 @@ impl ServerAuth {
                         self.ask(
                             &user,
                             kind,
+                            counts,
                             AuthMethod::PublicKey { key, algorithm: alg, verified: false },
                             ctx,
                         )
@@ -221,11 +246,12 @@ impl ServerAuth {
                     Some(sig) => {
                         let data = publickey_signed_data(&ctx.session_id, &user, alg, blob);
                         if keys::verify(&key, alg, sig, &data).is_err() {
-                            return Ok(self.refuse(&kind, ctx));
+                            return Ok(self.refuse(counts, ctx));
                         }
                         self.ask(
                             &user,
-                            kind,
+                            Kind::PublicKeySigned,
+                            counts,
                             AuthMethod::PublicKey { key, algorithm: alg, verified: true },
                             ctx,
                         )
@@ -236,15 +262,18 @@ impl ServerAuth {
                 r.string("language tag").map_err(malformed)?;
                 let submethods =
                     String::from_utf8_lossy(r.string("submethods").map_err(malformed)?).into_owned();
+                r.finish().map_err(malformed)?;
                 self.ask(
                     &user,
                     Kind::KeyboardInteractive,
+                    counts,
                     AuthMethod::KeyboardInteractive { submethods },
                     ctx,
                 )
             }
-            // hostbased, gssapi-*, anything else: not offered.
-            _ => self.refuse(&Kind::Password, ctx),
+            // hostbased, gssapi-*, anything else we do not implement (even
+            // if the application listed it).
+            _ => self.refuse(counts, ctx),
         };
         Ok(step)
     }
@@ -262,6 +291,7 @@ impl ServerAuth {
         for _ in 0..count {
             answers.push(Secret::new(r.utf8("response").map_err(m)?));
         }
+        r.finish().map_err(m)?;
         ctx.shared.events.push_back(Event::AuthInfoResponse { id: pending.id, answers });
         self.decision = Some(pending);
         Ok(Step::Continue)
@@ -304,7 +334,7 @@ impl ServerAuth {
             self.methods = m;
         }
         self.send_failure(false, ctx);
-        Ok(self.count_failure(&p.kind))
+        Ok(self.count_failure(p.counts))
     }
 
     /// This factor succeeded; the client must continue with `methods`.

@@ -25,6 +25,8 @@ pub mod keys {
     pub const ECDSA_P256: &str = include_str!("keys/host_ecdsa256");
     /// An ecdsa-sha2-nistp384 host key.
     pub const ECDSA_P384: &str = include_str!("keys/host_ecdsa384");
+    /// An ecdsa-sha2-nistp521 host key.
+    pub const ECDSA_P521: &str = include_str!("keys/host_ecdsa521");
     /// A 2048-bit RSA host key.
     pub const RSA: &str = include_str!("keys/host_rsa");
 }
@@ -55,9 +57,10 @@ pub fn host_key(alg: HostKeyAlgorithm) -> HostKey {
         HostKeyAlgorithm::Ed25519 => keys::ED25519,
         HostKeyAlgorithm::EcdsaP256 => keys::ECDSA_P256,
         HostKeyAlgorithm::EcdsaP384 => keys::ECDSA_P384,
+        HostKeyAlgorithm::EcdsaP521 => keys::ECDSA_P521,
         HostKeyAlgorithm::RsaSha256 | HostKeyAlgorithm::RsaSha512 => keys::RSA,
     };
-    HostKey::new(ssh_key::PrivateKey::from_openssh(pem).expect("test key parses")).expect("usable host key")
+    HostKey::from_openssh(pem, None).expect("usable test host key")
 }
 
 /// How the simulated link behaves.

@@ -92,6 +92,14 @@ impl Agent {
         if r.u8("type").map_err(|_| bad("empty reply"))? != SIGN_RESPONSE {
             return Err(bad("signing refused"));
         }
-        Ok(r.string("signature").map_err(|_| bad("truncated signature"))?.to_vec())
+        let signature = r.string("signature").map_err(|_| bad("truncated signature"))?;
+        // An agent that ignores the RSA flags signs with another hash: the
+        // server would refuse it (counting a failed attempt) without saying why.
+        let signed_with =
+            Reader::new(signature).utf8("signature algorithm").map_err(|_| bad("bad signature"))?;
+        if signed_with != algorithm.name() {
+            return Err(bad(&format!("signed with {signed_with}, asked for {}", algorithm.name())));
+        }
+        Ok(signature.to_vec())
     }
 }

@@ -18,6 +18,8 @@ pub enum HostKeyAlgorithm {
     EcdsaP256,
     /// `ecdsa-sha2-nistp384`.
     EcdsaP384,
+    /// `ecdsa-sha2-nistp521`.
+    EcdsaP521,
     /// `rsa-sha2-512` (RFC 8332).
     RsaSha512,
     /// `rsa-sha2-256` (RFC 8332).
@@ -27,10 +29,11 @@ pub enum HostKeyAlgorithm {
 impl HostKeyAlgorithm {
     /// Every algorithm we implement, in default preference order (OpenSSH's).
     /// SHA-1 `ssh-rsa` host keys are not accepted.
-    pub const ALL: [HostKeyAlgorithm; 5] = [
+    pub const ALL: [HostKeyAlgorithm; 6] = [
         HostKeyAlgorithm::Ed25519,
         HostKeyAlgorithm::EcdsaP256,
         HostKeyAlgorithm::EcdsaP384,
+        HostKeyAlgorithm::EcdsaP521,
         HostKeyAlgorithm::RsaSha512,
         HostKeyAlgorithm::RsaSha256,
     ];
@@ -51,6 +54,7 @@ impl HostKeyAlgorithm {
             HostKeyAlgorithm::Ed25519 => SignatureAlgorithm::Ed25519,
             HostKeyAlgorithm::EcdsaP256 => SignatureAlgorithm::EcdsaP256,
             HostKeyAlgorithm::EcdsaP384 => SignatureAlgorithm::EcdsaP384,
+            HostKeyAlgorithm::EcdsaP521 => SignatureAlgorithm::EcdsaP521,
             HostKeyAlgorithm::RsaSha512 => SignatureAlgorithm::RsaSha512,
             HostKeyAlgorithm::RsaSha256 => SignatureAlgorithm::RsaSha256,
         }
@@ -178,10 +182,11 @@ pub(crate) mod tests {
             include_str!("../testing/keys/host_ed25519"),
             include_str!("../testing/keys/host_ecdsa256"),
             include_str!("../testing/keys/host_ecdsa384"),
+            include_str!("../testing/keys/host_ecdsa521"),
             include_str!("../testing/keys/host_rsa"),
         ]
         .iter()
-        .map(|pem| PrivateKey::from_openssh(pem).unwrap())
+        .map(|pem| keys::load_private_key(pem, None).unwrap())
         .collect()
     }
 

@@ -5,8 +5,24 @@
 //! one process).
 //!
 //! Connections are keyed by (host, port, user, identity), so no connection
-//! ever serves another user or credential. Every operation is O(1) or
-//! O(log n) in the number of connections, leases and waiters.
+//! ever serves another user or credential.
+//!
+//! Who gets a connection when the limits bind:
+//! - a key's waiters are served in arrival order (FIFO), from its ready
+//!   connections with a free channel first;
+//! - a key whose waiters outnumber what its dials in flight will carry
+//!   dials another connection, within `max_connections_per_key`;
+//! - at the global `max_connections`, keys that need a connection queue for
+//!   room in the order of the waiter whose turn it is (the first one their
+//!   dials in flight do not cover): FIFO across keys. Room is handed out the
+//!   moment it appears (a connection lost, closed or refused, a dial
+//!   failed), and a connection that is idle while another key waits for
+//!   room is closed for it (`CloseIdle`; the one idle longest first), so no
+//!   waiter waits while an idle connection holds its slot.
+//!
+//! Operations are O(1) or O(log n) in the number of connections, leases and
+//! waiters, except when the global limit binds: finding a key's turn then
+//! walks its queue up to the waiters its dials in flight cover.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -168,7 +184,10 @@ pub struct PoolStats {
     pub waiters: usize,
     /// Dials requested so far.
     pub dials: u64,
-    /// Connections removed (lost, failed, or closed when idle).
+    /// Of those, dials reported `failed` (they never came up).
+    pub dials_failed: u64,
+    /// Connections that were up and were removed: lost, closed when idle or
+    /// to make room for another key, closed after refusing their only channel.
     pub evictions: u64,
     /// Leases granted so far.
     pub leases_granted: u64,
@@ -220,6 +239,8 @@ struct KeyState {
     waiters: VecDeque<WaiterId>,
     /// Waiters in `waiters` that have not timed out.
     live_waiters: usize,
+    /// Its entry in `Pool::blocked`, while it has one.
+    blocked: Option<WaiterId>,
 }
 
 #[derive(Debug)]
@@ -243,6 +264,12 @@ pub struct Pool {
     idle_deadlines: BTreeSet<(Timestamp, ConnectionId)>,
     /// Ready connections without leases (candidates to close for room).
     idle_count: usize,
+    /// Keys that need a connection the global limit does not allow yet, by
+    /// the waiter whose turn it is (ids grow with arrival: FIFO across
+    /// keys). An entry is never later than the key's turn: when the turn
+    /// moves on (waiters left, a dial started) the entry is corrected as it
+    /// comes up; when it moves back (a dial failed) it is redone at once.
+    blocked: BTreeSet<(WaiterId, usize)>,
     live: usize,
     next_id: u64,
     events: VecDeque<PoolEvent>,
@@ -262,6 +289,7 @@ impl Pool {
             waiter_deadlines: BTreeSet::new(),
             idle_deadlines: BTreeSet::new(),
             idle_count: 0,
+            blocked: BTreeSet::new(),
             live: 0,
             next_id: 0,
             events: VecDeque::new(),
@@ -361,7 +389,8 @@ impl Pool {
         Lease { id: lease, connection: id }
     }
 
-    /// Removes a connection that is gone (failed, lost or closed).
+    /// Removes a connection that is gone (failed, lost or closed); counts
+    /// it as a failed dial or an eviction by the state it was in.
     fn forget(&mut self, id: ConnectionId) -> Option<Conn> {
         self.remove_free(id);
         let c = self.conns.remove(&id)?;
@@ -375,7 +404,10 @@ impl Pool {
             self.idle_count -= 1;
         }
         self.live -= 1;
-        self.stats.evictions += 1;
+        match c.state {
+            ConnState::Dialing => self.stats.dials_failed += 1,
+            ConnState::Ready => self.stats.evictions += 1,
+        }
         Some(c)
     }
 
@@ -398,33 +430,100 @@ impl Pool {
         self.waiter_deadlines.insert((deadline, waiter));
         self.keys[k].waiters.push_back(waiter);
         self.keys[k].live_waiters += 1;
-        self.maybe_dial(k);
+        self.mark_blocked(k);
+        self.make_room();
         Acquire::Queued { waiter, deadline }
     }
 
-    /// Dials for key `k` if its waiters need more capacity than is coming.
-    fn maybe_dial(&mut self, k: usize) {
-        let per_conn = self.config.max_channels_per_connection.max(1) as usize;
-        let state = &self.keys[k];
-        // Capacity already on its way: connections being dialled.
-        if state.live_waiters <= state.dialing * per_conn {
-            return;
+    /// Channels a new connection is expected to carry.
+    fn per_connection(&self) -> usize {
+        // A limit of 0 would make a connection useless: it means 1.
+        self.config.max_channels_per_connection.max(1) as usize
+    }
+
+    /// Whether key `k` needs another connection (its waiters outnumber what
+    /// its dials in flight will carry) and its own limit allows one.
+    fn wants_dial(&self, k: usize) -> bool {
+        let st = &self.keys[k];
+        st.live_waiters > st.dialing * self.per_connection()
+            && st.connections < self.config.max_connections_per_key
+    }
+
+    /// The waiter whose turn a new connection of key `k` is: the first one
+    /// its dials in flight do not cover. `None` when `k` wants no dial.
+    fn turn(&mut self, k: usize) -> Option<WaiterId> {
+        if !self.wants_dial(k) {
+            return None;
         }
-        if state.connections >= self.config.max_connections_per_key {
-            return;
+        let covered = self.keys[k].dialing * self.per_connection();
+        let waiters = &self.waiters;
+        let queue = &mut self.keys[k].waiters;
+        while queue.front().is_some_and(|w| !waiters.contains_key(w)) {
+            queue.pop_front();
         }
-        if self.live >= self.config.max_connections && !self.close_one_idle(k) {
-            return;
+        queue.iter().filter(|w| waiters.contains_key(w)).nth(covered).copied()
+    }
+
+    /// Puts key `k` in line for a connection if it wants one and is not in
+    /// line yet (an entry it has is never later than its turn).
+    fn mark_blocked(&mut self, k: usize) {
+        if self.keys[k].blocked.is_none()
+            && let Some(w) = self.turn(k)
+        {
+            self.keys[k].blocked = Some(w);
+            self.blocked.insert((w, k));
         }
+    }
+
+    /// Takes key `k` out of line.
+    fn unblock(&mut self, k: usize) {
+        if let Some(w) = self.keys[k].blocked.take() {
+            self.blocked.remove(&(w, k));
+        }
+    }
+
+    /// Hands out room to the keys in line, oldest turn first, while the
+    /// global limit allows a dial or an idle connection can be closed for it.
+    fn make_room(&mut self) {
+        while let Some(&(w, k)) = self.blocked.first() {
+            if self.live >= self.config.max_connections && self.idle_count == 0 {
+                return;
+            }
+            self.blocked.pop_first();
+            self.keys[k].blocked = None;
+            match self.turn(k) {
+                None => continue,
+                Some(turn) if turn != w => {
+                    // Its turn moved on: back in line at the right place.
+                    self.keys[k].blocked = Some(turn);
+                    self.blocked.insert((turn, k));
+                    continue;
+                }
+                Some(_) => {}
+            }
+            if self.live >= self.config.max_connections && !self.close_one_idle(k) {
+                // Only `k`'s own connections are idle (cannot be while it
+                // has waiters, but never spin on it).
+                self.keys[k].blocked = Some(w);
+                self.blocked.insert((w, k));
+                return;
+            }
+            self.dial(k);
+            self.mark_blocked(k);
+        }
+    }
+
+    /// Starts a connection for key `k` (the caller checked the limits).
+    fn dial(&mut self, k: usize) {
         let id = ConnectionId(self.id());
+        let cap = self.per_connection() as u32;
         self.conns.insert(
             id,
             Conn {
                 key: k,
                 state: ConnState::Dialing,
                 leases: 0,
-                // A limit of 0 would make a connection useless: it means 1.
-                cap: self.config.max_channels_per_connection.max(1),
+                cap,
                 lease_ids: Vec::new(),
                 served: 0,
                 free_slot: None,
@@ -469,6 +568,8 @@ impl Pool {
         // The freed slot goes to the first waiter of this key, if any.
         self.serve_waiters(k);
         self.set_idle(id, now);
+        // Idle now while another key waits for room: it goes to that key.
+        self.make_room();
     }
 
     /// Serves the key's waiters, in order, from its free connections.
@@ -504,7 +605,8 @@ impl Pool {
             self.events.push_back(PoolEvent::CloseIdle { connection: id });
         }
         // Waiters that counted on this connection may need another.
-        self.maybe_dial(k);
+        self.mark_blocked(k);
+        self.make_room();
         cap
     }
 
@@ -521,6 +623,8 @@ impl Pool {
             let waiters = &self.waiters;
             st.waiters.retain(|w| waiters.contains_key(w));
         }
+        // Its key's place in line (if any) is corrected lazily: a waiter
+        // leaving only moves the turn on.
         true
     }
 
@@ -538,14 +642,18 @@ impl Pool {
         self.push_free(id);
         self.serve_waiters(k);
         self.set_idle(id, now);
-        // More waiters than this connection can take: dial again.
-        self.maybe_dial(k);
+        // More waiters than this connection can take: dial again. Or none
+        // left for it while another key waits for room: it goes to that key.
+        self.mark_blocked(k);
+        self.make_room();
     }
 
     /// Dialling `id` failed.
     pub fn failed(&mut self, _now: Timestamp, id: ConnectionId) {
         let Some(c) = self.forget(id) else { return };
         let k = c.key;
+        // One dial fewer in flight: the key's turn moves back.
+        self.unblock(k);
         if self.keys[k].connections == 0 {
             // Nothing can serve these waiters now: tell them.
             self.keys[k].live_waiters = 0;
@@ -556,18 +664,24 @@ impl Pool {
                 }
             }
         } else {
-            self.maybe_dial(k);
+            self.mark_blocked(k);
         }
+        self.make_room();
     }
 
     /// The connection `id` was lost (or closed): its leases are broken.
     pub fn lost(&mut self, _now: Timestamp, id: ConnectionId) {
         let Some(c) = self.forget(id) else { return };
+        if c.state == ConnState::Dialing {
+            // Never came up: one dial fewer in flight.
+            self.unblock(c.key);
+        }
         for lease in c.lease_ids {
             self.leases.remove(&lease);
             self.events.push_back(PoolEvent::LeaseBroken { lease, connection: id });
         }
-        self.maybe_dial(c.key);
+        self.mark_blocked(c.key);
+        self.make_room();
     }
 
     /// Time passed: idle connections and waiters whose time is up.
@@ -590,6 +704,7 @@ impl Pool {
                 self.events.push_back(PoolEvent::WaiterTimedOut { waiter });
             }
         }
+        let mut closed = false;
         while let Some(&(deadline, id)) = self.idle_deadlines.first() {
             if deadline > now {
                 break;
@@ -597,6 +712,10 @@ impl Pool {
             // `forget` removes the deadline entry too.
             self.forget(id);
             self.events.push_back(PoolEvent::CloseIdle { connection: id });
+            closed = true;
+        }
+        if closed {
+            self.make_room();
         }
     }
 
@@ -627,5 +746,167 @@ impl Pool {
     /// Connections live (dialling or ready), in total.
     pub fn connections(&self) -> usize {
         self.live
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> PoolKey {
+        PoolKey { host: format!("{name}.example"), port: 22, user: "u".into(), identity: "SHA256:k".into() }
+    }
+
+    fn events(pool: &mut Pool) -> Vec<PoolEvent> {
+        std::iter::from_fn(|| pool.poll_event()).collect()
+    }
+
+    /// One connection in all, one channel on it.
+    fn one_connection() -> Pool {
+        Pool::new(PoolConfig { max_connections: 1, max_channels_per_connection: 1, ..PoolConfig::default() })
+    }
+
+    /// Key `name` gets the pool's connection and holds one lease on it.
+    fn hold(pool: &mut Pool, name: &str) -> (ConnectionId, Lease) {
+        let t0 = Timestamp::ZERO;
+        let Acquire::Queued { waiter, .. } = pool.acquire(t0, &key(name)) else { panic!("no dial") };
+        let [PoolEvent::Dial { connection, .. }] = events(pool)[..] else { panic!("no dial") };
+        pool.connected(t0, connection);
+        let [PoolEvent::LeaseGranted { waiter: w, ref lease }] = events(pool)[..] else {
+            panic!("not granted")
+        };
+        assert_eq!(w, waiter);
+        (connection, lease.clone())
+    }
+
+    /// The review's repro: at the global limit, a waiter of key A behind
+    /// key B's only connection. B releases: its now idle connection is
+    /// closed for A at once, and A dials (before the fix nobody dialled for
+    /// A and it timed out with no connection live).
+    #[test]
+    fn a_waiter_blocked_by_the_global_limit_gets_the_slot_of_an_idle_connection() {
+        let mut pool = one_connection();
+        let (b_conn, b_lease) = hold(&mut pool, "b");
+        let t1 = Timestamp::from_secs(1);
+        let Acquire::Queued { waiter, .. } = pool.acquire(t1, &key("a")) else { panic!() };
+        assert_eq!(events(&mut pool), [], "no room: nothing to do yet");
+        pool.release(Timestamp::from_secs(2), b_lease.id);
+        let ev = events(&mut pool);
+        let [PoolEvent::CloseIdle { connection: closed }, PoolEvent::Dial { connection: a_conn, key: ref k }] =
+            ev[..]
+        else {
+            panic!("{ev:?}")
+        };
+        assert_eq!((closed, k), (b_conn, &key("a")));
+        pool.connected(Timestamp::from_secs(3), a_conn);
+        let ev = events(&mut pool);
+        assert!(matches!(ev[..], [PoolEvent::LeaseGranted { waiter: w, .. }] if w == waiter), "{ev:?}");
+        let s = pool.stats();
+        assert_eq!((s.dials, s.evictions, s.dials_failed, s.ready, s.waiters), (2, 1, 0, 1, 0));
+    }
+
+    /// The same repro with B's connection lost while leased, and with B's
+    /// dial failing: the freed slot goes to A.
+    #[test]
+    fn a_slot_freed_by_a_loss_or_a_failed_dial_goes_to_the_blocked_key() {
+        let mut pool = one_connection();
+        let (b_conn, b_lease) = hold(&mut pool, "b");
+        let Acquire::Queued { .. } = pool.acquire(Timestamp::from_secs(1), &key("a")) else { panic!() };
+        pool.lost(Timestamp::from_secs(2), b_conn);
+        let ev = events(&mut pool);
+        assert!(
+            matches!(&ev[..], [PoolEvent::LeaseBroken { lease, .. }, PoolEvent::Dial { key: k, .. }] if *lease == b_lease.id && *k == key("a")),
+            "{ev:?}"
+        );
+        assert_eq!(pool.stats().evictions, 1);
+
+        let mut pool = one_connection();
+        let Acquire::Queued { .. } = pool.acquire(Timestamp::ZERO, &key("b")) else { panic!() };
+        let [PoolEvent::Dial { connection: b_conn, .. }] = events(&mut pool)[..] else { panic!() };
+        let Acquire::Queued { waiter: a, .. } = pool.acquire(Timestamp::ZERO, &key("a")) else { panic!() };
+        assert_eq!(events(&mut pool), []);
+        pool.failed(Timestamp::from_secs(1), b_conn);
+        let ev = events(&mut pool);
+        assert!(
+            matches!(&ev[..], [PoolEvent::WaiterFailed { .. }, PoolEvent::Dial { key: k, .. }] if *k == key("a")),
+            "{ev:?}"
+        );
+        let s = pool.stats();
+        assert_eq!((s.dials, s.dials_failed, s.evictions, s.dialing), (2, 1, 0, 1));
+        assert!(pool.cancel(a));
+    }
+
+    /// Room goes to the oldest waiter across keys, even when the connection
+    /// that freed it belongs to a key with a younger waiter of its own.
+    #[test]
+    fn room_goes_to_the_oldest_blocked_waiter_across_keys() {
+        let mut pool = one_connection();
+        let (x_conn, _) = hold(&mut pool, "x");
+        let t = Timestamp::from_secs(1);
+        let Acquire::Queued { waiter: a, .. } = pool.acquire(t, &key("a")) else { panic!() };
+        let Acquire::Queued { waiter: b, .. } = pool.acquire(t, &key("b")) else { panic!() };
+        let Acquire::Queued { waiter: x2, .. } = pool.acquire(t, &key("x")) else { panic!() };
+        assert_eq!(events(&mut pool), []);
+        // x's connection goes: a waited longest.
+        pool.lost(t, x_conn);
+        let ev = events(&mut pool);
+        let [PoolEvent::LeaseBroken { .. }, PoolEvent::Dial { connection: a_conn, key: ref k }] = ev[..]
+        else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(k, &key("a"));
+        pool.connected(t, a_conn);
+        let ev = events(&mut pool);
+        let [PoolEvent::LeaseGranted { waiter, ref lease }] = ev[..] else { panic!("{ev:?}") };
+        assert_eq!(waiter, a);
+        // a is done: its idle connection makes room for b, then x.
+        pool.release(t, lease.id);
+        let ev = events(&mut pool);
+        let [PoolEvent::CloseIdle { .. }, PoolEvent::Dial { connection: b_conn, key: ref k }] = ev[..] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(k, &key("b"));
+        pool.failed(t, b_conn);
+        let ev = events(&mut pool);
+        assert!(
+            matches!(&ev[..], [PoolEvent::WaiterFailed { waiter }, PoolEvent::Dial { key: k, .. }] if *waiter == b && *k == key("x")),
+            "{ev:?}"
+        );
+        assert!(pool.cancel(x2));
+    }
+
+    /// A key whose dial in flight covers its first waiters is in line for
+    /// its next waiter's turn, not its first one's.
+    #[test]
+    fn a_key_queues_for_room_by_its_first_uncovered_waiter() {
+        let mut pool = Pool::new(PoolConfig {
+            max_connections: 2,
+            max_channels_per_connection: 1,
+            ..PoolConfig::default()
+        });
+        let t = Timestamp::ZERO;
+        let _ = pool.acquire(t, &key("a"));
+        let _ = pool.acquire(t, &key("x"));
+        let ev = events(&mut pool);
+        let [PoolEvent::Dial { connection: a_conn, .. }, PoolEvent::Dial { connection: x_conn, .. }] = ev[..]
+        else {
+            panic!("{ev:?}")
+        };
+        // a's second waiter is uncovered; then b queues; then a's dial fails.
+        let _ = pool.acquire(t, &key("a"));
+        let _ = pool.acquire(t, &key("b"));
+        assert_eq!(events(&mut pool), []);
+        pool.connected(t, x_conn);
+        let [PoolEvent::LeaseGranted { ref lease, .. }] = events(&mut pool)[..] else { panic!() };
+        pool.release(t, lease.id);
+        // x's idle connection goes to a's second waiter (older than b's).
+        let ev = events(&mut pool);
+        assert!(
+            matches!(&ev[..], [PoolEvent::CloseIdle { .. }, PoolEvent::Dial { key: k, .. }] if *k == key("a")),
+            "{ev:?}"
+        );
+        pool.connected(t, a_conn);
+        assert!(matches!(events(&mut pool)[..], [PoolEvent::LeaseGranted { .. }]));
+        assert_eq!(pool.stats().waiters, 2);
     }
 }

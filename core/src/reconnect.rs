@@ -1,11 +1,24 @@
 //! [`Reconnect`]: when to dial again after a connection is lost, as a pure
 //! machine (time and seed in, actions and a deadline out).
 //!
-//! Attempt `n` (1-based, counting consecutive failures) waits
-//! `min(max_delay, initial_delay × multiplier^(n-1))` before jitter; with
-//! full jitter the wait is uniform in `[0, that]`, with equal jitter in
-//! `[that/2, that]`. A connection that stayed up for `stable_period` resets
-//! the count. Close reasons that a retry cannot fix give up at once.
+//! Counting:
+//! - a *failure* is a lost connection or a failed dial. After failure `n`
+//!   (consecutive, 1-based) the machine waits
+//!   `min(max_delay, initial_delay × multiplier^(n-1))` before jitter; with
+//!   full jitter the wait is uniform in `[0, that]`, with equal jitter in
+//!   `[that/2, that]`. Failure `max_retries + 1` gives up, so at most
+//!   `max_retries` retries follow a run of failures;
+//! - *attempts* are dials: the one `Reconnect::new` assumes under way, and
+//!   every `Dial`. `Dial { attempt }` and `Scheduled { attempt }` number the
+//!   dial, `GiveUp { attempts }` says how many were made, all counted since
+//!   the count last reset. So a run that starts with the first dial failing
+//!   gives up after `max_retries + 1` attempts, one that starts with a
+//!   stable connection lost after `max_retries`;
+//! - a connection that has stayed up for `stable_period` resets both counts
+//!   (at that moment, on `handle_timeout`: `poll_timeout` asks for it; or
+//!   on `lost` at the latest), so the next loss starts a fresh run.
+//!
+//! Close reasons that a retry cannot fix give up at once.
 
 use std::collections::VecDeque;
 
@@ -27,17 +40,18 @@ pub enum Jitter {
 /// Backoff settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReconnectConfig {
-    /// Delay before the first retry (before jitter).
+    /// Delay after the first failure (before jitter).
     pub initial_delay: Duration,
-    /// Each further retry waits this many times longer.
+    /// Each further failure waits this many times longer (0 counts as 1).
     pub multiplier: u32,
     /// Longest delay (before jitter).
     pub max_delay: Duration,
-    /// Consecutive failed attempts before giving up (`None`: never).
+    /// Retries after consecutive failures before giving up (`None`: never):
+    /// failure `max_retries + 1` gives up.
     pub max_retries: Option<u32>,
     /// Randomness on each delay.
     pub jitter: Jitter,
-    /// A connection up this long resets the attempt count.
+    /// A connection up this long resets the counts.
     pub stable_period: Duration,
 }
 
@@ -61,7 +75,8 @@ pub enum GiveUpReason {
     NotRetryable(CloseReason),
     /// Dialling failed in a way a retry cannot fix (e.g. an unknown host).
     DialFailed(String),
-    /// `max_retries` consecutive attempts failed; the last failure.
+    /// `max_retries` retries after consecutive failures did not help; the
+    /// last failure.
     RetriesExhausted(String),
     /// The application stopped it.
     Stopped,
@@ -82,14 +97,15 @@ impl core::fmt::Display for GiveUpReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use]
 pub enum ReconnectAction {
-    /// Dial now; this is consecutive attempt number `attempt` (1-based).
+    /// Dial now; this is dial number `attempt` since the count last reset
+    /// (the dial `Reconnect::new` assumes is number 1).
     Dial {
-        /// Consecutive attempt number.
+        /// Its number.
         attempt: u32,
     },
-    /// Waiting `delay` before attempt `attempt` (for reporting "retrying in").
+    /// Waiting `delay` before dial number `attempt` (for reporting "retrying in").
     Scheduled {
-        /// The attempt that will follow.
+        /// The number of the dial that will follow.
         attempt: u32,
         /// How long until it.
         delay: Duration,
@@ -98,7 +114,7 @@ pub enum ReconnectAction {
     GiveUp {
         /// Why.
         reason: GiveUpReason,
-        /// Consecutive attempts made.
+        /// Dials made since the count last reset, the one in flight included.
         attempts: u32,
     },
 }
@@ -109,6 +125,8 @@ enum State {
     Dialing,
     Connected {
         since: Timestamp,
+        /// Whether it has been up for `stable_period` (the counts were reset).
+        stable: bool,
     },
     Waiting {
         until: Timestamp,
@@ -122,27 +140,37 @@ pub struct Reconnect {
     config: ReconnectConfig,
     rng: Rng,
     state: State,
-    /// Consecutive failures since the last stable connection.
+    /// Consecutive failures since the count last reset.
     failures: u32,
+    /// Dials made since the count last reset.
+    dials: u32,
     actions: VecDeque<ReconnectAction>,
 }
 
 impl Reconnect {
     /// A scheduler whose first dial is already under way (the adapter
-    /// dials at once; call `connected` or `dial_failed`).
+    /// dials at once; call `connected` or `dial_failed`). That dial is
+    /// attempt 1.
     pub fn new(config: ReconnectConfig, seed: Seed) -> Self {
         Reconnect {
             config,
             rng: Rng::from_seed(seed),
             state: State::Dialing,
             failures: 0,
+            dials: 1,
             actions: VecDeque::new(),
         }
     }
 
-    /// Consecutive failed attempts so far.
+    /// Consecutive failures (losses and failed dials) since the count last
+    /// reset: the next delay follows failure `failures()`.
     pub fn failures(&self) -> u32 {
         self.failures
+    }
+
+    /// Dials made since the count last reset (what `GiveUp` would report).
+    pub fn attempts(&self) -> u32 {
+        self.dials
     }
 
     /// Whether it gave up (or was stopped).
@@ -150,7 +178,7 @@ impl Reconnect {
         self.state == State::Done
     }
 
-    /// The delay before attempt `n` (1-based), before jitter.
+    /// The delay after failure `n` (1-based), before jitter.
     pub fn base_delay(&self, n: u32) -> Duration {
         let mut d = self.config.initial_delay;
         for _ in 1..n {
@@ -175,7 +203,19 @@ impl Reconnect {
     /// The connection is up.
     pub fn connected(&mut self, now: Timestamp) {
         if self.state != State::Done {
-            self.state = State::Connected { since: now };
+            self.state = State::Connected { since: now, stable: false };
+            self.check_stable(now);
+        }
+    }
+
+    /// Resets the counts once the connection has been up `stable_period`.
+    fn check_stable(&mut self, now: Timestamp) {
+        if let State::Connected { since, stable: ref mut stable @ false } = self.state
+            && now.saturating_duration_since(since) >= self.config.stable_period
+        {
+            *stable = true;
+            self.failures = 0;
+            self.dials = 0;
         }
     }
 
@@ -184,11 +224,7 @@ impl Reconnect {
         if self.state == State::Done {
             return;
         }
-        if let State::Connected { since } = self.state
-            && now.saturating_duration_since(since) >= self.config.stable_period
-        {
-            self.failures = 0;
-        }
+        self.check_stable(now);
         if !reason.is_retryable() {
             self.give_up(GiveUpReason::NotRetryable(reason.clone()));
             return;
@@ -218,7 +254,7 @@ impl Reconnect {
         let base = self.base_delay(self.failures);
         let delay = self.jittered(base);
         self.state = State::Waiting { until: now + delay };
-        self.actions.push_back(ReconnectAction::Scheduled { attempt: self.failures, delay });
+        self.actions.push_back(ReconnectAction::Scheduled { attempt: self.dials.saturating_add(1), delay });
         if delay.is_zero() {
             self.handle_timeout(now);
         }
@@ -226,7 +262,7 @@ impl Reconnect {
 
     fn give_up(&mut self, reason: GiveUpReason) {
         self.state = State::Done;
-        self.actions.push_back(ReconnectAction::GiveUp { reason, attempts: self.failures });
+        self.actions.push_back(ReconnectAction::GiveUp { reason, attempts: self.dials });
     }
 
     /// Stops: no more dials.
@@ -236,13 +272,17 @@ impl Reconnect {
         }
     }
 
-    /// Time passed. Spurious calls are harmless.
+    /// Time passed: a scheduled dial that is due, or a connection that has
+    /// become stable. Spurious calls are harmless.
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        if let State::Waiting { until } = self.state
-            && until <= now
-        {
-            self.state = State::Dialing;
-            self.actions.push_back(ReconnectAction::Dial { attempt: self.failures });
+        match self.state {
+            State::Waiting { until } if until <= now => {
+                self.state = State::Dialing;
+                self.dials = self.dials.saturating_add(1);
+                self.actions.push_back(ReconnectAction::Dial { attempt: self.dials });
+            }
+            State::Connected { .. } => self.check_stable(now),
+            _ => {}
         }
     }
 
@@ -252,11 +292,14 @@ impl Reconnect {
         self.actions.pop_front()
     }
 
-    /// When `handle_timeout` should next be called.
+    /// When `handle_timeout` should next be called: the scheduled dial, or
+    /// the moment a connection becomes stable (for current counts; `lost`
+    /// catches up if the adapter does not wake for it).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         match self.state {
             State::Waiting { until } => Some(until),
+            State::Connected { since, stable: false } => Some(since + self.config.stable_period),
             _ => None,
         }
     }
@@ -278,13 +321,16 @@ mod tests {
     fn backoff_doubles_to_the_cap_then_gives_up() {
         let mut r = Reconnect::new(ReconnectConfig { max_retries: Some(6), ..no_jitter() }, [0; 32]);
         let mut now = Timestamp::ZERO;
+        // Up, then lost before it was stable: the first dial is attempt 1.
         r.connected(now);
         let mut waits = Vec::new();
         r.lost(now, &CloseReason::Eof);
+        let mut dials = Vec::new();
         loop {
             let actions = drain(&mut r);
             if let Some(ReconnectAction::GiveUp { reason, attempts }) = actions.last() {
                 assert!(matches!(reason, GiveUpReason::RetriesExhausted(_)));
+                // The first dial and six retries.
                 assert_eq!(*attempts, 7);
                 break;
             }
@@ -292,10 +338,47 @@ mod tests {
             waits.push((t - now).as_secs());
             now = t;
             r.handle_timeout(now);
-            assert!(matches!(drain(&mut r)[..], [ReconnectAction::Dial { .. }]));
+            let [ReconnectAction::Dial { attempt }] = drain(&mut r)[..] else { panic!("no dial") };
+            dials.push(attempt);
             r.dial_failed(now, true, "connection refused");
         }
         assert_eq!(waits, [1, 2, 4, 8, 16, 30]);
+        assert_eq!(dials, [2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn attempts_count_dials_however_the_run_started() {
+        let config = ReconnectConfig { max_retries: Some(3), ..no_jitter() };
+        // Every dial fails at once; returns the dials' numbers and `attempts`.
+        let run = |r: &mut Reconnect, mut now: Timestamp| -> (Vec<u32>, u32) {
+            let mut dials = Vec::new();
+            loop {
+                for a in drain(r) {
+                    match a {
+                        ReconnectAction::Dial { attempt } => {
+                            dials.push(attempt);
+                            r.dial_failed(now, true, "refused");
+                        }
+                        ReconnectAction::GiveUp { attempts, .. } => return (dials, attempts),
+                        ReconnectAction::Scheduled { .. } => {}
+                    }
+                }
+                // Nothing due: time passes to the retry (none once given up).
+                if let Some(t) = r.poll_timeout() {
+                    now = t;
+                    r.handle_timeout(now);
+                }
+            }
+        };
+        // The first dial fails: it and three retries.
+        let mut r = Reconnect::new(config.clone(), [0; 32]);
+        r.dial_failed(Timestamp::ZERO, true, "refused");
+        assert_eq!(run(&mut r, Timestamp::ZERO), (vec![2, 3, 4], 4));
+        // A stable connection is lost: three retries, the loss is no attempt.
+        let mut r = Reconnect::new(config, [0; 32]);
+        r.connected(Timestamp::ZERO);
+        r.lost(Timestamp::from_secs(60), &CloseReason::Eof);
+        assert_eq!(run(&mut r, Timestamp::from_secs(60)), (vec![1, 2, 3], 3));
     }
 
     #[test]
@@ -306,14 +389,26 @@ mod tests {
             CloseReason::Local { code: crate::DisconnectCode::BY_APPLICATION, description: "bye".into() },
             CloseReason::Error(crate::Error::BadHostKeySignature { reason: "x".into() }),
         ] {
+            // Lost 1 s after the first dial came up: that dial is the attempt.
             let mut r = Reconnect::new(ReconnectConfig::default(), [1; 32]);
             r.connected(Timestamp::ZERO);
             r.lost(Timestamp::from_secs(1), &reason);
             assert_eq!(
                 drain(&mut r),
-                vec![ReconnectAction::GiveUp { reason: GiveUpReason::NotRetryable(reason), attempts: 0 }]
+                vec![ReconnectAction::GiveUp {
+                    reason: GiveUpReason::NotRetryable(reason.clone()),
+                    attempts: 1
+                }]
             );
             assert!(r.is_done() && r.poll_timeout().is_none());
+            // Lost after it was stable: no attempt since the reset.
+            let mut r = Reconnect::new(ReconnectConfig::default(), [1; 32]);
+            r.connected(Timestamp::ZERO);
+            r.lost(Timestamp::from_secs(31), &reason);
+            assert_eq!(
+                drain(&mut r),
+                vec![ReconnectAction::GiveUp { reason: GiveUpReason::NotRetryable(reason), attempts: 0 }]
+            );
         }
     }
 
@@ -332,9 +427,28 @@ mod tests {
         r.handle_timeout(Timestamp::from_secs(23));
         let _ = drain(&mut r);
         r.connected(Timestamp::from_secs(23));
-        // Up 40 s: reset, this is the first failure again.
+        // The machine asks to be woken when the connection becomes stable,
+        // and the counts are current from then on, not only at the next loss.
+        assert_eq!(r.poll_timeout(), Some(Timestamp::from_secs(53)));
+        r.handle_timeout(Timestamp::from_secs(52));
+        assert_eq!((r.failures(), r.attempts()), (2, 3));
+        r.handle_timeout(Timestamp::from_secs(53));
+        assert_eq!((r.failures(), r.attempts(), r.poll_timeout()), (0, 0, None));
+        assert_eq!(drain(&mut r), []);
+        // Up 40 s: this is the first failure again.
         r.lost(Timestamp::from_secs(63), &CloseReason::KeepaliveTimeout { unanswered: 3 });
         assert_eq!(r.failures(), 1);
+        assert_eq!(drain(&mut r), [ReconnectAction::Scheduled { attempt: 1, delay: Duration::from_secs(1) }]);
         assert_eq!(r.poll_timeout(), Some(Timestamp::from_secs(64)));
+    }
+
+    #[test]
+    fn a_zero_stable_period_resets_on_connect() {
+        let mut r = Reconnect::new(ReconnectConfig { stable_period: Duration::ZERO, ..no_jitter() }, [0; 32]);
+        r.dial_failed(Timestamp::ZERO, true, "refused");
+        r.handle_timeout(Timestamp::from_secs(1));
+        assert_eq!(drain(&mut r).last(), Some(&ReconnectAction::Dial { attempt: 2 }));
+        r.connected(Timestamp::from_secs(1));
+        assert_eq!((r.failures(), r.attempts(), r.poll_timeout()), (0, 0, None));
     }
 }

@@ -1,21 +1,29 @@
-//! Reconnect and Pool on simulated time: backoff curves over many seeds,
-//! and pool invariants checked after every step of random operation sequences.
+//! Reconnect and Pool on simulated time: backoff curves over many seeds
+//! and configs, and both machines' invariants checked after every step of
+//! random operation sequences (the checkers `pool_ops`/`reconnect_ops` use,
+//! `sansh::testing::fuzz::{PoolChecker, ReconnectChecker}`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::BTreeSet;
 
 use proptest::prelude::*;
+use sansh::testing::fuzz::{PoolChecker, ReconnectChecker, backoff_curve, delay_bounds};
 use sansh::{
-    Acquire, CloseReason, ConnectionId, Duration, GiveUpReason, Jitter, LeaseId, Pool, PoolConfig, PoolEvent,
-    PoolKey, Reconnect, ReconnectAction, ReconnectConfig, Timestamp, WaiterId,
+    Acquire, CloseReason, DisconnectCode, Duration, GiveUpReason, Jitter, Pool, PoolConfig, PoolEvent,
+    PoolKey, Reconnect, ReconnectAction, ReconnectConfig, Timestamp,
 };
 
 // ------------------------------------------------------------ Reconnect
 
-/// Fails `n` times in a row (no time connected) and returns the delays.
-fn delays(config: ReconnectConfig, seed: u64, n: u32) -> (Vec<Duration>, Option<ReconnectAction>) {
+fn seed(n: u64) -> [u8; 32] {
     let mut s = [0u8; 32];
-    s[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut r = Reconnect::new(config, s);
+    s[..8].copy_from_slice(&n.to_le_bytes());
+    s
+}
+
+/// Fails `n` times in a row (the first dial, then every retry, no time
+/// connected) and returns the delays and the `GiveUp`, if any.
+fn delays(config: ReconnectConfig, seed_n: u64, n: u32) -> (Vec<Duration>, Option<ReconnectAction>) {
+    let mut r = Reconnect::new(config, seed(seed_n));
     let mut now = Timestamp::ZERO;
     let mut out = Vec::new();
     for _ in 0..n {
@@ -36,6 +44,32 @@ fn delays(config: ReconnectConfig, seed: u64, n: u32) -> (Vec<Duration>, Option<
         assert!(matches!(r.poll_action(), Some(ReconnectAction::Dial { .. })));
     }
     (out, None)
+}
+
+/// Curves other than the default, one per jitter mode each.
+fn curves() -> Vec<ReconnectConfig> {
+    let mut v = Vec::new();
+    for jitter in [Jitter::None, Jitter::Full, Jitter::Equal] {
+        v.push(ReconnectConfig {
+            initial_delay: Duration::from_millis(250),
+            multiplier: 3,
+            max_delay: Duration::from_secs(20),
+            max_retries: Some(6),
+            jitter,
+            stable_period: Duration::from_secs(5),
+        });
+        // Constant delay (multiplier 1), a cap below the initial delay, and
+        // a multiplier of 0 (counts as 1), without a retry limit.
+        v.push(ReconnectConfig { multiplier: 1, max_retries: None, ..v[v.len() - 1].clone() });
+        v.push(ReconnectConfig {
+            initial_delay: Duration::from_secs(3),
+            max_delay: Duration::from_secs(2),
+            multiplier: 0,
+            max_retries: None,
+            ..v[v.len() - 1].clone()
+        });
+    }
+    v
 }
 
 #[test]
@@ -68,6 +102,50 @@ fn delays_follow_the_curve_within_jitter_bounds_over_many_seeds() {
 }
 
 #[test]
+fn custom_curves_are_followed_within_jitter_bounds_over_many_seeds() {
+    // The curve as written down here, to check `backoff_curve` itself.
+    let expected_secs = |c: &ReconnectConfig, n: u32| -> f64 {
+        let m = f64::from(c.multiplier.max(1));
+        (c.initial_delay.as_secs_f64() * m.powi(n as i32 - 1)).min(c.max_delay.as_secs_f64())
+    };
+    for config in curves() {
+        for n in 1..12 {
+            let got = backoff_curve(&config, n).as_secs_f64();
+            assert!((got - expected_secs(&config, n)).abs() < 1e-9, "{config:?} failure {n}: {got}");
+        }
+        let failures = config.max_retries.map_or(12, |m| m + 1);
+        let mut sums = vec![0f64; failures as usize];
+        for s in 0..500 {
+            // The first dial fails, then every retry: the checker asserts
+            // each delay's bounds and the give-up after max_retries.
+            let mut p = ReconnectChecker::new(config.clone(), seed(s));
+            for _ in 0..failures {
+                p.dial_failed(true, "connection refused");
+                if p.is_done() {
+                    break;
+                }
+                let wait = p.machine().poll_timeout().expect("scheduled").saturating_duration_since(p.now());
+                p.advance(wait);
+            }
+            assert_eq!(p.is_done(), config.max_retries.is_some(), "{config:?}");
+            assert_eq!(p.delays().len() as u32, config.max_retries.unwrap_or(failures));
+            for &(n, d) in p.delays() {
+                sums[n as usize - 1] += d.as_secs_f64() / backoff_curve(&config, n).as_secs_f64();
+            }
+        }
+        let expected = match config.jitter {
+            Jitter::None => 1.0,
+            Jitter::Full => 0.5,
+            Jitter::Equal => 0.75,
+        };
+        for (i, s) in sums.iter().enumerate().take(config.max_retries.unwrap_or(failures) as usize) {
+            let mean = s / 500.0;
+            assert!((mean - expected).abs() < 0.06, "{config:?} failure {}: mean {mean}", i + 1);
+        }
+    }
+}
+
+#[test]
 fn no_jitter_is_exact_and_unlimited_retries_cap_at_max_delay() {
     let config = ReconnectConfig { jitter: Jitter::None, max_retries: None, ..ReconnectConfig::default() };
     let (d, gave_up) = delays(config, 1, 12);
@@ -77,7 +155,27 @@ fn no_jitter_is_exact_and_unlimited_retries_cap_at_max_delay() {
 }
 
 #[test]
+fn unlimited_retries_never_give_up() {
+    let config = ReconnectConfig {
+        initial_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(3),
+        max_retries: None,
+        jitter: Jitter::Equal,
+        ..ReconnectConfig::default()
+    };
+    let (d, gave_up) = delays(config.clone(), 9, 2000);
+    assert!(gave_up.is_none());
+    assert_eq!(d.len(), 2000);
+    for (i, delay) in d.iter().enumerate() {
+        let (lo, hi) = delay_bounds(&config, i as u32 + 1);
+        assert!(*delay >= lo && *delay <= hi, "failure {}: {delay:?}", i + 1);
+    }
+    assert!(d[1999] >= Duration::from_millis(1500), "capped at 3 s, equal jitter");
+}
+
+#[test]
 fn max_retries_gives_up_with_the_attempt_count() {
+    // The first dial fails and three retries do: four dials made.
     let (d, gave_up) = delays(ReconnectConfig::default(), 7, 10);
     assert_eq!(d.len(), 3);
     match gave_up {
@@ -86,6 +184,28 @@ fn max_retries_gives_up_with_the_attempt_count() {
         }
         other => panic!("{other:?}"),
     }
+    // A stable connection is lost and three retries fail: three dials made.
+    let mut r = Reconnect::new(ReconnectConfig::default(), seed(7));
+    r.connected(Timestamp::ZERO);
+    let mut now = Timestamp::from_secs(100);
+    r.lost(now, &CloseReason::Eof);
+    let mut dials = Vec::new();
+    let gave_up = loop {
+        match r.poll_action() {
+            Some(ReconnectAction::Dial { attempt }) => {
+                dials.push(attempt);
+                r.dial_failed(now, true, "connection refused");
+            }
+            Some(ReconnectAction::GiveUp { reason, attempts }) => break (reason, attempts),
+            Some(ReconnectAction::Scheduled { .. }) => {}
+            None => {
+                now = r.poll_timeout().expect("scheduled");
+                r.handle_timeout(now);
+            }
+        }
+    };
+    assert_eq!(dials, [1, 2, 3]);
+    assert_eq!(gave_up, (GiveUpReason::RetriesExhausted("connection refused".into()), 3));
 }
 
 #[test]
@@ -105,7 +225,7 @@ fn a_dial_that_cannot_succeed_gives_up_at_once() {
         r.poll_action(),
         Some(ReconnectAction::GiveUp {
             reason: GiveUpReason::DialFailed("no such host".into()),
-            attempts: 0
+            attempts: 1
         })
     );
     // Lost with a retryable reason after giving up: nothing more.
@@ -153,245 +273,70 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
     )
 }
 
-/// What the test believes; checked against the pool after every step.
-#[derive(Default)]
-struct Model {
-    now_ms: u64,
-    dialing: BTreeMap<ConnectionId, PoolKey>,
-    ready: BTreeMap<ConnectionId, PoolKey>,
-    /// Live leases: connection and the key asked for.
-    leases: BTreeMap<LeaseId, (ConnectionId, PoolKey)>,
-    ended: BTreeSet<LeaseId>,
-    /// Waiters per key in queue order, with deadlines.
-    waiters: HashMap<PoolKey, VecDeque<(WaiterId, u64)>>,
-    /// When each ready connection last had no lease.
-    idle_since: BTreeMap<ConnectionId, u64>,
-    /// Connections whose server refused a channel: the leases they take now.
-    caps: BTreeMap<ConnectionId, usize>,
-    /// Connections that refused their only channel (the pool must close them).
-    refusing: BTreeSet<ConnectionId>,
+/// Small limits, so that the global limit, the per-key limit and the
+/// channel limit all bind with four keys.
+fn pool_config() -> impl Strategy<Value = PoolConfig> {
+    (1usize..=4, 1usize..=3, 1u32..=3, prop::bool::weighted(0.1)).prop_map(
+        |(max_connections, max_connections_per_key, max_channels_per_connection, instant_timeout)| {
+            PoolConfig {
+                max_connections,
+                max_connections_per_key,
+                max_channels_per_connection,
+                idle_timeout: Duration::from_secs(60),
+                acquire_timeout: Duration::from_secs(if instant_timeout { 0 } else { 20 }),
+            }
+        },
+    )
 }
 
-impl Model {
-    fn leases_on(&self, c: ConnectionId) -> usize {
-        self.leases.values().filter(|(conn, _)| *conn == c).count()
-    }
-
-    fn cap(&self, c: ConnectionId, cfg: &PoolConfig) -> usize {
-        self.caps.get(&c).copied().unwrap_or(cfg.max_channels_per_connection as usize)
-    }
-
-    fn grant(&mut self, lease: sansh::Lease, key: PoolKey) -> Result<(), TestCaseError> {
-        let conn_key = self.ready.get(&lease.connection);
-        prop_assert!(conn_key == Some(&key), "lease for {:?} on a connection of {:?}", key, conn_key);
-        prop_assert!(self.leases.insert(lease.id, (lease.connection, key)).is_none());
-        self.idle_since.remove(&lease.connection);
-        Ok(())
-    }
-
-    fn end(&mut self, lease: LeaseId) -> Result<(), TestCaseError> {
-        prop_assert!(self.ended.insert(lease), "lease {:?} ended twice", lease);
-        let (conn, _) = self.leases.remove(&lease).expect("live");
-        if self.ready.contains_key(&conn) && self.leases_on(conn) == 0 {
-            self.idle_since.insert(conn, self.now_ms);
-        }
-        Ok(())
-    }
-}
-
-fn drain(pool: &mut Pool, m: &mut Model, cfg: &PoolConfig) -> Result<(), TestCaseError> {
-    while let Some(e) = pool.poll_event() {
-        match e {
-            PoolEvent::Dial { connection, key } => {
-                prop_assert!(m.dialing.insert(connection, key).is_none());
-            }
-            PoolEvent::LeaseGranted { waiter, lease } => {
-                // FIFO: the first live waiter of the lease's key.
-                let key = m.ready[&lease.connection].clone();
-                let q = m.waiters.get_mut(&key).expect("waiters of key");
-                let first = q.pop_front().map(|(w, _)| w);
-                prop_assert_eq!(first, Some(waiter), "waiters of {:?} served out of order", key);
-                m.grant(lease, key)?;
-            }
-            PoolEvent::WaiterTimedOut { waiter } => {
-                let (key, deadline) = m
-                    .waiters
-                    .iter()
-                    .find_map(|(k, q)| q.iter().find(|(w, _)| *w == waiter).map(|(_, d)| (k.clone(), *d)))
-                    .expect("known waiter");
-                prop_assert!(deadline <= m.now_ms, "waiter timed out early");
-                m.waiters.get_mut(&key).unwrap().retain(|(w, _)| *w != waiter);
-            }
-            PoolEvent::WaiterFailed { waiter } => {
-                for q in m.waiters.values_mut() {
-                    q.retain(|(w, _)| *w != waiter);
-                }
-            }
-            PoolEvent::CloseIdle { connection } => {
-                prop_assert_eq!(m.leases_on(connection), 0, "closed a busy connection");
-                if m.refusing.remove(&connection) {
-                    prop_assert!(m.ready.remove(&connection).is_some());
-                    continue;
-                }
-                // Either its idle time is up, or its slot went to another
-                // key's dial (which `Dial` in the same drain shows).
-                let since = m.idle_since.get(&connection).copied();
-                prop_assert!(since.is_some(), "closed a connection that was not idle");
-                let timed_out = since.unwrap() + cfg.idle_timeout.as_millis() as u64 <= m.now_ms;
-                prop_assert!(
-                    timed_out || pool.connections() + 1 >= cfg.max_connections,
-                    "closed idle {:?} early without needing its slot",
-                    connection
-                );
-                prop_assert!(m.ready.remove(&connection).is_some());
-                m.idle_since.remove(&connection);
-            }
-            PoolEvent::LeaseBroken { lease, connection } => {
-                prop_assert_eq!(m.leases.get(&lease).map(|l| l.0), Some(connection));
-                m.end(lease)?;
-            }
-        }
-    }
-    // Limits.
-    prop_assert!(pool.connections() <= cfg.max_connections);
-    prop_assert_eq!(pool.connections(), m.dialing.len() + m.ready.len());
-    let mut per_key: HashMap<&PoolKey, usize> = HashMap::new();
-    for k in m.dialing.values().chain(m.ready.values()) {
-        *per_key.entry(k).or_default() += 1;
-    }
-    prop_assert!(per_key.values().all(|&n| n <= cfg.max_connections_per_key));
-    prop_assert!(m.refusing.is_empty(), "a connection refusing every channel was kept");
-    for c in m.ready.keys() {
-        let n = m.leases_on(*c);
-        prop_assert!(n <= m.cap(*c, cfg), "{:?} holds {} leases over its cap", c, n);
-        prop_assert_eq!(pool.leases_on(*c), Some(n as u32));
-    }
-    prop_assert_eq!(pool.stats().leases, m.leases.len());
-    // Nobody waits beside a free slot of their own key.
-    for (key, q) in &m.waiters {
-        if q.is_empty() {
-            continue;
-        }
-        for (c, k) in &m.ready {
-            prop_assert!(
-                k != key || m.leases_on(*c) >= m.cap(*c, cfg),
-                "waiter of {:?} left waiting while {:?} has room",
-                key,
-                c
-            );
-        }
-    }
-    Ok(())
-}
-
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let cfg = PoolConfig {
-        max_connections: 4,
-        max_connections_per_key: 2,
-        max_channels_per_connection: 3,
-        idle_timeout: Duration::from_secs(60),
-        acquire_timeout: Duration::from_secs(20),
-    };
-    let mut pool = Pool::new(cfg.clone());
-    let mut m = Model::default();
+fn run(cfg: PoolConfig, ops: Vec<Op>) {
+    let mut p = PoolChecker::new(cfg);
     for op in ops {
-        let now = Timestamp::from_millis(m.now_ms);
         match op {
-            Op::Acquire(k) => {
-                let key = key(k);
-                match pool.acquire(now, &key) {
-                    Acquire::Leased(lease) => m.grant(lease, key)?,
-                    Acquire::Queued { waiter, deadline } => {
-                        prop_assert_eq!(deadline, now + cfg.acquire_timeout);
-                        m.waiters.entry(key).or_default().push_back((waiter, deadline.as_micros() / 1000));
-                    }
-                }
-            }
-            Op::Release(i) if !m.leases.is_empty() => {
-                let lease = *m.leases.keys().nth(i % m.leases.len()).unwrap();
-                m.end(lease)?;
-                pool.release(now, lease);
-            }
-            Op::Connected(i) if !m.dialing.is_empty() => {
-                let c = *m.dialing.keys().nth(i % m.dialing.len()).unwrap();
-                let k = m.dialing.remove(&c).unwrap();
-                m.ready.insert(c, k);
-                m.idle_since.insert(c, m.now_ms);
-                pool.connected(now, c);
-            }
-            Op::Failed(i) if !m.dialing.is_empty() => {
-                let c = *m.dialing.keys().nth(i % m.dialing.len()).unwrap();
-                m.dialing.remove(&c);
-                pool.failed(now, c);
-            }
-            Op::Lost(i) if !m.ready.is_empty() => {
-                let c = *m.ready.keys().nth(i % m.ready.len()).unwrap();
-                m.ready.remove(&c);
-                m.idle_since.remove(&c);
-                pool.lost(now, c);
-            }
-            Op::Refused(i) if !m.leases.is_empty() => {
-                let lease = *m.leases.keys().nth(i % m.leases.len()).unwrap();
-                let (c, _) = m.leases[&lease].clone();
-                prop_assert!(m.ended.insert(lease));
-                m.leases.remove(&lease);
-                let left = m.leases_on(c);
-                let cap = m.cap(c, &cfg).min(left);
-                m.caps.insert(c, cap);
-                if cap == 0 {
-                    m.refusing.insert(c);
-                }
-                prop_assert_eq!(pool.refused(now, lease) as usize, cap);
-            }
-            Op::Cancel(i) => {
-                let all: Vec<(PoolKey, WaiterId)> =
-                    m.waiters.iter().flat_map(|(k, q)| q.iter().map(|(w, _)| (k.clone(), *w))).collect();
-                if !all.is_empty() {
-                    let (k, w) = all[i % all.len()].clone();
-                    prop_assert!(pool.cancel(w), "live waiter not cancellable");
-                    prop_assert!(!pool.cancel(w), "cancelled twice");
-                    m.waiters.get_mut(&k).unwrap().retain(|(x, _)| *x != w);
-                }
-            }
-            Op::Advance(ms) => {
-                m.now_ms += ms;
-                let now = Timestamp::from_millis(m.now_ms);
-                // Run every deadline up to now, in order, as an adapter would.
-                while let Some(t) = pool.poll_timeout().filter(|t| *t <= now) {
-                    pool.handle_timeout(t);
-                    drain(&mut pool, &mut m, &cfg)?;
-                }
-                pool.handle_timeout(now);
-                drain(&mut pool, &mut m, &cfg)?;
-                // On time: nothing idle past its timeout, no waiter past its deadline.
-                let idle_ms = cfg.idle_timeout.as_millis() as u64;
-                for (c, since) in &m.idle_since {
-                    prop_assert!(
-                        since + idle_ms > m.now_ms,
-                        "{:?} idle since {} still open at {}",
-                        c,
-                        since,
-                        m.now_ms
-                    );
-                }
-                for q in m.waiters.values() {
-                    prop_assert!(q.iter().all(|(_, d)| *d > m.now_ms), "a waiter outlived its deadline");
-                }
-            }
-            _ => {}
+            Op::Acquire(k) => p.acquire(key(k)),
+            Op::Release(i) => _ = p.release(i),
+            Op::Connected(i) => _ = p.connected(i),
+            Op::Failed(i) => _ = p.failed(i),
+            Op::Lost(i) => _ = p.lost(i),
+            Op::Refused(i) => _ = p.refused(i),
+            Op::Cancel(i) => _ = p.cancel(i),
+            Op::Advance(ms) => p.advance(ms),
         }
-        drain(&mut pool, &mut m, &cfg)?;
     }
-    Ok(())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
+    /// Limits, no lease across keys, every lease ended once, waiters FIFO
+    /// (per key, and across keys for the global limit), idle expiry on time
+    /// and never early, liveness across keys, stats: see `PoolChecker`.
     #[test]
-    fn pool_invariants_hold_after_every_step(ops in ops()) {
-        run(ops)?;
+    fn pool_invariants_hold_after_every_step(cfg in pool_config(), ops in ops()) {
+        run(cfg, ops);
     }
+}
+
+/// The review's starvation repro as an operation sequence: one connection
+/// in all, key 1 holds it, key 0 queues, key 1 releases. The checker's
+/// liveness invariant fails on a pool that never dials for key 0.
+#[test]
+fn a_waiter_of_another_key_gets_the_only_connection_once_it_is_free() {
+    let cfg = PoolConfig { max_connections: 1, max_channels_per_connection: 1, ..PoolConfig::default() };
+    run(
+        cfg.clone(),
+        vec![
+            Op::Acquire(1),
+            Op::Connected(0),
+            Op::Acquire(0),
+            Op::Release(0),
+            Op::Connected(0),
+            Op::Advance(1_000),
+        ],
+    );
+    // The same with the holder lost instead of released, and idle-closed.
+    run(cfg.clone(), vec![Op::Acquire(1), Op::Connected(0), Op::Acquire(0), Op::Lost(0), Op::Connected(0)]);
+    run(cfg, vec![Op::Acquire(1), Op::Connected(0), Op::Release(0), Op::Advance(61_000), Op::Acquire(0)]);
 }
 
 #[test]
@@ -508,9 +453,10 @@ fn terminal_close_reasons_give_up_at_once_and_say_why() {
         let mut r =
             Reconnect::new(ReconnectConfig { max_retries: None, ..ReconnectConfig::default() }, [3; 32]);
         r.connected(Timestamp::ZERO);
+        // Up 5 s, not yet stable: the first dial is the one attempt made.
         r.lost(Timestamp::from_secs(5), &reason);
         match r.poll_action() {
-            Some(ReconnectAction::GiveUp { reason: GiveUpReason::NotRetryable(why), attempts: 0 }) => {
+            Some(ReconnectAction::GiveUp { reason: GiveUpReason::NotRetryable(why), attempts: 1 }) => {
                 assert_eq!(why, reason)
             }
             other => panic!("{reason:?}: {other:?}"),
@@ -527,40 +473,151 @@ fn terminal_close_reasons_give_up_at_once_and_say_why() {
         let mut r = Reconnect::new(ReconnectConfig::default(), [3; 32]);
         r.connected(Timestamp::ZERO);
         r.lost(Timestamp::from_secs(5), &reason);
-        assert!(
-            matches!(r.poll_action(), Some(ReconnectAction::Scheduled { attempt: 1, .. })),
-            "{reason:?} should be retried"
-        );
+        // Failure 1 after dial 1: dial 2 is scheduled after the first delay.
+        match r.poll_action() {
+            Some(ReconnectAction::Scheduled { attempt: 2, delay }) if delay <= Duration::from_secs(1) => {}
+            other => panic!("{reason:?} should be retried: {other:?}"),
+        }
     }
 }
 
 #[test]
 fn a_stable_connection_resets_the_count_and_a_short_one_does_not() {
-    let config = ReconnectConfig { jitter: Jitter::None, max_retries: Some(2), ..ReconnectConfig::default() };
-    let mut r = Reconnect::new(config, [0; 32]);
-    let mut now = Timestamp::ZERO;
-    // Up for 5 s each time (< stable 30 s): the count keeps rising.
-    for attempt in 1..=2 {
-        r.connected(now);
-        now = now + Duration::from_secs(5);
-        r.lost(now, &CloseReason::Eof);
-        match r.poll_action() {
-            Some(ReconnectAction::Scheduled { attempt: a, delay }) => {
-                assert_eq!((a, delay), (attempt, Duration::from_secs(1 << (attempt - 1))))
-            }
-            other => panic!("{other:?}"),
-        }
-        now = r.poll_timeout().unwrap();
-        r.handle_timeout(now);
-        assert_eq!(r.poll_action(), Some(ReconnectAction::Dial { attempt }));
+    // A stable period other than the default, checked by the checker at
+    // every step (counts reset the moment it passes, not at the next loss).
+    let config = ReconnectConfig {
+        jitter: Jitter::None,
+        max_retries: Some(2),
+        stable_period: Duration::from_secs(7),
+        ..ReconnectConfig::default()
+    };
+    let mut p = ReconnectChecker::new(config, [0; 32]);
+    // Up for 5 s each time (< 7 s): the count keeps rising.
+    for failure in 1..=2u32 {
+        p.connected();
+        p.advance(Duration::from_secs(5));
+        assert_eq!(p.machine().failures(), failure - 1);
+        p.lost(&CloseReason::Eof, true);
+        assert_eq!(p.delays().last(), Some(&(failure, Duration::from_secs(1 << (failure - 1)))));
+        let wait = p.machine().poll_timeout().unwrap().saturating_duration_since(p.now());
+        p.advance(wait);
     }
-    // Up for 31 s: reset, so this loss is attempt 1 again.
-    r.connected(now);
-    now = now + Duration::from_secs(31);
-    r.lost(now, &CloseReason::Eof);
-    assert_eq!(
-        r.poll_action(),
-        Some(ReconnectAction::Scheduled { attempt: 1, delay: Duration::from_secs(1) })
-    );
-    assert_eq!(r.failures(), 1);
+    assert_eq!((p.machine().failures(), p.machine().attempts()), (2, 3));
+    // Up 7 s: the counts reset then, while it is still up.
+    p.connected();
+    p.advance(Duration::from_millis(6999));
+    assert_eq!(p.machine().failures(), 2);
+    p.advance(Duration::from_millis(1));
+    assert_eq!((p.machine().failures(), p.machine().attempts()), (0, 0));
+    // So this loss is failure 1 again: the first delay, dial 1.
+    p.advance(Duration::from_secs(60));
+    p.lost(&CloseReason::KeepaliveTimeout { unanswered: 3 }, true);
+    assert_eq!(p.delays().last(), Some(&(1, Duration::from_secs(1))));
+    // And two more failures are allowed before giving up, not zero.
+    for _ in 0..2 {
+        let wait = p.machine().poll_timeout().unwrap().saturating_duration_since(p.now());
+        p.advance(wait);
+        p.dial_failed(true, "refused");
+    }
+    assert!(p.is_done());
+}
+
+/// Which close reasons a retry can fix, by the list (not by
+/// `is_retryable`): host key, authentication, no common algorithm, a
+/// protocol violation, our own close cannot be fixed.
+fn reasons() -> Vec<(CloseReason, bool)> {
+    vec![
+        (CloseReason::Eof, true),
+        (CloseReason::KeepaliveTimeout { unanswered: 2 }, true),
+        (CloseReason::KexTimeout, true),
+        (
+            CloseReason::PeerDisconnect { code: DisconnectCode::CONNECTION_LOST, description: String::new() },
+            true,
+        ),
+        (CloseReason::HostKeyRejected, false),
+        (CloseReason::AuthFailed { offered: vec!["publickey".into()], attempts: vec![] }, false),
+        (
+            CloseReason::PeerDisconnect { code: DisconnectCode::PROTOCOL_ERROR, description: "bad".into() },
+            false,
+        ),
+        (CloseReason::Local { code: DisconnectCode::BY_APPLICATION, description: "bye".into() }, false),
+        (
+            CloseReason::Error(sansh::Error::NoCommonAlgorithm {
+                kind: sansh::error::AlgorithmKind::CipherClientToServer,
+                client: "aes128-gcm@openssh.com".into(),
+                server: "3des-cbc".into(),
+            }),
+            false,
+        ),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum ReconnectOp {
+    Connected,
+    Lost(usize),
+    DialFailed(bool),
+    Stop,
+    Advance(u64),
+}
+
+fn reconnect_config() -> impl Strategy<Value = ReconnectConfig> {
+    (
+        0u64..5_000,
+        0u32..5,
+        0u64..60_000,
+        prop::option::of(0u32..8),
+        prop_oneof![Just(Jitter::None), Just(Jitter::Full), Just(Jitter::Equal)],
+        0u64..20_000,
+    )
+        .prop_map(|(initial, multiplier, max, max_retries, jitter, stable)| ReconnectConfig {
+            initial_delay: Duration::from_millis(initial),
+            multiplier,
+            max_delay: Duration::from_millis(max),
+            max_retries,
+            jitter,
+            stable_period: Duration::from_millis(stable),
+        })
+}
+
+fn reconnect_ops() -> impl Strategy<Value = Vec<ReconnectOp>> {
+    prop::collection::vec(
+        prop_oneof![
+            2 => Just(ReconnectOp::Connected),
+            2 => any::<usize>().prop_map(ReconnectOp::Lost),
+            2 => prop::bool::weighted(0.9).prop_map(ReconnectOp::DialFailed),
+            1 => Just(ReconnectOp::Stop),
+            4 => (0u64..30_000).prop_map(ReconnectOp::Advance),
+        ],
+        1..80,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Random adapter reports on random curves: every delay on the curve
+    /// within its jitter bounds, terminal reasons give up at once, max
+    /// retries gives up with the dials made, the stable period resets.
+    #[test]
+    fn reconnect_invariants_hold_after_every_step(
+        config in reconnect_config(),
+        seed_n in any::<u64>(),
+        ops in reconnect_ops(),
+    ) {
+        let reasons = reasons();
+        let mut p = ReconnectChecker::new(config, seed(seed_n));
+        for op in ops {
+            match op {
+                ReconnectOp::Connected => p.connected(),
+                ReconnectOp::Lost(i) => {
+                    let (reason, retryable) = &reasons[i % reasons.len()];
+                    p.lost(reason, *retryable);
+                }
+                ReconnectOp::DialFailed(retryable) => p.dial_failed(retryable, "connection refused"),
+                ReconnectOp::Stop => p.stop(),
+                ReconnectOp::Advance(ms) => p.advance(Duration::from_millis(ms)),
+            }
+        }
+    }
 }

@@ -174,7 +174,7 @@ async fn a_refused_key_gives_up_at_once() {
         "one failed dial, no retries: {before:?}"
     );
     assert!(
-        matches!(e, ReconnectEvent::GaveUp { reason: GiveUpReason::DialFailed(ref why), attempts: 0 } if why.contains("authentication")),
+        matches!(e, ReconnectEvent::GaveUp { reason: GiveUpReason::DialFailed(ref why), attempts: 1 } if why.contains("authentication")),
         "{e:?}"
     );
     let err = rc.client().await.unwrap_err();

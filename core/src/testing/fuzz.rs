@@ -29,7 +29,7 @@
 //!   replies under 64 per connection and per channel; the channel table
 //!   under `max_channels`.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::auth::{AuthMethod, Credential, Prompt, Secret};
 use crate::channel::{
@@ -42,6 +42,8 @@ use crate::event::{Event, State};
 use crate::keepalive::KeepaliveConfig;
 use crate::keys::SignatureAlgorithm;
 use crate::known_hosts::{HostPatterns, KnownHosts, Lookup};
+use crate::pool::{Acquire, ConnectionId, Lease, LeaseId, Pool, PoolConfig, PoolEvent, PoolKey, WaiterId};
+use crate::reconnect::{GiveUpReason, Jitter, Reconnect, ReconnectAction, ReconnectConfig};
 use crate::time::{Duration, Timestamp};
 use crate::transport::kex::{self, KexAlgorithm, KexInit};
 use crate::transport::packet::Opener;
@@ -1675,8 +1677,8 @@ pub fn post_auth_server(data: &[u8]) {
 
 // ------------------------------------------------------------- pool_ops
 
-fn pool_key(i: u8) -> crate::pool::PoolKey {
-    crate::pool::PoolKey {
+fn pool_key(i: u8) -> PoolKey {
+    PoolKey {
         host: format!("host{}", i % 2),
         port: 22,
         user: format!("user{}", (i / 2) % 2),
@@ -1684,34 +1686,99 @@ fn pool_key(i: u8) -> crate::pool::PoolKey {
     }
 }
 
-/// What `pool_ops` believes; checked against the pool after every step.
+/// What [`PoolChecker`] believes the pool holds; built only from what the
+/// checker did and the events the pool reported, never from the pool's
+/// own state.
 #[derive(Debug, Default)]
 struct PoolModel {
     now_ms: u64,
-    dialing: std::collections::BTreeMap<crate::pool::ConnectionId, crate::pool::PoolKey>,
-    ready: std::collections::BTreeMap<crate::pool::ConnectionId, crate::pool::PoolKey>,
-    leases:
-        std::collections::BTreeMap<crate::pool::LeaseId, (crate::pool::ConnectionId, crate::pool::PoolKey)>,
-    ended: std::collections::BTreeSet<crate::pool::LeaseId>,
-    waiters: std::collections::HashMap<crate::pool::PoolKey, VecDeque<(crate::pool::WaiterId, u64)>>,
-    answered: std::collections::BTreeSet<crate::pool::WaiterId>,
-    idle_since: std::collections::BTreeMap<crate::pool::ConnectionId, u64>,
+    dialing: BTreeMap<ConnectionId, PoolKey>,
+    ready: BTreeMap<ConnectionId, PoolKey>,
+    /// Live leases: connection and the key asked for.
+    leases: BTreeMap<LeaseId, (ConnectionId, PoolKey)>,
+    ended: BTreeSet<LeaseId>,
+    /// Live waiters per key in arrival order, with deadlines (ms).
+    waiters: BTreeMap<PoolKey, VecDeque<(WaiterId, u64)>>,
+    answered: BTreeSet<WaiterId>,
+    /// When each ready connection without leases last had one (ms).
+    idle_since: BTreeMap<ConnectionId, u64>,
+    /// Connections whose server refused a channel: the leases they take now.
+    caps: BTreeMap<ConnectionId, usize>,
+    /// Connections that refused their only channel (the pool must close them).
+    refusing: BTreeSet<ConnectionId>,
+    /// Leases each connection has been granted (for the reuse count).
+    served: BTreeMap<ConnectionId, u64>,
+    /// Every connection id the pool has asked to dial.
+    dialled: BTreeSet<ConnectionId>,
+    dials: u64,
+    dials_failed: u64,
+    evictions: u64,
+    granted: u64,
+    reused: u64,
 }
 
 impl PoolModel {
-    fn leases_on(&self, c: crate::pool::ConnectionId) -> usize {
+    fn leases_on(&self, c: ConnectionId) -> usize {
         self.leases.values().filter(|(conn, _)| *conn == c).count()
     }
 
-    fn grant(&mut self, lease: crate::pool::Lease, key: crate::pool::PoolKey) {
+    fn cap(&self, c: ConnectionId, cfg: &PoolConfig) -> usize {
+        self.caps.get(&c).copied().unwrap_or(cfg.max_channels_per_connection as usize)
+    }
+
+    fn live(&self) -> usize {
+        self.dialing.len() + self.ready.len()
+    }
+
+    fn connections_of(&self, k: &PoolKey) -> usize {
+        self.dialing.values().chain(self.ready.values()).filter(|ck| *ck == k).count()
+    }
+
+    fn dialing_of(&self, k: &PoolKey) -> usize {
+        self.dialing.values().filter(|ck| *ck == k).count()
+    }
+
+    fn waiting(&self, k: &PoolKey) -> usize {
+        self.waiters.get(k).map_or(0, VecDeque::len)
+    }
+
+    /// Whether `k` needs another connection: its waiters outnumber what its
+    /// dials in flight will carry, and its own limit allows one.
+    fn wants_dial(&self, k: &PoolKey, cfg: &PoolConfig) -> bool {
+        let per_conn = cfg.max_channels_per_connection.max(1) as usize;
+        self.waiting(k) > self.dialing_of(k) * per_conn
+            && self.connections_of(k) < cfg.max_connections_per_key
+    }
+
+    /// The waiter of `k` a new connection would be for: the first its dials
+    /// in flight do not cover.
+    fn turn(&self, k: &PoolKey, cfg: &PoolConfig) -> Option<WaiterId> {
+        if !self.wants_dial(k, cfg) {
+            return None;
+        }
+        let per_conn = cfg.max_channels_per_connection.max(1) as usize;
+        self.waiters.get(k)?.get(self.dialing_of(k) * per_conn).map(|(w, _)| *w)
+    }
+
+    fn idle_of_another_key(&self, k: &PoolKey) -> Option<ConnectionId> {
+        self.ready.iter().find(|(c, ck)| *ck != k && self.leases_on(**c) == 0).map(|(c, _)| *c)
+    }
+
+    fn grant(&mut self, lease: Lease, key: PoolKey) {
         let conn_key = self.ready.get(&lease.connection);
         assert_eq!(conn_key, Some(&key), "lease for {key:?} on a connection of {conn_key:?}");
         assert!(self.leases.insert(lease.id, (lease.connection, key)).is_none(), "lease id reused");
         assert!(!self.ended.contains(&lease.id), "lease id reused");
         self.idle_since.remove(&lease.connection);
+        let served = self.served.entry(lease.connection).or_default();
+        if *served > 0 {
+            self.reused += 1;
+        }
+        *served += 1;
+        self.granted += 1;
     }
 
-    fn end(&mut self, lease: crate::pool::LeaseId) {
+    fn end(&mut self, lease: LeaseId) {
         assert!(self.ended.insert(lease), "lease {lease:?} ended twice");
         let (conn, _) = self.leases.remove(&lease).expect("live lease");
         if self.ready.contains_key(&conn) && self.leases_on(conn) == 0 {
@@ -1719,102 +1786,369 @@ impl PoolModel {
         }
     }
 
-    fn answer(&mut self, waiter: crate::pool::WaiterId) {
+    fn answer(&mut self, waiter: WaiterId) {
         assert!(self.answered.insert(waiter), "waiter {waiter:?} answered twice");
     }
 }
 
-fn pool_drain(pool: &mut crate::pool::Pool, m: &mut PoolModel, cfg: &crate::pool::PoolConfig) {
-    use crate::pool::PoolEvent;
-    while let Some(e) = pool.poll_event() {
-        match e {
-            PoolEvent::Dial { connection, key } => {
-                assert!(!m.ready.contains_key(&connection));
-                assert!(m.dialing.insert(connection, key).is_none(), "dialled {connection:?} twice");
+/// A [`Pool`] driven by operations on what it handed out (the `i`-th live
+/// lease, dialling or ready connection, waiter), with the invariants of the
+/// session-management issue checked against an independent model after
+/// every step; any violation panics. `pool_ops` and the proptest in
+/// `core/tests/reconnect_pool.rs` both drive it.
+///
+/// After every step:
+/// - limits: connections in total and per key, leases per connection (a
+///   connection that refused a channel takes no more than it held then);
+/// - no lease across keys; every lease released or reported broken exactly
+///   once, and no lease left on a connection that is gone;
+/// - every waiter answered once; a key's waiters served in arrival order;
+///   `WaiterFailed` only when its key has no connection left;
+/// - liveness: no waiter waits while (a) a ready connection of its key has
+///   a free channel, (b) the limits allow a dial its key needs (its
+///   waiters outnumber what its dials in flight carry), or (c) the global
+///   limit binds but an idle connection of another key could be closed for it;
+/// - room at the global limit goes FIFO across keys: no key still waiting
+///   for room has a waiter older than one a dial of this step was for;
+/// - no needless dial: each `Dial` is for a key that needed one;
+/// - idle connections close on time, never early: `CloseIdle` comes at the
+///   idle timeout, or for a connection that refused its only channel, or
+///   to make room (at the global limit, followed by a `Dial` for another
+///   key); waiters time out at their deadline, never early; `poll_timeout`
+///   is never after the next of either;
+/// - `stats()` agrees with the model: dialing, ready, leases, waiters,
+///   dials, failed dials, evictions, leases granted and reused.
+#[derive(Debug)]
+pub struct PoolChecker {
+    pool: Pool,
+    cfg: PoolConfig,
+    m: PoolModel,
+}
+
+impl PoolChecker {
+    /// An empty pool with `cfg`.
+    pub fn new(cfg: PoolConfig) -> Self {
+        PoolChecker { pool: Pool::new(cfg.clone()), cfg, m: PoolModel::default() }
+    }
+
+    /// The pool under test.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.m.now_ms)
+    }
+
+    /// `acquire` for `key`.
+    pub fn acquire(&mut self, key: PoolKey) {
+        let now = self.now();
+        match self.pool.acquire(now, &key) {
+            Acquire::Leased(lease) => {
+                assert_eq!(self.m.waiting(&key), 0, "{key:?} leased past its waiters");
+                self.m.grant(lease, key);
             }
-            PoolEvent::LeaseGranted { waiter, lease } => {
-                let key = m.ready.get(&lease.connection).expect("lease on a ready connection").clone();
-                let q = m.waiters.get_mut(&key).expect("waiters of the key");
-                let first = q.pop_front().map(|(w, _)| w);
-                assert_eq!(first, Some(waiter), "waiters of {key:?} served out of order");
-                m.answer(waiter);
-                m.grant(lease, key);
+            Acquire::Queued { waiter, deadline } => {
+                assert_eq!(deadline, now + self.cfg.acquire_timeout);
+                self.m.waiters.entry(key).or_default().push_back((waiter, deadline.as_micros() / 1000));
             }
-            PoolEvent::WaiterTimedOut { waiter } => {
-                let (key, deadline) = m
-                    .waiters
-                    .iter()
-                    .find_map(|(k, q)| q.iter().find(|(w, _)| *w == waiter).map(|(_, d)| (k.clone(), *d)))
-                    .expect("a waiting waiter timed out");
-                assert!(deadline <= m.now_ms, "waiter timed out early");
-                m.waiters.get_mut(&key).expect("key").retain(|(w, _)| *w != waiter);
-                m.answer(waiter);
+        }
+        self.drain();
+    }
+
+    /// Releases the `i`-th live lease (modulo); false if there is none.
+    pub fn release(&mut self, i: usize) -> bool {
+        let Some(lease) = nth(self.m.leases.keys(), i) else { return false };
+        self.m.end(lease);
+        self.pool.release(self.now(), lease);
+        self.drain();
+        true
+    }
+
+    /// Reports the `i`-th dialling connection up; false if there is none.
+    pub fn connected(&mut self, i: usize) -> bool {
+        let Some(c) = nth(self.m.dialing.keys(), i) else { return false };
+        let k = self.m.dialing.remove(&c).expect("dialing");
+        self.m.ready.insert(c, k);
+        self.m.idle_since.insert(c, self.m.now_ms);
+        self.pool.connected(self.now(), c);
+        self.drain();
+        true
+    }
+
+    /// Reports the `i`-th dialling connection failed; false if there is none.
+    pub fn failed(&mut self, i: usize) -> bool {
+        let Some(c) = nth(self.m.dialing.keys(), i) else { return false };
+        self.m.dialing.remove(&c);
+        self.m.dials_failed += 1;
+        self.pool.failed(self.now(), c);
+        self.drain();
+        true
+    }
+
+    /// Reports the `i`-th ready connection lost; false if there is none.
+    pub fn lost(&mut self, i: usize) -> bool {
+        let Some(c) = nth(self.m.ready.keys(), i) else { return false };
+        self.m.ready.remove(&c);
+        self.m.idle_since.remove(&c);
+        self.m.evictions += 1;
+        self.pool.lost(self.now(), c);
+        self.drain();
+        true
+    }
+
+    /// The server refuses the channel of the `i`-th live lease; false if
+    /// there is none.
+    pub fn refused(&mut self, i: usize) -> bool {
+        let Some(lease) = nth(self.m.leases.keys(), i) else { return false };
+        let (c, _) = self.m.leases.remove(&lease).expect("live lease");
+        assert!(self.m.ended.insert(lease));
+        let cap = self.m.cap(c, &self.cfg).min(self.m.leases_on(c));
+        self.m.caps.insert(c, cap);
+        if cap == 0 {
+            self.m.refusing.insert(c);
+        }
+        let got = self.pool.refused(self.now(), lease);
+        assert_eq!(got as usize, cap, "capacity after a refusal");
+        self.drain();
+        true
+    }
+
+    /// Cancels the `i`-th live waiter (in key, then arrival order); false
+    /// if there is none.
+    pub fn cancel(&mut self, i: usize) -> bool {
+        let all: Vec<(PoolKey, WaiterId)> =
+            self.m.waiters.iter().flat_map(|(k, q)| q.iter().map(|(w, _)| (k.clone(), *w))).collect();
+        if all.is_empty() {
+            return false;
+        }
+        let (k, w) = all[i % all.len()].clone();
+        assert!(self.pool.cancel(w), "a live waiter is not cancellable");
+        assert!(!self.pool.cancel(w), "cancelled twice");
+        self.m.waiters.get_mut(&k).expect("key").retain(|(x, _)| *x != w);
+        self.drain();
+        true
+    }
+
+    /// Time passes by `ms`: every deadline up to then runs, in order, as
+    /// an adapter would run them.
+    pub fn advance(&mut self, ms: u64) {
+        self.m.now_ms += ms;
+        let now = self.now();
+        while let Some(t) = self.pool.poll_timeout().filter(|t| *t <= now) {
+            self.pool.handle_timeout(t);
+            self.drain();
+        }
+        self.pool.handle_timeout(now);
+        self.drain();
+        let idle = self.cfg.idle_timeout.as_millis() as u64;
+        for (c, since) in &self.m.idle_since {
+            assert!(since + idle > self.m.now_ms, "{c:?} idle since {since} still open at {}", self.m.now_ms);
+        }
+        for q in self.m.waiters.values() {
+            assert!(q.iter().all(|(_, d)| *d > self.m.now_ms), "a waiter outlived its deadline");
+        }
+    }
+
+    /// Reports on ids that are stale or were never issued (`arg` picks):
+    /// the pool must ignore them.
+    pub fn stale(&mut self, arg: u8) {
+        let id = u64::from(arg) + 1_000_000;
+        let now = self.now();
+        match arg % 4 {
+            0 => {
+                let lease = self.m.ended.iter().next().copied().unwrap_or(LeaseId(id));
+                self.pool.release(now, lease);
             }
-            PoolEvent::WaiterFailed { waiter } => {
-                let mut found = false;
-                for q in m.waiters.values_mut() {
-                    let before = q.len();
-                    q.retain(|(w, _)| *w != waiter);
-                    found |= q.len() != before;
+            1 => self.pool.connected(now, ConnectionId(id)),
+            2 => self.pool.failed(now, ConnectionId(id)),
+            _ => self.pool.lost(now, ConnectionId(id)),
+        }
+        self.drain();
+    }
+
+    /// Applies the pool's events to the model, checking each, then the
+    /// invariants of the state reached.
+    fn drain(&mut self) {
+        let events: Vec<PoolEvent> = std::iter::from_fn(|| self.pool.poll_event()).collect();
+        let cfg = &self.cfg;
+        let m = &mut self.m;
+        // The waiters the dials of this step are for, to check FIFO across keys.
+        let mut dialled_for = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            match e {
+                PoolEvent::Dial { connection, key } => {
+                    assert!(m.dialled.insert(*connection), "connection id {connection:?} reused");
+                    let turn = m.turn(key, cfg);
+                    assert!(turn.is_some(), "dialled for {key:?}, which needs no connection");
+                    dialled_for.extend(turn);
+                    assert!(
+                        m.dialing.insert(*connection, key.clone()).is_none(),
+                        "dialled {connection:?} twice"
+                    );
+                    m.dials += 1;
                 }
-                assert!(found, "an unknown waiter failed");
-                m.answer(waiter);
-            }
-            PoolEvent::CloseIdle { connection } => {
-                assert_eq!(m.leases_on(connection), 0, "closed a busy connection");
-                assert!(m.ready.remove(&connection).is_some(), "closed a connection that is not ready");
-                m.idle_since.remove(&connection);
-            }
-            PoolEvent::LeaseBroken { lease, connection } => {
-                assert_eq!(m.leases.get(&lease).map(|l| l.0), Some(connection), "broke a lease not on it");
-                m.end(lease);
+                PoolEvent::LeaseGranted { waiter, lease } => {
+                    let key = m.ready.get(&lease.connection).expect("lease on a ready connection").clone();
+                    let q = m.waiters.get_mut(&key).expect("waiters of the key");
+                    let first = q.pop_front().map(|(w, _)| w);
+                    assert_eq!(first, Some(*waiter), "waiters of {key:?} served out of order");
+                    m.answer(*waiter);
+                    m.grant(lease.clone(), key);
+                }
+                PoolEvent::WaiterTimedOut { waiter } => {
+                    let (key, deadline) = m
+                        .waiters
+                        .iter()
+                        .find_map(|(k, q)| q.iter().find(|(w, _)| w == waiter).map(|(_, d)| (k.clone(), *d)))
+                        .expect("a waiting waiter timed out");
+                    assert!(deadline <= m.now_ms, "waiter timed out early");
+                    m.waiters.get_mut(&key).expect("key").retain(|(w, _)| w != waiter);
+                    m.answer(*waiter);
+                }
+                PoolEvent::WaiterFailed { waiter } => {
+                    let key = m
+                        .waiters
+                        .iter()
+                        .find_map(|(k, q)| q.iter().any(|(w, _)| w == waiter).then(|| k.clone()))
+                        .expect("an unknown waiter failed");
+                    assert_eq!(
+                        m.connections_of(&key),
+                        0,
+                        "a waiter of {key:?} failed while it has a connection"
+                    );
+                    m.waiters.get_mut(&key).expect("key").retain(|(w, _)| w != waiter);
+                    m.answer(*waiter);
+                }
+                PoolEvent::CloseIdle { connection } => {
+                    let c = *connection;
+                    assert_eq!(m.leases_on(c), 0, "closed a busy connection");
+                    let key = m.ready.get(&c).expect("closed a connection that is not ready").clone();
+                    m.evictions += 1;
+                    if m.refusing.remove(&c) {
+                        m.ready.remove(&c);
+                        continue;
+                    }
+                    let since = m.idle_since.get(&c).copied().expect("closed a connection that was not idle");
+                    let on_time = since + cfg.idle_timeout.as_millis() as u64 <= m.now_ms;
+                    if !on_time {
+                        // Early only to make room: at the global limit, for
+                        // another key's dial that comes right after.
+                        assert_eq!(m.live(), cfg.max_connections, "closed idle {c:?} early below the limit");
+                        let for_key = match events.get(i + 1) {
+                            Some(PoolEvent::Dial { key, .. }) => key,
+                            other => panic!("closed idle {c:?} early, then {other:?} instead of a dial"),
+                        };
+                        assert_ne!(for_key, &key, "closed idle {c:?} early for its own key");
+                    }
+                    m.ready.remove(&c);
+                    m.idle_since.remove(&c);
+                }
+                PoolEvent::LeaseBroken { lease, connection } => {
+                    assert!(!m.ready.contains_key(connection), "broke a lease on a live connection");
+                    assert_eq!(
+                        m.leases.get(lease).map(|l| l.0),
+                        Some(*connection),
+                        "broke a lease not on it"
+                    );
+                    m.end(*lease);
+                }
             }
         }
+        self.check(&dialled_for);
     }
-    // Limits, and the pool agrees with the model.
-    assert!(pool.connections() <= cfg.max_connections, "over max_connections");
-    assert_eq!(pool.connections(), m.dialing.len() + m.ready.len());
-    let mut per_key: std::collections::HashMap<&crate::pool::PoolKey, usize> =
-        std::collections::HashMap::new();
-    for k in m.dialing.values().chain(m.ready.values()) {
-        *per_key.entry(k).or_default() += 1;
-    }
-    assert!(per_key.values().all(|&n| n <= cfg.max_connections_per_key), "over max_connections_per_key");
-    for (c, k) in m.ready.iter().chain(m.dialing.iter()) {
-        let n = m.leases_on(*c);
-        assert!(n <= cfg.max_channels_per_connection as usize, "over max_channels_per_connection");
-        assert_eq!(pool.leases_on(*c), Some(n as u32));
-        assert_eq!(pool.key_of(*c), Some(k));
-    }
-    let stats = pool.stats();
-    assert_eq!(stats.leases, m.leases.len());
-    assert_eq!(stats.dialing, m.dialing.len());
-    assert_eq!(stats.ready, m.ready.len());
-    assert_eq!(stats.waiters, m.waiters.values().map(VecDeque::len).sum::<usize>());
-    // Work-conserving: no waiter waits while a ready connection of its key has room.
-    for (k, q) in &m.waiters {
-        if q.is_empty() {
-            continue;
+
+    fn check(&self, dialled_for: &[WaiterId]) {
+        let (pool, cfg, m) = (&self.pool, &self.cfg, &self.m);
+        // Limits, and the pool agrees with the model.
+        assert!(m.live() <= cfg.max_connections, "over max_connections");
+        assert_eq!(pool.connections(), m.live());
+        for k in m.dialing.values().chain(m.ready.values()) {
+            assert!(m.connections_of(k) <= cfg.max_connections_per_key, "over max_connections_per_key");
         }
-        for (c, ck) in &m.ready {
-            let room = m.leases_on(*c) < cfg.max_channels_per_connection as usize;
-            assert!(!(ck == k && room), "a waiter of {k:?} waits while {c:?} has room");
+        assert!(m.refusing.is_empty(), "a connection refusing every channel was kept");
+        for (c, k) in m.ready.iter().chain(m.dialing.iter()) {
+            let n = m.leases_on(*c);
+            assert!(n <= m.cap(*c, cfg), "{c:?} holds {n} leases over its cap");
+            assert_eq!(pool.leases_on(*c), Some(n as u32));
+            assert_eq!(pool.key_of(*c), Some(k));
         }
-    }
-    if let Some(first) = m.waiters.values().flat_map(|q| q.iter().map(|(_, d)| *d)).min() {
-        let t = pool.poll_timeout().expect("a deadline while waiters wait");
-        assert!(t <= Timestamp::from_millis(first), "deadline after the first waiter's");
+        for (l, (c, _)) in &m.leases {
+            assert!(m.ready.contains_key(c), "lease {l:?} outlived its connection {c:?} unreported");
+            assert_eq!(pool.lease_connection(*l), Some(*c));
+        }
+        let stats = pool.stats();
+        let waiting: usize = m.waiters.values().map(VecDeque::len).sum();
+        assert_eq!(
+            (stats.dialing, stats.ready, stats.leases, stats.waiters),
+            (m.dialing.len(), m.ready.len(), m.leases.len(), waiting),
+            "stats: dialing, ready, leases, waiters"
+        );
+        assert_eq!(
+            (stats.dials, stats.dials_failed, stats.evictions, stats.leases_granted, stats.leases_reused),
+            (m.dials, m.dials_failed, m.evictions, m.granted, m.reused),
+            "stats: dials, dials_failed, evictions, leases granted, reused"
+        );
+        // Liveness: nobody waits while something could be done for them.
+        let mut waiting_for_room = Vec::new();
+        for (k, q) in &m.waiters {
+            let Some(&(first, _)) = q.front() else { continue };
+            for (c, ck) in &m.ready {
+                let room = m.leases_on(*c) < m.cap(*c, cfg);
+                assert!(!(ck == k && room), "(a) waiter {first:?} of {k:?} waits while {c:?} has room");
+            }
+            if !m.wants_dial(k, cfg) {
+                continue;
+            }
+            assert!(
+                m.live() >= cfg.max_connections,
+                "(b) {k:?} needs a connection ({} waiting, {} dialling) and the limits allow one",
+                q.len(),
+                m.dialing_of(k)
+            );
+            if let Some(c) = m.idle_of_another_key(k) {
+                panic!("(c) {k:?} needs a connection at the global limit while {c:?} of another key is idle");
+            }
+            waiting_for_room.push(m.turn(k, cfg).expect("wants a dial"));
+        }
+        // FIFO across keys: room went to older turns than any still waiting.
+        for turn in &waiting_for_room {
+            for done in dialled_for {
+                assert!(turn > done, "waiter {turn:?} still waits for room given to younger {done:?}");
+            }
+        }
+        // Timers: the pool wakes for the first waiter deadline and idle expiry.
+        let idle = cfg.idle_timeout.as_millis() as u64;
+        let next_waiter = m.waiters.values().flat_map(|q| q.iter().map(|(_, d)| *d)).min();
+        let next_idle = m.idle_since.values().map(|s| s + idle).min();
+        if let Some(first) = next_waiter.into_iter().chain(next_idle).min() {
+            let t = pool.poll_timeout().expect("a deadline while waiters wait or connections idle");
+            assert!(
+                t <= Timestamp::from_millis(first),
+                "poll_timeout {t:?} after the next deadline at {first} ms"
+            );
+        }
     }
 }
 
-/// Random operation sequences on a [`crate::pool::Pool`] with the
-/// invariants of the session-management issue checked after every step:
-/// limits never exceeded, no lease across keys, every lease released or
-/// reported broken exactly once, every waiter answered once and in FIFO
-/// order, idle expiry and waiter timeouts on time, and no waiter waiting
-/// while its key has room.
+/// The `i`-th (modulo) of a non-empty sequence.
+fn nth<'a, T: Copy + 'a>(items: impl ExactSizeIterator<Item = &'a T>, i: usize) -> Option<T> {
+    let n = items.len();
+    if n == 0 {
+        return None;
+    }
+    let mut items = items;
+    items.nth(i % n).copied()
+}
+
+/// Random operation sequences on a [`Pool`] ([`PoolChecker`] checks every
+/// step): a config byte (bits 0–1 `max_connections` − 1, 2–3
+/// `max_connections_per_key` − 1, 4–5 `max_channels_per_connection` − 1,
+/// bit 6 acquire timeout 0 instead of 20 s), then (op, arg) pairs, op
+/// modulo 9: 0–1 acquire for key `arg`, 2 release, 3 connected, 4 failed,
+/// 5 lost (`arg` picks which), 6–7 time passes (`arg` s and one more byte
+/// of ms), 8 (and 2–5 when there is nothing to pick) stale ids.
 pub fn pool_ops(data: &[u8]) {
-    use crate::pool::{Acquire, ConnectionId, LeaseId, Pool, PoolConfig};
     let mut b = Bytes::new(data);
     let c = b.u8();
     let cfg = PoolConfig {
@@ -1824,89 +2158,301 @@ pub fn pool_ops(data: &[u8]) {
         idle_timeout: Duration::from_secs(60),
         acquire_timeout: Duration::from_secs(if c & 0x40 != 0 { 0 } else { 20 }),
     };
-    let mut pool = Pool::new(cfg.clone());
-    let mut m = PoolModel::default();
+    let mut p = PoolChecker::new(cfg);
     while !b.is_empty() {
         let o = b.u8();
         let arg = b.u8();
-        let now = Timestamp::from_millis(m.now_ms);
-        match o % 9 {
+        let i = usize::from(arg);
+        let done = match o % 9 {
             0 | 1 => {
-                let key = pool_key(arg);
-                match pool.acquire(now, &key) {
-                    Acquire::Leased(lease) => m.grant(lease, key),
-                    Acquire::Queued { waiter, deadline } => {
-                        assert_eq!(deadline, now + cfg.acquire_timeout);
-                        m.waiters.entry(key).or_default().push_back((waiter, deadline.as_micros() / 1000));
-                    }
-                }
+                p.acquire(pool_key(arg));
+                true
             }
-            2 if !m.leases.is_empty() => {
-                let lease = *m.leases.keys().nth(usize::from(arg) % m.leases.len()).expect("index");
-                m.end(lease);
-                pool.release(now, lease);
-            }
-            3 if !m.dialing.is_empty() => {
-                let c = *m.dialing.keys().nth(usize::from(arg) % m.dialing.len()).expect("index");
-                let k = m.dialing.remove(&c).expect("dialing");
-                m.ready.insert(c, k);
-                m.idle_since.insert(c, m.now_ms);
-                pool.connected(now, c);
-            }
-            4 if !m.dialing.is_empty() => {
-                let c = *m.dialing.keys().nth(usize::from(arg) % m.dialing.len()).expect("index");
-                m.dialing.remove(&c);
-                pool.failed(now, c);
-            }
-            5 if !m.ready.is_empty() => {
-                let c = *m.ready.keys().nth(usize::from(arg) % m.ready.len()).expect("index");
-                m.ready.remove(&c);
-                m.idle_since.remove(&c);
-                pool.lost(now, c);
-            }
+            2 => p.release(i),
+            3 => p.connected(i),
+            4 => p.failed(i),
+            5 => p.lost(i),
             6 | 7 => {
-                m.now_ms += u64::from(arg) * 1000 + u64::from(b.u8());
-                let now = Timestamp::from_millis(m.now_ms);
-                while let Some(t) = pool.poll_timeout().filter(|t| *t <= now) {
-                    pool.handle_timeout(t);
-                    pool_drain(&mut pool, &mut m, &cfg);
-                }
-                pool.handle_timeout(now);
-                pool_drain(&mut pool, &mut m, &cfg);
-                let idle = cfg.idle_timeout.as_millis() as u64;
-                for (c, since) in &m.idle_since {
-                    assert!(since + idle > m.now_ms, "{c:?} idle since {since} still open at {}", m.now_ms);
-                }
-                for q in m.waiters.values() {
-                    assert!(q.iter().all(|(_, d)| *d > m.now_ms), "a waiter outlived its deadline");
-                }
+                p.advance(u64::from(arg) * 1000 + u64::from(b.u8()));
+                true
             }
-            _ => {
-                // Stale or unknown ids: released leases, ids never issued.
-                let id = u64::from(arg);
-                match arg % 4 {
-                    0 => {
-                        let lease = m.ended.iter().next().copied().unwrap_or(LeaseId(id + 1_000_000));
-                        pool.release(now, lease);
-                    }
-                    1 => pool.connected(now, ConnectionId(id + 1_000_000)),
-                    2 => pool.failed(now, ConnectionId(id + 1_000_000)),
-                    _ => pool.lost(now, ConnectionId(id + 1_000_000)),
-                }
-            }
+            _ => false,
+        };
+        if !done {
+            p.stale(arg);
         }
-        pool_drain(&mut pool, &mut m, &cfg);
     }
 }
 
 // --------------------------------------------------------- reconnect_ops
 
-/// Random adapter reports to a [`crate::reconnect::Reconnect`], with its
-/// invariants checked after every step: delays within the jitter bounds of
-/// the backoff curve, the count never past `max_retries`, a dial only when
-/// its wait is over, and nothing at all after giving up.
+/// The backoff curve computed from the config alone (not with
+/// `Reconnect::base_delay`): `min(max_delay, initial_delay ×
+/// multiplier^(n-1))` after failure `n`, a multiplier of 0 counting as 1.
+pub fn backoff_curve(config: &ReconnectConfig, n: u32) -> Duration {
+    let max = config.max_delay.as_nanos();
+    let multiplier = u128::from(config.multiplier.max(1));
+    let mut nanos = config.initial_delay.as_nanos();
+    for _ in 1..n {
+        if nanos >= max || multiplier == 1 {
+            break;
+        }
+        nanos *= multiplier;
+    }
+    let nanos = nanos.min(max);
+    let secs = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
+    Duration::new(secs, (nanos % 1_000_000_000) as u32)
+}
+
+/// The range a jittered delay after failure `n` must fall in (whole
+/// microseconds, as the machine draws them).
+pub fn delay_bounds(config: &ReconnectConfig, n: u32) -> (Duration, Duration) {
+    let base = u64::try_from(backoff_curve(config, n).as_micros()).unwrap_or(u64::MAX);
+    let lo = match config.jitter {
+        Jitter::None => base,
+        Jitter::Full => 0,
+        Jitter::Equal => base / 2,
+    };
+    (Duration::from_micros(lo), Duration::from_micros(base))
+}
+
+/// What [`ReconnectChecker`] expects of the machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Expect {
+    Dialing,
+    Connected { since: Timestamp, stable: bool },
+    Waiting { until: Timestamp },
+    Done,
+}
+
+/// A [`Reconnect`] driven by adapter reports, each answer checked against
+/// what the config alone says it must be; any difference panics.
+/// `reconnect_ops` and the tests in `core/tests/reconnect_pool.rs` drive it.
+///
+/// After every step:
+/// - every delay is within the jitter bounds of [`backoff_curve`] after the
+///   failure it follows (exactly the curve without jitter);
+/// - a reason the caller says a retry cannot fix, or a dial failure that
+///   will repeat, gives up at once: `GiveUp` and nothing else;
+/// - failure `max_retries + 1` gives up with `RetriesExhausted`, never earlier;
+/// - `Dial` only when its wait is over, numbered one past the dials made;
+///   `GiveUp { attempts }` is the dials made since the count last reset;
+/// - a connection up for `stable_period` resets the counts at that moment
+///   (`failures()` and `attempts()` are 0 from then), and the next failure
+///   waits the first delay of the curve again;
+/// - `poll_timeout` is the scheduled dial, or the moment the connection
+///   becomes stable, or nothing; `is_done` ⇔ `GiveUp`; nothing after it.
+#[derive(Debug)]
+pub struct ReconnectChecker {
+    r: Reconnect,
+    config: ReconnectConfig,
+    now: Timestamp,
+    state: Expect,
+    failures: u32,
+    dials: u32,
+    /// (failure number, delay) of every delay drawn.
+    delays: Vec<(u32, Duration)>,
+}
+
+impl ReconnectChecker {
+    /// A machine with `config` and `seed`, its first dial under way.
+    pub fn new(config: ReconnectConfig, seed: crate::rng::Seed) -> Self {
+        let r = Reconnect::new(config.clone(), seed);
+        let p = ReconnectChecker {
+            r,
+            config,
+            now: Timestamp::ZERO,
+            state: Expect::Dialing,
+            failures: 0,
+            dials: 1,
+            delays: Vec::new(),
+        };
+        // The curve, as the machine computes it, is the curve.
+        for n in 1..40 {
+            assert_eq!(p.r.base_delay(n), backoff_curve(&p.config, n), "base delay after failure {n}");
+        }
+        p.check(&[]);
+        p
+    }
+
+    /// Every delay drawn so far, with the failure it followed.
+    pub fn delays(&self) -> &[(u32, Duration)] {
+        &self.delays
+    }
+
+    /// Whether it gave up.
+    pub fn is_done(&self) -> bool {
+        self.state == Expect::Done
+    }
+
+    /// The machine under test.
+    pub fn machine(&self) -> &Reconnect {
+        &self.r
+    }
+
+    /// The time now.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    fn actions(&mut self) -> Vec<ReconnectAction> {
+        std::iter::from_fn(|| self.r.poll_action()).collect()
+    }
+
+    fn reset_if_stable(&mut self) {
+        if let Expect::Connected { since, stable: false } = self.state
+            && self.now.saturating_duration_since(since) >= self.config.stable_period
+        {
+            self.state = Expect::Connected { since, stable: true };
+            self.failures = 0;
+            self.dials = 0;
+        }
+    }
+
+    /// The adapter reports the connection up.
+    pub fn connected(&mut self) {
+        self.r.connected(self.now);
+        if self.state != Expect::Done {
+            self.state = Expect::Connected { since: self.now, stable: false };
+            self.reset_if_stable();
+        }
+        let actions = self.actions();
+        self.check(&actions);
+    }
+
+    /// The adapter reports the connection lost for `reason`, which the
+    /// caller knows a retry can (`retryable`) or cannot fix.
+    pub fn lost(&mut self, reason: &CloseReason, retryable: bool) {
+        self.r.lost(self.now, reason);
+        let actions = self.actions();
+        if self.state == Expect::Done {
+            return self.check(&actions);
+        }
+        self.reset_if_stable();
+        if !retryable {
+            let want = ReconnectAction::GiveUp {
+                reason: GiveUpReason::NotRetryable(reason.clone()),
+                attempts: self.dials,
+            };
+            assert_eq!(actions, [want], "{reason:?} cannot be fixed by a retry: give up at once");
+            self.state = Expect::Done;
+            return self.check(&[]);
+        }
+        self.failure(&actions, &reason.to_string());
+    }
+
+    /// The adapter reports its dial failed; `retryable` false if it will repeat.
+    pub fn dial_failed(&mut self, retryable: bool, error: &str) {
+        self.r.dial_failed(self.now, retryable, error);
+        let actions = self.actions();
+        if self.state == Expect::Done {
+            return self.check(&actions);
+        }
+        if !retryable {
+            let want = ReconnectAction::GiveUp {
+                reason: GiveUpReason::DialFailed(error.into()),
+                attempts: self.dials,
+            };
+            assert_eq!(actions, [want], "a dial failure that will repeat: give up at once");
+            self.state = Expect::Done;
+            return self.check(&[]);
+        }
+        self.failure(&actions, error);
+    }
+
+    fn failure(&mut self, actions: &[ReconnectAction], what: &str) {
+        self.failures += 1;
+        let n = self.failures;
+        if self.config.max_retries.is_some_and(|max| n > max) {
+            let want = ReconnectAction::GiveUp {
+                reason: GiveUpReason::RetriesExhausted(what.into()),
+                attempts: self.dials,
+            };
+            assert_eq!(actions, [want], "failure {n} with max_retries {:?}", self.config.max_retries);
+            self.state = Expect::Done;
+            return self.check(&[]);
+        }
+        let Some(&ReconnectAction::Scheduled { attempt, delay }) = actions.first() else {
+            panic!("failure {n}: no retry scheduled: {actions:?}")
+        };
+        assert_eq!(attempt, self.dials + 1, "the scheduled dial's number");
+        let (lo, hi) = delay_bounds(&self.config, n);
+        assert!(
+            delay >= lo && delay <= hi,
+            "delay after failure {n}: {delay:?} outside [{lo:?}, {hi:?}] ({:?})",
+            self.config
+        );
+        self.delays.push((n, delay));
+        if delay.is_zero() {
+            // Due at once: the dial follows in the same breath.
+            self.dials += 1;
+            assert_eq!(actions[1..], [ReconnectAction::Dial { attempt: self.dials }]);
+            self.state = Expect::Dialing;
+        } else {
+            assert_eq!(actions.len(), 1, "{actions:?}");
+            self.state = Expect::Waiting { until: self.now + delay };
+        }
+        self.check(&[]);
+    }
+
+    /// The application stops it.
+    pub fn stop(&mut self) {
+        self.r.stop();
+        let actions = self.actions();
+        if self.state == Expect::Done {
+            return self.check(&actions);
+        }
+        assert_eq!(
+            actions,
+            [ReconnectAction::GiveUp { reason: GiveUpReason::Stopped, attempts: self.dials }]
+        );
+        self.state = Expect::Done;
+        self.check(&[]);
+    }
+
+    /// Time passes by `d`, then `handle_timeout` (as an adapter that slept
+    /// past its deadline would call it).
+    pub fn advance(&mut self, d: Duration) {
+        self.now = self.now + d;
+        self.r.handle_timeout(self.now);
+        let actions = self.actions();
+        match self.state {
+            Expect::Waiting { until } if until <= self.now => {
+                self.dials += 1;
+                assert_eq!(actions, [ReconnectAction::Dial { attempt: self.dials }], "the due dial");
+                self.state = Expect::Dialing;
+                return self.check(&[]);
+            }
+            Expect::Connected { .. } => self.reset_if_stable(),
+            _ => {}
+        }
+        self.check(&actions);
+    }
+
+    /// Actions left over were not expected (none at all after giving up);
+    /// then the machine's counts and deadline must be the expected ones.
+    fn check(&self, unexpected: &[ReconnectAction]) {
+        assert!(unexpected.is_empty(), "unexpected actions in {:?}: {unexpected:?}", self.state);
+        let r = &self.r;
+        assert_eq!(r.is_done(), self.state == Expect::Done, "is_done");
+        assert_eq!((r.failures(), r.attempts()), (self.failures, self.dials), "failures and attempts");
+        let want = match self.state {
+            Expect::Waiting { until } => Some(until),
+            Expect::Connected { since, stable: false } => Some(since + self.config.stable_period),
+            _ => None,
+        };
+        assert_eq!(r.poll_timeout(), want, "poll_timeout in {:?}", self.state);
+    }
+}
+
+/// Random adapter reports to a [`Reconnect`] with a random config
+/// ([`ReconnectChecker`] checks every step): a config byte (bit 0: no
+/// retry limit, bits 1–7 modulo 3: no, full, equal jitter; the byte is the
+/// seed too), initial delay (u16 ms), multiplier (byte modulo 5), max
+/// delay (u16 × 16 ms), max retries (byte modulo 8, when limited), stable
+/// period (u16 × 4 ms); then ops, modulo 6: connected, lost (bits 3–7 pick
+/// the reason), dial failed (bit 7: will repeat), stop, time passes (u16 × 4 ms).
 pub fn reconnect_ops(data: &[u8]) {
-    use crate::reconnect::{GiveUpReason, Jitter, Reconnect, ReconnectAction, ReconnectConfig};
     let mut b = Bytes::new(data);
     let c = b.u8();
     let config = ReconnectConfig {
@@ -1917,75 +2463,32 @@ pub fn reconnect_ops(data: &[u8]) {
         jitter: [Jitter::None, Jitter::Full, Jitter::Equal][usize::from((c >> 1) % 3)],
         stable_period: Duration::from_millis(u64::from(b.u16()) * 4),
     };
-    let mut r = Reconnect::new(config.clone(), [c; 32]);
-    let mut now = Timestamp::ZERO;
-    let mut gave_up = false;
-    let mut due: Option<Timestamp> = None;
-    // The base delay never decreases with the attempt number, nor passes the cap.
-    let mut prev = Duration::ZERO;
-    for n in 1..20 {
-        let d = r.base_delay(n);
-        assert!(d >= prev && d <= config.max_delay, "base delay {n}: {d:?} after {prev:?}");
-        prev = d;
-    }
+    let mut p = ReconnectChecker::new(config, [c; 32]);
+    // Which a retry can fix, by our reading of the issue (peer and network
+    // trouble yes; host key, our own close no), not by `is_retryable`.
     let reasons = [
-        CloseReason::Eof,
-        CloseReason::KeepaliveTimeout { unanswered: 3 },
-        CloseReason::KexTimeout,
-        CloseReason::HostKeyRejected,
-        CloseReason::Error(Error::BadMac { seq: 1 }),
-        CloseReason::PeerDisconnect { code: DisconnectCode::BY_APPLICATION, description: String::new() },
-        CloseReason::Local { code: DisconnectCode::BY_APPLICATION, description: String::new() },
+        (CloseReason::Eof, true),
+        (CloseReason::KeepaliveTimeout { unanswered: 3 }, true),
+        (CloseReason::KexTimeout, true),
+        (CloseReason::HostKeyRejected, false),
+        (CloseReason::Error(Error::BadMac { seq: 1 }), true),
+        (
+            CloseReason::PeerDisconnect { code: DisconnectCode::BY_APPLICATION, description: String::new() },
+            true,
+        ),
+        (CloseReason::Local { code: DisconnectCode::BY_APPLICATION, description: String::new() }, false),
     ];
     while !b.is_empty() {
         let o = b.u8();
         match o % 6 {
-            0 => r.connected(now),
-            1 => r.lost(now, &reasons[usize::from(o >> 3) % reasons.len()]),
-            2 => r.dial_failed(now, o & 0x80 == 0, "connection refused"),
-            3 => r.stop(),
-            _ => {
-                now = now + Duration::from_millis(u64::from(b.u16()) * 4);
-                r.handle_timeout(now);
+            0 => p.connected(),
+            1 => {
+                let (reason, retryable) = &reasons[usize::from(o >> 3) % reasons.len()];
+                p.lost(reason, *retryable);
             }
-        }
-        while let Some(action) = r.poll_action() {
-            assert!(!gave_up, "an action after GiveUp: {action:?}");
-            match action {
-                ReconnectAction::Scheduled { attempt, delay } => {
-                    assert_eq!(attempt, r.failures());
-                    if let Some(max) = config.max_retries {
-                        assert!(attempt <= max, "attempt {attempt} past max_retries {max}");
-                    }
-                    let base = r.base_delay(attempt);
-                    let (lo, hi) = match config.jitter {
-                        Jitter::None => (base, base),
-                        Jitter::Full => (Duration::ZERO, base),
-                        Jitter::Equal => (base / 2 - Duration::from_micros(1).min(base / 2), base),
-                    };
-                    assert!(delay >= lo && delay <= hi, "delay {delay:?} outside [{lo:?}, {hi:?}]");
-                    due = Some(now + delay);
-                }
-                ReconnectAction::Dial { .. } => {
-                    let t = due.take().expect("a dial without a scheduled wait");
-                    assert!(now >= t, "dialled at {now:?} before {t:?}");
-                }
-                ReconnectAction::GiveUp { reason, attempts } => {
-                    gave_up = true;
-                    assert_eq!(attempts, r.failures());
-                    if let GiveUpReason::RetriesExhausted(_) = reason {
-                        let max = config.max_retries.expect("retries exhausted with no limit");
-                        assert!(attempts > max);
-                    }
-                }
-            }
-        }
-        assert_eq!(r.is_done(), gave_up, "is_done disagrees with GiveUp");
-        if gave_up {
-            assert_eq!(r.poll_timeout(), None, "a deadline after giving up");
-        }
-        if let Some(t) = r.poll_timeout() {
-            assert_eq!(Some(t), due, "the deadline is not the scheduled dial");
+            2 => p.dial_failed(o & 0x80 == 0, "connection refused"),
+            3 => p.stop(),
+            _ => p.advance(Duration::from_millis(u64::from(b.u16()) * 4)),
         }
     }
 }

@@ -21,10 +21,11 @@ use crate::{CloseReason, GiveUpReason, Reconnect, ReconnectAction, ReconnectConf
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReconnectEvent {
-    /// Connected and authenticated; `attempt` 1 is the first try after a
-    /// success (or the very first dial).
+    /// Connected and authenticated on dial number `attempt`, counted as
+    /// [`crate::Reconnect`] counts: since the very first dial or the last
+    /// connection that stayed up `stable_period` (1: at once).
     Connected {
-        /// Attempts it took (1: at once).
+        /// The dial's number.
         attempt: u32,
     },
     /// The connection closed.
@@ -68,7 +69,7 @@ pub enum ReconnectEvent {
     GaveUp {
         /// Why (a reason a retry cannot fix, retries exhausted, or stopped).
         reason: GiveUpReason,
-        /// Consecutive failed attempts.
+        /// Dials made since the count last reset (see `Connected`).
         attempts: u32,
     },
 }
@@ -332,11 +333,11 @@ async fn run(shared: Arc<Shared>, host: String, port: u16, options: ClientOption
         loop {
             match machine.poll_action() {
                 Some(ReconnectAction::Dial { attempt: n }) => {
-                    attempt = n + 1;
+                    attempt = n;
                     break;
                 }
                 Some(ReconnectAction::Scheduled { attempt: n, delay }) => {
-                    let _ = shared.events.send(ReconnectEvent::Retrying { attempt: n + 1, delay });
+                    let _ = shared.events.send(ReconnectEvent::Retrying { attempt: n, delay });
                 }
                 Some(ReconnectAction::GiveUp { reason, attempts }) => {
                     let _previous = shared.current.send_replace(Err(reason.to_string()));

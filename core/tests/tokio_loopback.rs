@@ -100,3 +100,39 @@ async fn keepalive_detects_a_black_holed_link_and_cuts_are_eof() {
     assert_eq!(reason, sansh::CloseReason::Eof);
     assert_eq!(proxy.connections(), 2);
 }
+
+/// `count` bytes of a xorshift stream (incompressible, replayable).
+fn pseudo_random(count: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..count)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_with_input_streams_64_mib_through_an_echoing_command() {
+    // Writing all the input before reading any output deadlocks once the
+    // command's output fills our window and it stops reading its input.
+    use sha2::{Digest, Sha256};
+    let addr = server().await;
+    let client = Client::connect("127.0.0.1", addr.port(), options()).await.unwrap();
+    let data = pseudo_random(64 << 20);
+    let out = tokio::time::timeout(Duration::from_secs(120), client.exec_with_input("cat", &data))
+        .await
+        .expect("64 MiB through cat finished")
+        .unwrap();
+    assert_eq!(out.exit, Some(ExitStatus::Code(0)));
+    assert_eq!(out.stdout.len(), data.len());
+    assert!(out.stdout == data, "cat gave back different bytes");
+    let out = tokio::time::timeout(Duration::from_secs(120), client.exec_with_input("sha256sum", &data))
+        .await
+        .expect("64 MiB through sha256sum finished")
+        .unwrap();
+    let expected = format!("{:x}  -\n", Sha256::digest(&data));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}

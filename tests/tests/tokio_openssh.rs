@@ -129,3 +129,26 @@ async fn local_and_remote_forwarding() {
     assert_eq!(out.stdout, b"round trip\n");
     rf.cancel().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_with_input_streams_64_mib_through_cat_and_sha256sum() {
+    // The input is written while the output is read: a command that echoes
+    // it (cat) stops reading once its output fills our window.
+    use sha2::Digest;
+    let sshd = sshd();
+    let dir = TempDir::new("kh");
+    let client = Client::connect("127.0.0.1", sshd.port, options(&dir.path().join("kh"))).await.unwrap();
+    let data = sansh_interop::peer::test_data(64 << 20);
+    let out = tokio::time::timeout(Duration::from_secs(120), client.exec_with_input("cat", &data))
+        .await
+        .expect("64 MiB through cat finished")
+        .unwrap();
+    assert_eq!(out.exit, Some(ExitStatus::Code(0)), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout.len(), data.len());
+    assert!(out.stdout == data, "cat gave back different bytes");
+    let out = tokio::time::timeout(Duration::from_secs(120), client.exec_with_input("sha256sum", &data))
+        .await
+        .expect("64 MiB through sha256sum finished")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{:x}  -\n", sha2::Sha256::digest(&data)));
+}

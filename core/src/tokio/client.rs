@@ -469,31 +469,40 @@ pub(crate) async fn collect_exec(
 
 /// Feeds `stdin` to a channel whose command has started, and collects
 /// stdout, stderr (from `err`, taken before the command started) and the
-/// exit status.
+/// exit status. Input is written while output is read: a command that
+/// echoes its input (`cat`) stops reading it once its output fills our
+/// window, so writing everything first would deadlock.
 pub(crate) async fn collect_output(
-    mut ch: Channel,
+    ch: Channel,
     mut err: super::ChannelStderr,
     stdin: &[u8],
 ) -> Result<ExecOutput, ClientError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    if !stdin.is_empty() {
-        ch.write_all(stdin).await?;
-    }
-    ch.eof();
-    let mut out = ExecOutput::default();
-    let (a, b) = tokio::join!(
-        async {
-            let mut buf = Vec::new();
-            while let Some(chunk) = ch.read_chunk().await? {
+    use tokio::io::AsyncReadExt;
+    let feed = async {
+        // A command that exits without reading all its input closes the
+        // channel under the writer: that is its business, not an error of
+        // ours (its output and status still count).
+        let written = if stdin.is_empty() { Ok(()) } else { ch.write_all_shared(stdin).await };
+        ch.eof();
+        if let Err(e) = written {
+            tracing::debug!("stdin not fully written: {e}");
+        }
+    };
+    let stdout = async {
+        let mut buf = Vec::new();
+        while let Some(chunk) = ch.next_chunk().await? {
+            if buf.is_empty() {
+                buf = chunk;
+            } else {
                 buf.extend_from_slice(&chunk);
+                ch.recycle(chunk);
             }
-            Ok::<_, std::io::Error>((buf, ch))
-        },
-        err.read_to_end(&mut out.stderr)
-    );
-    let (stdout, ch) = a?;
-    b?;
-    out.stdout = stdout;
-    out.exit = ch.wait().await?;
-    Ok(out)
+        }
+        Ok::<_, std::io::Error>(buf)
+    };
+    let mut stderr = Vec::new();
+    let ((), stdout, read_err) = tokio::join!(feed, stdout, err.read_to_end(&mut stderr));
+    read_err?;
+    let exit = ch.wait().await?;
+    Ok(ExecOutput { stdout: stdout?, stderr, exit })
 }

@@ -428,3 +428,31 @@ fn reconnect_gives_up_after_max_attempts() {
     // Full jitter on 1 s then 2 s: at most 3 s of waiting.
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }
+
+#[test]
+fn banner_is_shown_sanitised_even_when_authentication_fails() {
+    ensure_test_user();
+    let dir = TempDir::new("cli-banner");
+    let banner = dir.path().join("banner");
+    // Clears the screen, retitles the terminal, rings, overwrites a line
+    // with a lone CR: all of it must reach the terminal as inert text.
+    std::fs::write(&banner, "Welcome \u{1b}[2J\u{1b}]0;pwned\u{7} Grüße\r\nline two\rfake\n").unwrap();
+    let sshd = Sshd::start(SshdOptions {
+        config: vec![format!("Banner {}", banner.display())],
+        ..SshdOptions::default()
+    });
+    let shown = "Welcome \\033[2J\\033]0;pwned\\007 Grüße\r\nline two\\015fake\n";
+    let r = sansh(&sshd).args(["127.0.0.1", "echo in"]).run();
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "in\n"), "{r:?}");
+    assert!(r.stderr.contains(shown), "{:?}", r.stderr);
+    assert!(!r.stderr.contains('\u{1b}') && !r.stderr.contains('\u{7}'), "{:?}", r.stderr);
+    // A failed login still shows what the server said before refusing.
+    let r = Sansh::to(sshd.port, TEST_USER, Some("not the password")).args(["127.0.0.1", "true"]).run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(r.stderr.contains(shown), "{:?}", r.stderr);
+    assert!(r.stderr.contains("Permission denied"), "{:?}", r.stderr);
+    // -q: no banner, as ssh.
+    let r = sansh(&sshd).args(["-q", "127.0.0.1", "true"]).run();
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(!r.stderr.contains("Welcome"), "{:?}", r.stderr);
+}

@@ -83,6 +83,7 @@ struct ClientHooks {
     authenticated: Option<oneshot::Sender<()>>,
     forwards: ForwardTable,
     banners: Arc<Mutex<Vec<String>>>,
+    on_banner: Option<super::BannerFn>,
 }
 
 /// Runs `f` on a blocking thread, then `apply` with its result in the task.
@@ -128,6 +129,9 @@ impl Hooks for ClientHooks {
             }
             Event::AuthBanner { message, .. } => {
                 tracing::info!("server banner: {}", message.trim_end());
+                if let Some(show) = &self.on_banner {
+                    show(message);
+                }
                 self.banners.lock().unwrap_or_else(|p| p.into_inner()).push(message.clone());
             }
             Event::AuthProgress(a) => tracing::debug!("authentication: {a}"),
@@ -312,6 +316,7 @@ impl Client {
             authenticated: Some(auth_tx),
             forwards: forwards.clone(),
             banners: banners.clone(),
+            on_banner: options.on_banner,
         };
         let task = Task {
             conn,
@@ -361,7 +366,7 @@ impl Client {
         }
     }
 
-    /// USERAUTH_BANNERs the server sent.
+    /// USERAUTH_BANNERs the server sent, sanitised for a terminal.
     pub fn banners(&self) -> Vec<String> {
         self.banners.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

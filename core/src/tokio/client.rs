@@ -74,6 +74,29 @@ pub struct Client {
     banners: Arc<Mutex<Vec<String>>>,
 }
 
+/// A [`Client`] that does not keep the connection open.
+#[derive(Clone, Debug)]
+pub(crate) struct WeakClient {
+    cmds: mpsc::WeakUnboundedSender<Cmd>,
+    shared: Arc<TaskShared>,
+    closed: watch::Receiver<Option<CloseReason>>,
+    forwards: ForwardTable,
+    banners: Arc<Mutex<Vec<String>>>,
+}
+
+impl WeakClient {
+    /// The client, while some handle still keeps the connection open.
+    pub(crate) fn upgrade(&self) -> Option<Client> {
+        Some(Client {
+            cmds: self.cmds.upgrade()?,
+            shared: self.shared.clone(),
+            closed: self.closed.clone(),
+            forwards: self.forwards.clone(),
+            banners: self.banners.clone(),
+        })
+    }
+}
+
 struct ClientHooks {
     host: String,
     port: u16,
@@ -345,6 +368,27 @@ impl Client {
                 let reason = r.ok().and_then(|r| r.clone()).unwrap_or(CloseReason::Eof);
                 Err(ClientError::Closed(reason))
             }
+        }
+    }
+
+    /// A handle that does not keep the connection open.
+    pub(crate) fn downgrade(&self) -> WeakClient {
+        WeakClient {
+            cmds: self.cmds.downgrade(),
+            shared: self.shared.clone(),
+            closed: self.closed.clone(),
+            forwards: self.forwards.clone(),
+            banners: self.banners.clone(),
+        }
+    }
+
+    /// Completes when the connection has ended, without keeping it open
+    /// (unlike [`Client::closed`], which needs a handle).
+    pub(crate) fn closed_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut closed = self.closed.clone();
+        async move {
+            // An error: the task is gone, so is the connection.
+            let _ = closed.wait_for(Option::is_some).await;
         }
     }
 

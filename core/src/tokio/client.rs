@@ -150,6 +150,17 @@ impl Hooks for ClientHooks {
                     },
                 );
             }
+            Event::KexCompleted { algorithms: a, rekey } => {
+                // As `ssh -v` words it, so logs can be compared.
+                let what = if *rekey { "rekey" } else { "kex" };
+                tracing::info!(
+                    "{what}: algorithm: {}, host key algorithm: {}, cipher: {} / {}",
+                    a.kex.name(),
+                    a.host_key.name(),
+                    a.cipher_c2s.name(),
+                    a.cipher_s2c.name()
+                );
+            }
             Event::AuthBanner { message, .. } => {
                 tracing::info!("server banner: {}", message.trim_end());
                 if let Some(show) = &self.on_banner {

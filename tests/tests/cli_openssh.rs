@@ -579,3 +579,39 @@ fn banner_is_shown_sanitised_even_when_authentication_fails() {
     assert_eq!(r.code, Some(0), "{r:?}");
     assert!(!r.stderr.contains("Welcome"), "{:?}", r.stderr);
 }
+
+#[test]
+fn local_forward_backs_off_when_accept_runs_out_of_descriptors() {
+    // With few file descriptors, accept fails with EMFILE while connections
+    // wait in the backlog: the listener stays readable, so retrying at once
+    // would spin (and log) without end. sansh pauses, doubling the wait.
+    let sshd = sshd();
+    let echo = echo_server();
+    let port = free_port();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--nofile=24:24").arg(sansh_interop::cli::sansh_binary());
+    cmd.args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
+        .args(["-p", &sshd.port.to_string(), "-l", TEST_USER, "-N"])
+        .args(["-L", &format!("{port}:127.0.0.1:{echo}"), "127.0.0.1"])
+        .env("SANSH_PASSWORD", TEST_PASSWORD)
+        .env_remove("SSH_AUTH_SOCK");
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Reap(child);
+    let mut held = vec![connect_when_up(port, &mut child.0)];
+    // More connections than descriptors left: the last ones stay unaccepted.
+    for _ in 0..40 {
+        held.push(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.0.try_wait().unwrap().is_none(), "sansh exited");
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let mut err = String::new();
+    child.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let failures = err.matches("accept: ").count();
+    assert!(err.contains("Too many open files"), "EMFILE was reached: {err}");
+    // 10 ms doubling to 1 s: a handful in 2 s (a spinning loop logs
+    // thousands).
+    assert!(failures <= 20, "{failures} accept failures logged:\n{}", &err[..err.len().min(3000)]);
+    drop(held);
+}

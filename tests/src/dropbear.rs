@@ -247,7 +247,7 @@ mod authorized_keys {
 /// refuses any beyond MAX_UNAUTH_PER_IP (5) from one address: a probe still
 /// counted would make the 5th of 5 concurrent logins a test makes fail with
 /// a bare EOF.
-fn wait_for_probe_child(dropbear: &std::process::Child, log: &std::path::Path, probe_port: u16) {
+fn wait_for_probe_child(dropbear: &Child, log: &Path, probe_port: u16) {
     let children = format!("/proc/{0}/task/{0}/children", dropbear.id());
     let exited = format!("from <127.0.0.1:{probe_port}>");
     let deadline = Instant::now() + Duration::from_secs(5);

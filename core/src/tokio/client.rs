@@ -162,7 +162,8 @@ impl Hooks for ClientHooks {
                 );
             }
             Event::AuthBanner { message, .. } => {
-                tracing::info!("server banner: {}", message.trim_end());
+                // Debug: a CLI shows it through `on_banner` already.
+                tracing::debug!("server banner: {}", message.trim_end());
                 if let Some(show) = &self.on_banner {
                     show(message);
                 }

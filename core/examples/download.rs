@@ -1,7 +1,12 @@
 //! Downloads a command's output through the tokio adapter, counting bytes:
-//! the client half of `tests/bench/run.py`'s throughput comparison.
+//! the library's bulk-read path (`read_chunk` + `recycle`) on its own, to
+//! profile or time by hand. The side-by-side benchmarks
+//! (`tests/bench/run.sh`, which builds and runs `tests/bench/compare.py`)
+//! measure the `sansh` CLI's downloads instead, not this example.
 //!
-//! `download HOST PORT USER CIPHER COMMAND` (password in SANSH_PASSWORD).
+//! `download HOST PORT USER CIPHER COMMAND` (password in SANSH_PASSWORD),
+//! e.g. `cargo run -p sansh --release --features tokio --example download --
+//! 127.0.0.1 2222 me aes128-gcm@openssh.com 'head -c 1G /dev/zero'`.
 
 use sansh::tokio::{Client, ClientOptions, HostKeyPolicy};
 use sansh::{CipherAlgorithm, Credential};

@@ -55,8 +55,12 @@ pub enum Event {
     ServiceAccepted { service: String },
     /// Client: the server's extensions (RFC 8308 EXT_INFO).
     ExtInfo { server_sig_algs: Option<Vec<String>>, ping: bool },
-    /// Client: the server's USERAUTH_BANNER (show it to the user, sanitised).
-    AuthBanner { message: String, language: String },
+    /// Client: the server's USERAUTH_BANNER. `message` is sanitised for a
+    /// terminal by [`crate::terminal_safe`] (control characters and invalid
+    /// UTF-8 escaped, as OpenSSH shows banners); `raw` is the bytes as sent,
+    /// for an application that shows them another way (never print it to a
+    /// terminal: a server can put escape sequences in it).
+    AuthBanner { message: String, raw: Vec<u8>, language: String },
     /// Client: one authentication attempt's outcome.
     AuthProgress(AuthAttempt),
     /// Client: an external key was accepted in principle; sign `data` with

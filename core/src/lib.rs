@@ -46,6 +46,7 @@ pub mod known_hosts;
 pub mod pool;
 pub mod reconnect;
 pub mod rng;
+mod text;
 pub mod time;
 pub mod transport;
 pub mod wire;
@@ -71,6 +72,7 @@ pub use pool::{
 };
 pub use reconnect::{GiveUpReason, Jitter, Reconnect, ReconnectAction, ReconnectConfig};
 pub use rng::{Rng, Seed};
+pub use text::terminal_safe;
 pub use time::{Duration, Timestamp};
 pub use transport::{
     CipherAlgorithm, HostKey, HostKeyAlgorithm, KexAlgorithm, MacAlgorithm, Negotiated, PeerExtensions, Role,

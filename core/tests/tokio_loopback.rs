@@ -100,3 +100,120 @@ async fn keepalive_detects_a_black_holed_link_and_cuts_are_eof() {
     assert_eq!(reason, sansh::CloseReason::Eof);
     assert_eq!(proxy.connections(), 2);
 }
+
+/// `count` bytes of a xorshift stream (incompressible, replayable).
+fn pseudo_random(count: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..count)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_with_input_streams_64_mib_through_an_echoing_command() {
+    // Writing all the input before reading any output deadlocks once the
+    // command's output fills our window and it stops reading its input.
+    use sha2::{Digest, Sha256};
+    let addr = server().await;
+    let client = Client::connect("127.0.0.1", addr.port(), options()).await.unwrap();
+    let data = pseudo_random(64 << 20);
+    let out = tokio::time::timeout(Duration::from_secs(120), client.exec_with_input("cat", &data))
+        .await
+        .expect("64 MiB through cat finished")
+        .unwrap();
+    assert_eq!(out.exit, Some(ExitStatus::Code(0)));
+    assert_eq!(out.stdout.len(), data.len());
+    assert!(out.stdout == data, "cat gave back different bytes");
+    let out = tokio::time::timeout(Duration::from_secs(120), client.exec_with_input("sha256sum", &data))
+        .await
+        .expect("64 MiB through sha256sum finished")
+        .unwrap();
+    let expected = format!("{:x}  -\n", Sha256::digest(&data));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}
+
+/// A server that also carries `direct-tcpip` to loopback (`-L`).
+async fn forwarding_server() -> std::net::SocketAddr {
+    let user_key = load_private_key(keys::ECDSA_P256, None).unwrap();
+    let config =
+        ServerConfig { host_keys: vec![host_key(HostKeyAlgorithm::Ed25519)], ..ServerConfig::default() };
+    let mut options = ServerOptions::with_authorized_keys(config, vec![user_key.public_key().clone()]);
+    options.allow_loopback_forwarding = true;
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.run());
+    addr
+}
+
+/// An echo server on 127.0.0.1; its port.
+async fn echo_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    port
+}
+
+/// One echo exchange through the forwarding at `addr`.
+async fn echo_through(addr: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back)).await.unwrap().unwrap();
+    assert_eq!(&back, b"ping");
+}
+
+/// Waits (bounded) until connecting to `addr` is refused; returns how long.
+/// No connection attempt is made before: one would be accepted and so hide
+/// a listener that only notices the closed client on its next accept.
+async fn released_within(addr: std::net::SocketAddr, limit: Duration) -> Duration {
+    let t = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < limit, "{addr} still listening {limit:?} after its connection ended");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_forward_releases_its_port_when_its_connection_ends() {
+    use sansh::tokio::{FaultMode, FaultProxy};
+    let addr = forwarding_server().await;
+    let echo = echo_server().await;
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let limit = Duration::from_secs(3);
+    // The last client handle dropped.
+    let client = Client::connect("127.0.0.1", addr.port(), options()).await.unwrap();
+    let fwd = client.local_forward(listen, "127.0.0.1", echo).await.unwrap();
+    echo_through(fwd.local_addr()).await;
+    drop(client);
+    released_within(fwd.local_addr(), limit).await;
+    // Disconnected while a handle is still held.
+    let client = Client::connect("127.0.0.1", addr.port(), options()).await.unwrap();
+    let fwd = client.local_forward(listen, "127.0.0.1", echo).await.unwrap();
+    echo_through(fwd.local_addr()).await;
+    client.disconnect();
+    released_within(fwd.local_addr(), limit).await;
+    // The link lost.
+    let proxy = FaultProxy::start(addr).await.unwrap();
+    let client = Client::connect("127.0.0.1", proxy.local_addr().port(), options()).await.unwrap();
+    let fwd = client.local_forward(listen, "127.0.0.1", echo).await.unwrap();
+    echo_through(fwd.local_addr()).await;
+    proxy.set(FaultMode::Cut);
+    released_within(fwd.local_addr(), limit).await;
+    assert!(client.close_reason().is_some());
+}

@@ -217,3 +217,45 @@ async fn a_server_channel_limit_below_the_pools_caps_connections_instead_of_fail
     assert_eq!(second.await.unwrap().unwrap().stdout, b"second\n");
     assert_eq!(pool.stats().dials, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_trusted_by_a_lax_policy_never_serves_a_strict_target() {
+    let addr = server().await;
+    let pool = Pool::new(config(4, 4));
+    let lax = target(addr.port(), "alice", keys::ECDSA_P256);
+    assert_eq!(pool.exec(&lax, "echo lax").await.unwrap().stdout, b"lax\n");
+    // Same host, user and key, but only hosts in an empty known_hosts are
+    // trusted: it must dial (and be refused), not borrow the lax connection.
+    let dir = std::env::temp_dir().join(format!("sansh-pool-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let known_hosts = dir.join("known_hosts");
+    std::fs::write(&known_hosts, "").unwrap();
+    let mut strict = lax.clone();
+    strict.options.host_key_policy = HostKeyPolicy::Strict { known_hosts: known_hosts.clone() };
+    let err = pool.exec(&strict, "echo strict").await.map(|o| o.stdout).unwrap_err();
+    assert!(err.to_string().contains("host key"), "{err}");
+    assert_eq!(pool.stats().dials, 2, "{:?}", pool.stats());
+    assert_ne!(lax.key(), strict.key());
+    // The path is part of the identity, and so is the kind.
+    let mut other_file = strict.clone();
+    other_file.options.host_key_policy = HostKeyPolicy::Strict { known_hosts: dir.join("other") };
+    assert_ne!(strict.key(), other_file.key());
+    let mut accept_new = strict.clone();
+    accept_new.options.host_key_policy = HostKeyPolicy::AcceptNew { known_hosts: known_hosts.clone() };
+    assert_ne!(strict.key(), accept_new.key());
+    assert_eq!(strict.key(), strict.clone().key());
+    // Callbacks: clones of one callback share, two callbacks do not.
+    let decide: std::sync::Arc<dyn Fn(&sansh::tokio::HostKeyQuery) -> bool + Send + Sync> =
+        std::sync::Arc::new(|_| true);
+    let callback = |decide| HostKeyPolicy::Callback { known_hosts: None, decide };
+    let mut first = lax.clone();
+    first.options.host_key_policy = callback(decide.clone());
+    let mut same = lax.clone();
+    same.options.host_key_policy = callback(decide.clone());
+    let mut another = lax.clone();
+    another.options.host_key_policy = callback(std::sync::Arc::new(|_| true));
+    assert_eq!(first.key(), same.key());
+    assert_ne!(first.key(), another.key());
+    assert_ne!(first.key(), lax.key());
+    let _ = std::fs::remove_dir_all(&dir);
+}

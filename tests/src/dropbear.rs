@@ -110,7 +110,10 @@ impl Dropbear {
                 .unwrap_or_else(|e| panic!("spawn {DROPBEAR}: {e}"));
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                if let Ok(probe) = TcpStream::connect(("127.0.0.1", port)) {
+                    let probe_port = probe.local_addr().map(|a| a.port()).unwrap_or(0);
+                    drop(probe);
+                    wait_for_probe_child(&child, &log, probe_port);
                     return Dropbear { port, child, dir, host_keys, key_tag };
                 }
                 if let Ok(Some(_)) = child.try_wait() {
@@ -236,5 +239,24 @@ mod authorized_keys {
     /// Removes the line tagged `tag`.
     pub(super) fn remove(tag: &str) {
         rewrite(|lines| lines.retain(|l| l.split_whitespace().last() != Some(tag)));
+    }
+}
+
+/// Waits (up to 5 s) until dropbear is done with the readiness probe (from
+/// `probe_port`): its child has logged the exit and been reaped. dropbear
+/// 2022.83 counts a connection as unauthenticated until its child exits and
+/// refuses any beyond MAX_UNAUTH_PER_IP (5) from one address: a probe still
+/// counted would make the 5th of 5 concurrent logins a test makes fail with
+/// a bare EOF.
+fn wait_for_probe_child(dropbear: &Child, log: &Path, probe_port: u16) {
+    let children = format!("/proc/{0}/task/{0}/children", dropbear.id());
+    let exited = format!("from <127.0.0.1:{probe_port}>");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let done = || {
+        std::fs::read_to_string(log).is_ok_and(|l| l.contains(&exited))
+            && std::fs::read_to_string(&children).is_ok_and(|c| c.trim().is_empty())
+    };
+    while !done() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }

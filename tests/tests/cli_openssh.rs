@@ -90,12 +90,135 @@ fn exec_exit_codes_and_separate_streams() {
     // Death by signal: no exit status, so 255 like OpenSSH's ssh.
     let r = sansh(&sshd).args(["127.0.0.1", "kill -TERM $$"]).run();
     assert_eq!(r.code, Some(255), "{r:?}");
-    // A specific cipher and kex, as -o lists.
+    // A specific cipher and kex, as -o lists: not the defaults (those are
+    // curve25519-sha256 and chacha20-poly1305), so the choice shows.
     let r = sansh(&sshd)
-        .args(["-o", "Ciphers=aes128-gcm@openssh.com", "-o", "KexAlgorithms=curve25519-sha256", "-v"])
+        .args([
+            "-o",
+            "Ciphers=aes128-gcm@openssh.com",
+            "-o",
+            "KexAlgorithms=curve25519-sha256@libssh.org",
+            "-v",
+        ])
         .args(["127.0.0.1", "true"])
         .run();
     assert_eq!(r.code, Some(0), "{r:?}");
+    let negotiated = "kex: algorithm: curve25519-sha256@libssh.org";
+    assert!(r.stderr.contains(negotiated), "{}", r.stderr);
+    assert!(r.stderr.contains("cipher: aes128-gcm@openssh.com / aes128-gcm@openssh.com"), "{}", r.stderr);
+    assert!(sshd.log().contains(negotiated), "{}", sshd.log());
+}
+
+#[test]
+fn kex_algorithms_that_cannot_be_used_are_clear_errors() {
+    // Not a method sansh has: refused before connecting.
+    let r =
+        Sansh::new().args(["-o", "KexAlgorithms=diffie-hellman-group14-sha256", "127.0.0.1", "true"]).run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(
+        r.stderr.contains("Bad SSH2 key exchange spec 'diffie-hellman-group14-sha256'")
+            && r.stderr.contains("curve25519-sha256@libssh.org"),
+        "{}",
+        r.stderr
+    );
+    // One sansh has but the server does not offer: OpenSSH's message.
+    ensure_test_user();
+    let sshd = Sshd::start(SshdOptions {
+        config: vec!["KexAlgorithms curve25519-sha256".into()],
+        ..SshdOptions::default()
+    });
+    let r =
+        sansh(&sshd).args(["-o", "KexAlgorithms=curve25519-sha256@libssh.org", "127.0.0.1", "true"]).run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(
+        r.stderr.contains(&format!("Unable to negotiate with 127.0.0.1 port {}", sshd.port))
+            && r.stderr.contains("Their offer: curve25519-sha256"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn port_and_user_from_o_options() {
+    let sshd = sshd();
+    let mut s = Sansh::new();
+    s.env("SANSH_PASSWORD", TEST_PASSWORD).args([
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        &format!("Port={}", sshd.port),
+        "-o",
+        &format!("User={TEST_USER}"),
+        "127.0.0.1",
+        "id -un",
+    ]);
+    let r = s.run();
+    assert_eq!((r.code, r.stdout_text().trim()), (Some(0), TEST_USER), "{r:?}\n{}", sshd.log());
+    // As with ssh, -l beats -o User (the first value obtained wins).
+    let r = Sansh::new()
+        .env("SANSH_PASSWORD", TEST_PASSWORD)
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
+        .args(["-l", "nobody-such", "-o", &format!("User={TEST_USER}"), "-o", &format!("Port={}", sshd.port)])
+        .args(["127.0.0.1", "true"])
+        .run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(r.stderr.contains("nobody-such@127.0.0.1: Permission denied"), "{}", r.stderr);
+}
+
+#[test]
+fn connect_timeout_gives_up_on_a_silent_server() {
+    // The kernel completes the handshake into the backlog, but nothing ever
+    // accepts or answers: no SSH version line comes.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    // Built (if need be) before the clock starts.
+    sansh_interop::cli::sansh_binary();
+    let t = Instant::now();
+    let r = Sansh::to(port, TEST_USER, None).args(["-o", "ConnectTimeout=2", "127.0.0.1", "true"]).run();
+    let took = t.elapsed();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(
+        r.stderr.contains(&format!("connect to host 127.0.0.1 port {port}: Connection timed out")),
+        "{}",
+        r.stderr
+    );
+    // Behaviour, not a benchmark: it waited for the timeout, and not forever.
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(6), "took {took:?}");
+    drop(silent);
+}
+
+#[test]
+fn keyboard_interactive_through_pam_answered_from_sansh_password() {
+    ensure_test_user();
+    let sshd = Sshd::start(SshdOptions {
+        config: ["UsePAM yes", "KbdInteractiveAuthentication yes", "PasswordAuthentication no"]
+            .map(String::from)
+            .to_vec(),
+        ..SshdOptions::default()
+    });
+    let r = sansh(&sshd).args(["127.0.0.1", "id -un"]).run();
+    assert_eq!((r.code, r.stdout_text().trim()), (Some(0), TEST_USER), "{r:?}\n{}", sshd.log());
+    assert!(
+        sshd.log().contains(&format!("Accepted keyboard-interactive/pam for {TEST_USER}")),
+        "{}",
+        sshd.log()
+    );
+    // The wrong password in SANSH_PASSWORD: refused, 255.
+    let r = Sansh::to(sshd.port, TEST_USER, Some("not the password")).args(["127.0.0.1", "true"]).run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(
+        r.stderr.contains("Permission denied (") && r.stderr.contains("keyboard-interactive"),
+        "{}",
+        r.stderr
+    );
+    // Turned off on our side: nothing else to try.
+    let r = sansh(&sshd).args(["-o", "KbdInteractiveAuthentication=no", "127.0.0.1", "true"]).run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(r.stderr.contains("Permission denied"), "{}", r.stderr);
 }
 
 #[test]
@@ -427,4 +550,68 @@ fn reconnect_gives_up_after_max_attempts() {
     assert!(r.stderr.contains("giving up after 3 attempts"), "{}", r.stderr);
     // Full jitter on 1 s then 2 s: at most 3 s of waiting.
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}
+
+#[test]
+fn banner_is_shown_sanitised_even_when_authentication_fails() {
+    ensure_test_user();
+    let dir = TempDir::new("cli-banner");
+    let banner = dir.path().join("banner");
+    // Clears the screen, retitles the terminal, rings, overwrites a line
+    // with a lone CR: all of it must reach the terminal as inert text.
+    std::fs::write(&banner, "Welcome \u{1b}[2J\u{1b}]0;pwned\u{7} Grüße\r\nline two\rfake\n").unwrap();
+    let sshd = Sshd::start(SshdOptions {
+        config: vec![format!("Banner {}", banner.display())],
+        ..SshdOptions::default()
+    });
+    let shown = "Welcome \\033[2J\\033]0;pwned\\007 Grüße\r\nline two\\015fake\n";
+    let r = sansh(&sshd).args(["127.0.0.1", "echo in"]).run();
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "in\n"), "{r:?}");
+    assert!(r.stderr.contains(shown), "{:?}", r.stderr);
+    assert!(!r.stderr.contains('\u{1b}') && !r.stderr.contains('\u{7}'), "{:?}", r.stderr);
+    // A failed login still shows what the server said before refusing.
+    let r = Sansh::to(sshd.port, TEST_USER, Some("not the password")).args(["127.0.0.1", "true"]).run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(r.stderr.contains(shown), "{:?}", r.stderr);
+    assert!(r.stderr.contains("Permission denied"), "{:?}", r.stderr);
+    // -q: no banner, as ssh.
+    let r = sansh(&sshd).args(["-q", "127.0.0.1", "true"]).run();
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(!r.stderr.contains("Welcome"), "{:?}", r.stderr);
+}
+
+#[test]
+fn local_forward_backs_off_when_accept_runs_out_of_descriptors() {
+    // With few file descriptors, accept fails with EMFILE while connections
+    // wait in the backlog: the listener stays readable, so retrying at once
+    // would spin (and log) without end. sansh pauses, doubling the wait.
+    let sshd = sshd();
+    let echo = echo_server();
+    let port = free_port();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--nofile=24:24").arg(sansh_interop::cli::sansh_binary());
+    cmd.args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
+        .args(["-p", &sshd.port.to_string(), "-l", TEST_USER, "-N"])
+        .args(["-L", &format!("{port}:127.0.0.1:{echo}"), "127.0.0.1"])
+        .env("SANSH_PASSWORD", TEST_PASSWORD)
+        .env_remove("SSH_AUTH_SOCK");
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Reap(child);
+    let mut held = vec![connect_when_up(port, &mut child.0)];
+    // More connections than descriptors left: the last ones stay unaccepted.
+    for _ in 0..40 {
+        held.push(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.0.try_wait().unwrap().is_none(), "sansh exited");
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let mut err = String::new();
+    child.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let failures = err.matches("accept: ").count();
+    assert!(err.contains("Too many open files"), "EMFILE was reached: {err}");
+    // 10 ms doubling to 1 s: a handful in 2 s (a spinning loop logs
+    // thousands).
+    assert!(failures <= 20, "{failures} accept failures logged:\n{}", &err[..err.len().min(3000)]);
+    drop(held);
 }

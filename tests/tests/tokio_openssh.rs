@@ -129,3 +129,132 @@ async fn local_and_remote_forwarding() {
     assert_eq!(out.stdout, b"round trip\n");
     rf.cancel().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_with_input_streams_64_mib_through_cat_and_sha256sum() {
+    // The input is written while the output is read: a command that echoes
+    // it (cat) stops reading once its output fills our window.
+    use sha2::Digest;
+    let sshd = sshd();
+    let dir = TempDir::new("kh");
+    let client = Client::connect("127.0.0.1", sshd.port, options(&dir.path().join("kh"))).await.unwrap();
+    let data = sansh_interop::peer::test_data(64 << 20);
+    let out = tokio::time::timeout(Duration::from_secs(120), client.exec_with_input("cat", &data))
+        .await
+        .expect("64 MiB through cat finished")
+        .unwrap();
+    assert_eq!(out.exit, Some(ExitStatus::Code(0)), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout.len(), data.len());
+    assert!(out.stdout == data, "cat gave back different bytes");
+    let out = tokio::time::timeout(Duration::from_secs(120), client.exec_with_input("sha256sum", &data))
+        .await
+        .expect("64 MiB through sha256sum finished")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{:x}  -\n", sha2::Sha256::digest(&data)));
+}
+
+fn pam_sshd() -> Sshd {
+    ensure_test_user();
+    Sshd::start(SshdOptions {
+        config: ["UsePAM yes", "KbdInteractiveAuthentication yes", "PasswordAuthentication no"]
+            .map(String::from)
+            .to_vec(),
+        ..SshdOptions::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyboard_interactive_through_pam_with_a_prompt_callback() {
+    use sansh::tokio::PromptRequest;
+    use std::sync::{Arc, Mutex};
+    let sshd = pam_sshd();
+    let dir = TempDir::new("kh");
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let prompt = |answer: &'static str| {
+        let asked = asked.clone();
+        let f: sansh::tokio::PromptFn = Arc::new(move |req| match req {
+            PromptRequest::KeyboardInteractive { prompts, .. } => {
+                asked.lock().unwrap().extend(prompts.iter().map(|p| (p.text.clone(), p.echo)));
+                Some(prompts.iter().map(|_| answer.to_owned()).collect())
+            }
+            // sshd offers no password method here; answering one would be a bug.
+            other => panic!("unexpected prompt {other:?}"),
+        });
+        f
+    };
+    let mut o = options(&dir.path().join("kh"));
+    o.config.credentials.clear();
+    o.prompt = Some(prompt(TEST_PASSWORD));
+    let client = Client::connect("127.0.0.1", sshd.port, o.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+    assert_eq!(client.exec("id -un").await.unwrap().stdout, format!("{TEST_USER}\n").into_bytes());
+    let seen = asked.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|(text, echo)| text.to_lowercase().contains("password") && !echo),
+        "a hidden password prompt: {seen:?}"
+    );
+    assert!(sshd.log().contains(&format!("Accepted keyboard-interactive/pam for {TEST_USER}")));
+    client.disconnect();
+    // A wrong answer: authentication fails, with the method named.
+    o.prompt = Some(prompt("not the password"));
+    let err = Client::connect("127.0.0.1", sshd.port, o).await.unwrap_err();
+    match err {
+        sansh::tokio::ClientError::Closed(sansh::CloseReason::AuthFailed { ref offered, .. }) => {
+            assert!(offered.iter().any(|m| m == "keyboard-interactive"), "{err}")
+        }
+        other => panic!("expected an authentication failure, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_on_a_pty_and_exit_status() {
+    let sshd = sshd();
+    let dir = TempDir::new("kh");
+    let client = Client::connect("127.0.0.1", sshd.port, options(&dir.path().join("kh"))).await.unwrap();
+    let mut ch = client.open_session().await.unwrap();
+    ch.request_pty(sansh::Pty {
+        term: "dumb".into(),
+        cols: 80,
+        rows: 24,
+        width_px: 0,
+        height_px: 0,
+        modes: Vec::new(),
+    })
+    .await
+    .unwrap();
+    ch.shell().await.unwrap();
+    ch.write_all(b"echo h''i; exit 5\n").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), ch.read_to_end(&mut out)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out);
+    // The PTY echoes the line as typed (`h''i`); only the command's output
+    // has `hi`, ended by the PTY's CRLF.
+    assert!(text.contains("hi\r\n"), "{text:?}");
+    assert_eq!(ch.wait().await.unwrap(), Some(ExitStatus::Code(5)), "{text:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_request_reaches_the_command() {
+    // OpenSSH 7.9+ delivers "signal" requests (killpg on the session's
+    // process group) to sessions that are not forced commands or subsystems.
+    let sshd = sshd();
+    let dir = TempDir::new("kh");
+    let client = Client::connect("127.0.0.1", sshd.port, options(&dir.path().join("kh"))).await.unwrap();
+    let mut ch = client.open_session().await.unwrap();
+    ch.exec("echo started; exec sleep 100").await.unwrap();
+    let mut line = [0u8; 8];
+    tokio::time::timeout(Duration::from_secs(10), ch.read_exact(&mut line)).await.unwrap().unwrap();
+    assert_eq!(&line, b"started\n");
+    ch.signal("TERM").await.unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), ch.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the signal did not end the command\n{}", sshd.log()))
+        .unwrap();
+    assert!(
+        matches!(exit, Some(ExitStatus::Signal { ref signal, .. }) if signal == "TERM"),
+        "{exit:?}\n{}",
+        sshd.log()
+    );
+    assert!(sshd.log().contains("session_signal_req: signal TERM"), "{}", sshd.log());
+}

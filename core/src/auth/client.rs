@@ -277,8 +277,9 @@ impl ClientAuth {
                     return Err(unexpected("after authentication succeeded"));
                 }
                 ctx.shared.events.push_back(Event::AuthBanner {
-                    message: String::from_utf8_lossy(message).into_owned(),
-                    language: String::from_utf8_lossy(language).into_owned(),
+                    message: crate::terminal_safe(message),
+                    raw: message.to_vec(),
+                    language: crate::terminal_safe(language),
                 });
                 Ok(Step::Continue)
             }

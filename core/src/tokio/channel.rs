@@ -189,6 +189,23 @@ impl Channel {
     /// The next chunk of data as the connection received it, without a copy
     /// (the fast path for bulk readers); `None` at EOF.
     pub async fn read_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        self.next_chunk().await
+    }
+
+    /// Writes all of `data` as channel data. Takes `&self` so that one task
+    /// can write while it reads (`next_chunk`): only one of each at a time,
+    /// as each has a single waker slot.
+    pub(crate) async fn write_all_shared(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n =
+                poll_fn(|cx| poll_write_stream(&self.state, &self.shared, Stream::Stdout, cx, data)).await?;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// `read_chunk` through `&self` (see `write_all_shared`).
+    pub(crate) async fn next_chunk(&self) -> io::Result<Option<Vec<u8>>> {
         poll_fn(|cx| {
             let mut s = lock(&self.state);
             if let Some(mut chunk) = s.stdout.pop_front() {

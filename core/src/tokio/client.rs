@@ -74,6 +74,29 @@ pub struct Client {
     banners: Arc<Mutex<Vec<String>>>,
 }
 
+/// A [`Client`] that does not keep the connection open.
+#[derive(Clone, Debug)]
+pub(crate) struct WeakClient {
+    cmds: mpsc::WeakUnboundedSender<Cmd>,
+    shared: Arc<TaskShared>,
+    closed: watch::Receiver<Option<CloseReason>>,
+    forwards: ForwardTable,
+    banners: Arc<Mutex<Vec<String>>>,
+}
+
+impl WeakClient {
+    /// The client, while some handle still keeps the connection open.
+    pub(crate) fn upgrade(&self) -> Option<Client> {
+        Some(Client {
+            cmds: self.cmds.upgrade()?,
+            shared: self.shared.clone(),
+            closed: self.closed.clone(),
+            forwards: self.forwards.clone(),
+            banners: self.banners.clone(),
+        })
+    }
+}
+
 struct ClientHooks {
     host: String,
     port: u16,
@@ -83,6 +106,7 @@ struct ClientHooks {
     authenticated: Option<oneshot::Sender<()>>,
     forwards: ForwardTable,
     banners: Arc<Mutex<Vec<String>>>,
+    on_banner: Option<super::BannerFn>,
 }
 
 /// Runs `f` on a blocking thread, then `apply` with its result in the task.
@@ -126,8 +150,23 @@ impl Hooks for ClientHooks {
                     },
                 );
             }
+            Event::KexCompleted { algorithms: a, rekey } => {
+                // As `ssh -v` words it, so logs can be compared.
+                let what = if *rekey { "rekey" } else { "kex" };
+                tracing::info!(
+                    "{what}: algorithm: {}, host key algorithm: {}, cipher: {} / {}",
+                    a.kex.name(),
+                    a.host_key.name(),
+                    a.cipher_c2s.name(),
+                    a.cipher_s2c.name()
+                );
+            }
             Event::AuthBanner { message, .. } => {
-                tracing::info!("server banner: {}", message.trim_end());
+                // Debug: a CLI shows it through `on_banner` already.
+                tracing::debug!("server banner: {}", message.trim_end());
+                if let Some(show) = &self.on_banner {
+                    show(message);
+                }
                 self.banners.lock().unwrap_or_else(|p| p.into_inner()).push(message.clone());
             }
             Event::AuthProgress(a) => tracing::debug!("authentication: {a}"),
@@ -312,6 +351,7 @@ impl Client {
             authenticated: Some(auth_tx),
             forwards: forwards.clone(),
             banners: banners.clone(),
+            on_banner: options.on_banner,
         };
         let task = Task {
             conn,
@@ -343,6 +383,27 @@ impl Client {
         }
     }
 
+    /// A handle that does not keep the connection open.
+    pub(crate) fn downgrade(&self) -> WeakClient {
+        WeakClient {
+            cmds: self.cmds.downgrade(),
+            shared: self.shared.clone(),
+            closed: self.closed.clone(),
+            forwards: self.forwards.clone(),
+            banners: self.banners.clone(),
+        }
+    }
+
+    /// Completes when the connection has ended, without keeping it open
+    /// (unlike [`Client::closed`], which needs a handle).
+    pub(crate) fn closed_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut closed = self.closed.clone();
+        async move {
+            // An error: the task is gone, so is the connection.
+            let _ = closed.wait_for(Option::is_some).await;
+        }
+    }
+
     fn gone(&self) -> ClientError {
         ClientError::Closed(self.close_reason().unwrap_or(CloseReason::Eof))
     }
@@ -361,7 +422,7 @@ impl Client {
         }
     }
 
-    /// USERAUTH_BANNERs the server sent.
+    /// USERAUTH_BANNERs the server sent, sanitised for a terminal.
     pub fn banners(&self) -> Vec<String> {
         self.banners.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -469,31 +530,40 @@ pub(crate) async fn collect_exec(
 
 /// Feeds `stdin` to a channel whose command has started, and collects
 /// stdout, stderr (from `err`, taken before the command started) and the
-/// exit status.
+/// exit status. Input is written while output is read: a command that
+/// echoes its input (`cat`) stops reading it once its output fills our
+/// window, so writing everything first would deadlock.
 pub(crate) async fn collect_output(
-    mut ch: Channel,
+    ch: Channel,
     mut err: super::ChannelStderr,
     stdin: &[u8],
 ) -> Result<ExecOutput, ClientError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    if !stdin.is_empty() {
-        ch.write_all(stdin).await?;
-    }
-    ch.eof();
-    let mut out = ExecOutput::default();
-    let (a, b) = tokio::join!(
-        async {
-            let mut buf = Vec::new();
-            while let Some(chunk) = ch.read_chunk().await? {
+    use tokio::io::AsyncReadExt;
+    let feed = async {
+        // A command that exits without reading all its input closes the
+        // channel under the writer: that is its business, not an error of
+        // ours (its output and status still count).
+        let written = if stdin.is_empty() { Ok(()) } else { ch.write_all_shared(stdin).await };
+        ch.eof();
+        if let Err(e) = written {
+            tracing::debug!("stdin not fully written: {e}");
+        }
+    };
+    let stdout = async {
+        let mut buf = Vec::new();
+        while let Some(chunk) = ch.next_chunk().await? {
+            if buf.is_empty() {
+                buf = chunk;
+            } else {
                 buf.extend_from_slice(&chunk);
+                ch.recycle(chunk);
             }
-            Ok::<_, std::io::Error>((buf, ch))
-        },
-        err.read_to_end(&mut out.stderr)
-    );
-    let (stdout, ch) = a?;
-    b?;
-    out.stdout = stdout;
-    out.exit = ch.wait().await?;
-    Ok(out)
+        }
+        Ok::<_, std::io::Error>(buf)
+    };
+    let mut stderr = Vec::new();
+    let ((), stdout, read_err) = tokio::join!(feed, stdout, err.read_to_end(&mut stderr));
+    read_err?;
+    let exit = ch.wait().await?;
+    Ok(ExecOutput { stdout: stdout?, stderr, exit })
 }

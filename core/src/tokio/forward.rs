@@ -11,7 +11,9 @@ use super::{Client, ClientError};
 use crate::wire::Writer;
 
 /// A local forwarding: connections to `local_addr` are carried through the
-/// server to the target. Stops accepting when dropped.
+/// server to the target. Stops listening when dropped or when its
+/// connection ends (it does not keep the connection open: keep a
+/// [`Client`] for as long as the forwarding should last).
 #[derive(Debug)]
 pub struct LocalForward {
     local_addr: SocketAddr,
@@ -60,27 +62,49 @@ impl RemoteForward {
     }
 }
 
+/// First pause after a failed accept (EMFILE, ENFILE, ENOBUFS, ...): the
+/// error comes back at once until something frees up, so retrying at once
+/// would spin.
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+/// Longest pause between two accepts after repeated failures.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// Accepts on `listener` and carries each TCP connection through the
-/// channel `open(host, peer)` gives (`ssh -L`), while `alive()`.
-pub(crate) fn serve_local_forward<F, Fut, A>(
+/// channel `open(host, peer)` gives (`ssh -L`), until `stop` completes (the
+/// listener is dropped then, releasing the port).
+pub(crate) fn serve_local_forward<F, Fut, S>(
     listener: TcpListener,
     host: String,
     port: u16,
     open: F,
-    alive: A,
+    stop: S,
 ) -> JoinHandle<()>
 where
     F: Fn(String, SocketAddr) -> Fut + Send + 'static,
     Fut: Future<Output = Result<super::Channel, ClientError>> + Send + 'static,
-    A: Fn() -> bool + Send + 'static,
+    S: Future<Output = ()> + Send + 'static,
 {
     let local_addr = listener.local_addr().ok();
     tokio::spawn(async move {
+        tokio::pin!(stop);
+        let mut backoff = ACCEPT_BACKOFF_FIRST;
         loop {
-            let (mut tcp, peer) = match listener.accept().await {
-                Ok(x) => x,
+            let accepted = tokio::select! {
+                () = &mut stop => return,
+                r = listener.accept() => r,
+            };
+            let (mut tcp, peer) = match accepted {
+                Ok(x) => {
+                    backoff = ACCEPT_BACKOFF_FIRST;
+                    x
+                }
                 Err(e) => {
-                    tracing::warn!("local forward {local_addr:?}: accept: {e}");
+                    tracing::warn!("local forward {local_addr:?}: accept: {e}; pausing {backoff:?}");
+                    tokio::select! {
+                        () = &mut stop => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             };
@@ -97,9 +121,6 @@ where
                     Err(e) => tracing::warn!("local forward {peer} -> {host}:{port}: {e}"),
                 }
             });
-            if !alive() {
-                return;
-            }
         }
     })
 }
@@ -115,14 +136,20 @@ impl Client {
     ) -> Result<LocalForward, ClientError> {
         let listener = TcpListener::bind(listen).await?;
         let local_addr = listener.local_addr()?;
-        let (client, watch) = (self.clone(), self.clone());
+        // Weak: the forwarding does not keep the connection open by itself,
+        // and it stops listening as soon as the connection ends.
+        let weak = self.downgrade();
         let open = move |host: String, peer| {
-            let client = client.clone();
-            async move { client.open_direct_tcpip(&host, port, peer).await }
+            let client = weak.upgrade();
+            async move {
+                match client {
+                    Some(client) => client.open_direct_tcpip(&host, port, peer).await,
+                    None => Err(ClientError::Closed(crate::CloseReason::Eof)),
+                }
+            }
         };
-        let accept = serve_local_forward(listener, host.to_owned(), port, open, move || {
-            watch.close_reason().is_none()
-        });
+        let stop = self.closed_signal();
+        let accept = serve_local_forward(listener, host.to_owned(), port, open, stop);
         Ok(LocalForward { local_addr, accept })
     }
 

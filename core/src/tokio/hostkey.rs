@@ -62,6 +62,24 @@ impl std::fmt::Debug for HostKeyPolicy {
 }
 
 impl HostKeyPolicy {
+    /// What tells this policy from another, for pool keys: the kind and the
+    /// known_hosts path, or for a callback its address (clones of one `Arc`
+    /// are the same policy; a pool keeps the target, and so the callback,
+    /// alive while the key is in use, so the address is not reused).
+    pub(crate) fn identity(&self) -> String {
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        match self {
+            HostKeyPolicy::Strict { known_hosts } => format!("strict:{}", path(known_hosts)),
+            HostKeyPolicy::AcceptNew { known_hosts } => format!("accept-new:{}", path(known_hosts)),
+            HostKeyPolicy::AcceptAny => "accept-any".into(),
+            HostKeyPolicy::Callback { known_hosts, decide } => format!(
+                "callback:{:p}:{}",
+                Arc::as_ptr(decide).cast::<()>(),
+                known_hosts.as_deref().map(path).unwrap_or_default()
+            ),
+        }
+    }
+
     fn file(&self) -> Option<&Path> {
         match self {
             HostKeyPolicy::Strict { known_hosts } | HostKeyPolicy::AcceptNew { known_hosts } => {

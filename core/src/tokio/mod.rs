@@ -115,6 +115,11 @@ impl ClientError {
 /// may read a terminal). `None` skips the method.
 pub type PromptFn = Arc<dyn Fn(PromptRequest) -> Option<Vec<String>> + Send + Sync>;
 
+/// Hears each USERAUTH_BANNER as it arrives, sanitised for a terminal
+/// (see [`crate::terminal_safe`]), before authentication ends either way.
+/// Called in the connection's task: keep it short (print it, log it).
+pub type BannerFn = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// A question the server asks during authentication.
 #[derive(Clone, Debug)]
 pub enum PromptRequest {
@@ -160,6 +165,10 @@ pub struct ClientOptions {
     pub prompt: Option<PromptFn>,
     /// Limit on TCP connect + key exchange + authentication.
     pub connect_timeout: Option<Duration>,
+    /// Shows banners as they come (a CLI prints them to stderr, as ssh
+    /// does, even when authentication then fails). They are also kept for
+    /// [`Client::banners`].
+    pub on_banner: Option<BannerFn>,
 }
 
 impl ClientOptions {
@@ -176,6 +185,7 @@ impl ClientOptions {
             use_agent: true,
             prompt: None,
             connect_timeout: Some(Duration::from_secs(30)),
+            on_banner: None,
         }
     }
 }

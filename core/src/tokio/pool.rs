@@ -22,7 +22,8 @@ use crate::pool::{
 use crate::{Credential, Timestamp};
 
 /// Where pooled sessions go, and as whom. Targets with the same host, port,
-/// user and credentials share connections; any difference keeps them apart.
+/// user, credentials and host key policy share connections; any difference
+/// keeps them apart.
 #[derive(Clone, Debug)]
 pub struct Target {
     /// Host name or address.
@@ -41,7 +42,9 @@ impl Target {
 
     /// The pool key: host, port, user, and a digest of every credential the
     /// options can authenticate with (key fingerprints, identity file paths,
-    /// passwords, agent use), so no connection serves another credential.
+    /// passwords, agent use) and of the host key policy (its kind and
+    /// known_hosts file; for a callback, which callback), so no connection
+    /// serves another credential or a stricter policy than it was checked by.
     pub fn key(&self) -> PoolKey {
         let o = &self.options;
         let mut h = Sha256::new();
@@ -73,6 +76,10 @@ impl Target {
             h.update(b"agent:");
             h.update(std::env::var("SSH_AUTH_SOCK").unwrap_or_default());
         }
+        h.update(b"\n");
+        // A connection is only as trusted as the policy that accepted its
+        // host key: one dialled under AcceptAny must not serve a Strict target.
+        h.update(o.host_key_policy.identity().as_bytes());
         let digest = h.finalize();
         PoolKey {
             host: self.host.clone(),

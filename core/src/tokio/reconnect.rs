@@ -186,7 +186,13 @@ impl ReconnectingClient {
             async move { current(&shared).await?.open_direct_tcpip(&host, port, peer).await }
         };
         // The listener outlives connections: it stops only when dropped.
-        self.forwards.push(serve_local_forward(listener, host.to_owned(), port, open, || true));
+        self.forwards.push(serve_local_forward(
+            listener,
+            host.to_owned(),
+            port,
+            open,
+            std::future::pending(),
+        ));
         Ok(addr)
     }
 

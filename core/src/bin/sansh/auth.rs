@@ -127,21 +127,23 @@ pub fn prompt_fn(s: PromptSettings) -> PromptFn {
             if !s.can_prompt {
                 return None;
             }
+            // The server's words, made inert for the terminal like a banner.
+            let safe = |text: &str| sansh::terminal_safe(text.as_bytes());
             for text in [&name, &instruction] {
                 if !text.is_empty() {
-                    tty::say(&format!("{}\n", text.trim_end()));
+                    tty::say(&format!("{}\n", safe(text.trim_end())));
                 }
             }
             prompts
                 .iter()
-                .map(|p| if p.echo { tty::ask(&p.text) } else { tty::ask_hidden(&p.text) })
+                .map(|p| if p.echo { tty::ask(&safe(&p.text)) } else { tty::ask_hidden(&safe(&p.text)) })
                 .collect::<Option<Vec<String>>>()
         }
         PromptRequest::NewPassword { prompt } => {
             if !s.can_prompt {
                 return None;
             }
-            tty::say(&format!("{}\n", prompt.trim_end()));
+            tty::say(&format!("{}\n", sansh::terminal_safe(prompt.trim_end().as_bytes())));
             let new = tty::ask_hidden("Enter new password: ")?;
             let again = tty::ask_hidden("Retype new password: ")?;
             if new != again {

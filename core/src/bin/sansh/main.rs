@@ -229,6 +229,15 @@ fn client_options(a: &Args, user: &str, host: &str, port: u16) -> Result<ClientO
     if settings.env_password.is_some() || can_prompt {
         options.prompt = Some(auth::prompt_fn(settings));
     }
+    if !a.quiet {
+        // As they arrive, as ssh does: a banner shows even when the login
+        // it precedes then fails. Sanitised by the core (terminal_safe).
+        options.on_banner = Some(std::sync::Arc::new(|banner: &str| {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(banner.as_bytes());
+            let _ = err.flush();
+        }));
+    }
     tracing::debug!("connecting to {host} port {port} as {user}");
     Ok(options)
 }
@@ -358,11 +367,6 @@ async fn run(mut a: Args) -> i32 {
             return 255;
         }
     };
-    if !a.quiet {
-        for banner in client.banners() {
-            eprint!("{banner}");
-        }
-    }
     let exit_on_failure = o.exit_on_forward_failure.unwrap_or(false);
     let forwards = match forward::setup(&client, &a.local, &a.remote, exit_on_failure, false).await {
         Ok(f) => f,

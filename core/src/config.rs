@@ -64,6 +64,11 @@ impl Default for TransportConfig {
 }
 
 /// When to rekey. Whichever limit is reached first starts a key exchange.
+///
+/// The limits apply once the connection is authenticated: OpenSSH's sshd
+/// refuses a rekey before that, and the authentication timeout already
+/// bounds what either side can send until then. An explicit
+/// `Connection::rekey` works at any time after the first exchange.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RekeyLimits {
     /// Bytes in either direction since the last kex. `None` uses the cipher's

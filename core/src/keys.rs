@@ -403,7 +403,20 @@ pub fn sign(
             let blob = rsa_sign(&rsa_private_key(kp)?, alg, data, rng)?;
             Ok(encode_signature(alg, &blob))
         }
-        // Ed25519 and ECDSA (RFC 6979) are deterministic: no RNG involved.
+        // p521 0.13 has no RFC 6979 signer: its `Signer` draws the nonce
+        // from the OS. Sign with our seeded RNG instead, so the core stays
+        // pure and the same seed gives the same bytes.
+        KeypairData::Ecdsa(ssh_key::private::EcdsaKeypair::NistP521 { private, .. }) => {
+            let fail = |e: signature::Error| KeyError::Signing(e.to_string());
+            let key = p521::ecdsa::SigningKey::from_slice(private.as_slice()).map_err(fail)?;
+            let sig: p521::ecdsa::Signature =
+                signature::RandomizedSigner::try_sign_with_rng(&key, rng, data).map_err(fail)?;
+            let sig = Signature::try_from(sig).map_err(|e| KeyError::Signing(e.to_string()))?;
+            let mut out = Vec::with_capacity(sig.as_bytes().len() + 32);
+            ssh_encoding::Encode::encode(&sig, &mut out).map_err(|e| KeyError::Signing(e.to_string()))?;
+            Ok(out)
+        }
+        // Ed25519 and ECDSA P-256/P-384 (RFC 6979) are deterministic: no RNG involved.
         _ => {
             let sig: Signature =
                 signature::Signer::try_sign(key, data).map_err(|e| KeyError::Signing(e.to_string()))?;

@@ -410,7 +410,7 @@ pub fn sign(
             let fail = |e: signature::Error| KeyError::Signing(e.to_string());
             let key = p521::ecdsa::SigningKey::from_slice(private.as_slice()).map_err(fail)?;
             let sig: p521::ecdsa::Signature =
-                signature::RandomizedSigner::try_sign_with_rng(&key, rng, data).map_err(fail)?;
+                RandomizedSigner::try_sign_with_rng(&key, rng, data).map_err(fail)?;
             let sig = Signature::try_from(sig).map_err(|e| KeyError::Signing(e.to_string()))?;
             let mut out = Vec::with_capacity(sig.as_bytes().len() + 32);
             ssh_encoding::Encode::encode(&sig, &mut out).map_err(|e| KeyError::Signing(e.to_string()))?;

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sansh::Role;
-use sansh::testing::fuzz::{self, RecordingClient, Script, payload, string, u32be};
+use sansh::testing::fuzz::{self, Flags, RecordingClient, Script, payload, string, u32be};
+use sansh::{CipherAlgorithm, HostKeyAlgorithm, MacAlgorithm, Role};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -94,26 +94,96 @@ fn every_target_has_a_test_here() {
     }
 }
 
+/// Configs of the extension byte the seeds use: each aes*-ctr cipher,
+/// plain and encrypt-then-MAC HMACs, the P-521 host key, and
+/// `pass_unknown_requests`.
+fn extended_configs() -> [Flags; 4] {
+    let mac = |n: u8| n << Flags::MAC_SHIFT;
+    [
+        Flags::new(0, Flags::AES128_CTR | mac(1)),
+        Flags::new(0x10, Flags::AES192_CTR | mac(3) | Flags::PASS_UNKNOWN),
+        Flags::new(0, Flags::AES256_CTR | mac(5) | Flags::P521),
+        Flags::new(0x20, Flags::P521 | mac(6) | Flags::PASS_UNKNOWN),
+    ]
+}
+
 /// The recorded sessions replay: a client fed what the server sent logs in
 /// and runs its command (the targets start from the same state the seeds do).
 #[test]
 fn recorded_sessions_replay_through_the_targets() {
-    for flags in [0u8, 1, 2, 3, 0x10, 0x20, 0x30] {
+    let base = [0u8, 1, 2, 3, 0x10, 0x20, 0x30].map(Flags::from);
+    for flags in base.into_iter().chain(extended_configs()) {
         let rec = fuzz::record_session(flags);
-        assert!(rec.to_client.len() > 4, "flags {flags:#x}: {} chunks", rec.to_client.len());
+        assert!(rec.to_client.len() > 4, "{flags:?}: {} chunks", rec.to_client.len());
         // Data arrived on the session: the whole session ran.
-        assert!(rec.server_sent.iter().any(|p| p[0] == 94), "flags {flags:#x}: no CHANNEL_DATA");
+        assert!(rec.server_sent.iter().any(|p| p[0] == 94), "{flags:?}: no CHANNEL_DATA");
         let done = fuzz::Summary { authenticated: true, channels_closed: 1 };
         let mut s = Script::new(flags);
         for chunk in &rec.to_client {
             s.data(chunk);
         }
-        assert_eq!(fuzz::single_connection(Role::Client, &s.build()), done, "client, flags {flags:#x}");
+        assert_eq!(fuzz::single_connection(Role::Client, &s.build()), done, "client, {flags:?}");
         let mut s = Script::new(flags);
         for chunk in &rec.to_server {
             s.data(chunk);
         }
-        assert_eq!(fuzz::single_connection(Role::Server, &s.build()), done, "server, flags {flags:#x}");
+        assert_eq!(fuzz::single_connection(Role::Server, &s.build()), done, "server, {flags:?}");
+    }
+}
+
+/// The extension byte selects what it says, only after its marker, and
+/// leaves every other script as it was.
+#[test]
+fn the_extended_config_selects_ctr_hmac_p521_and_unknown_requests() {
+    let mac = |n: u8| n << Flags::MAC_SHIFT;
+    let cases = [
+        (
+            Flags::new(0, Flags::AES128_CTR | mac(1)),
+            CipherAlgorithm::Aes128Ctr,
+            Some(MacAlgorithm::HmacSha256Etm),
+        ),
+        (
+            Flags::new(0, Flags::AES192_CTR | mac(3)),
+            CipherAlgorithm::Aes192Ctr,
+            Some(MacAlgorithm::HmacSha256),
+        ),
+        (Flags::new(0, Flags::AES256_CTR | mac(5)), CipherAlgorithm::Aes256Ctr, Some(MacAlgorithm::HmacSha1)),
+        (Flags::new(1, Flags::AES256_CTR | mac(6)), CipherAlgorithm::Aes256Ctr, Some(MacAlgorithm::HmacSha1)),
+        (Flags::new(1, mac(2)), CipherAlgorithm::Aes128Gcm, None),
+    ];
+    for (flags, cipher, mac) in cases {
+        let n = fuzz::record_session(flags).negotiated.expect("the session ran a kex");
+        assert_eq!(
+            (n.cipher_c2s, n.cipher_s2c, n.mac_c2s, n.mac_s2c),
+            (cipher, cipher, mac, mac),
+            "{flags:?}"
+        );
+        assert_eq!(n.host_key, HostKeyAlgorithm::Ed25519, "{flags:?}");
+    }
+    let n = fuzz::record_session(Flags::new(0x10, Flags::P521)).negotiated.unwrap();
+    assert_eq!(n.host_key, HostKeyAlgorithm::EcdsaP521);
+    assert!(fuzz::fuzz_server_config(Flags::new(0, Flags::PASS_UNKNOWN)).pass_unknown_requests);
+    assert!(fuzz::fuzz_client_config(Flags::new(0, Flags::PASS_UNKNOWN)).pass_unknown_requests);
+    assert!(!fuzz::fuzz_client_config(0xff).pass_unknown_requests);
+    // Without the extension the server keeps exactly its four host keys
+    // (its KEXINIT, and so every recording, is what it was).
+    assert_eq!(fuzz::fuzz_server_config(0).host_keys.len(), 4);
+    assert_eq!(fuzz::fuzz_server_config(Flags::new(0, Flags::P521)).host_keys.len(), 5);
+    assert_eq!(Script::new(0x12).build(), [0x12]);
+    assert_eq!(Script::new(Flags::new(0x12, 0x40)).build(), [0x12, fuzz::EXTENDED_CONFIG, 0x40]);
+
+    // Post-auth: an x11 open is the application's with pass_unknown_requests
+    // (it accepts, and the peer's CLOSE closes it), and refused without
+    // (the CLOSE is then for a channel that does not exist).
+    let x11 = payload(90, &[&string(b"x11"), &u32be(8), &u32be(65536), &u32be(32768)]);
+    let close = payload(97, &[&u32be(0)]);
+    for role in [Role::Client, Role::Server] {
+        for (ext, closed) in [(Flags::PASS_UNKNOWN, 1), (0, 0)] {
+            let mut s = Script::new(Flags::new(0, ext));
+            s.inject(&x11).inject(&close).drain(1);
+            let summary = fuzz::post_auth(role, &s.build());
+            assert_eq!(summary.channels_closed, closed, "{role:?}, ext {ext:#x}");
+        }
     }
 }
 
@@ -304,10 +374,18 @@ fn client_payloads() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 fn post_auth_seeds(dir: &Path, target: &str, payloads: &[(&'static str, Vec<u8>)], client_ut: bool) {
-    for (flags, tag) in [(0u8, "auth"), (0x10, "preauth"), (0x88, "keepalive-manual"), (0x21, "aes-small")] {
+    let mac = |n: u8| n << Flags::MAC_SHIFT;
+    for (flags, tag) in [
+        (Flags::from(0), "auth"),
+        (Flags::from(0x10), "preauth"),
+        (Flags::from(0x88), "keepalive-manual"),
+        (Flags::from(0x21), "aes-small"),
+        (Flags::new(0, Flags::PASS_UNKNOWN | Flags::AES128_CTR | mac(1)), "ext-unknown-ctr"),
+        (Flags::new(0x10, Flags::P521 | Flags::AES256_CTR | mac(4)), "ext-preauth-p521-ctr"),
+    ] {
         for (name, p) in payloads {
             let mut s = Script::new(flags);
-            if flags & 0x10 == 0 {
+            if flags.base & 0x10 == 0 {
                 // A session first, so channel 0 exists on both sides.
                 if client_ut {
                     s.command(0, &[0]).drain(2);
@@ -350,6 +428,10 @@ fn post_auth_seeds(dir: &Path, target: &str, payloads: &[(&'static str, Vec<u8>)
 }
 
 fn wire_seeds(dir: &Path) {
+    // Every hand-made message, whole, for the all-decoders selector.
+    for (name, p) in server_payloads().into_iter().chain(client_payloads()) {
+        write_seed(dir, "wire_decode", &format!("msg-{name}"), &[[7u8].as_slice(), &p].concat());
+    }
     let rec = fuzz::record_session(0);
     for (n, p) in rec.client_sent.iter().chain(&rec.server_sent).enumerate() {
         let sel = match p[0] {
@@ -516,9 +598,13 @@ fn start_sshd(tmp: &Path) -> Option<Sshd> {
     }
     std::fs::create_dir_all("/run/sshd").ok()?;
     let mut host_keys = String::new();
-    for (kind, bits) in
-        [("ed25519", None), ("ecdsa", Some("256")), ("ecdsa", Some("384")), ("rsa", Some("3072"))]
-    {
+    for (kind, bits) in [
+        ("ed25519", None),
+        ("ecdsa", Some("256")),
+        ("ecdsa", Some("384")),
+        ("ecdsa", Some("521")),
+        ("rsa", Some("3072")),
+    ] {
         let path = tmp.join(format!("host_{kind}{}", bits.unwrap_or("")));
         let _ = std::fs::remove_file(&path);
         let mut c = Command::new("ssh-keygen");
@@ -558,7 +644,7 @@ fn start_sshd(tmp: &Path) -> Option<Sshd> {
 
 /// Logs in to sshd as the fuzz client (config `flags`), runs `echo hello`,
 /// and records every chunk received.
-fn record_openssh(port: u16, flags: u8) -> RecordingClient {
+fn record_openssh(port: u16, flags: Flags) -> RecordingClient {
     let mut client = RecordingClient::new(flags);
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_nodelay(true).unwrap();
@@ -598,18 +684,23 @@ fn regenerate_seed_corpus() {
     std::fs::create_dir_all(&tmp).unwrap();
 
     // In-memory sessions for every cipher and host key choice.
-    for flags in [0u8, 1, 2, 3, 4, 0x10, 0x20, 0x30, 0x08] {
+    let base = [0u8, 1, 2, 3, 4, 0x10, 0x20, 0x30, 0x08].map(Flags::from);
+    for flags in base.into_iter().chain(extended_configs()) {
         let rec = fuzz::record_session(flags);
+        let tag = match flags.ext {
+            0 => format!("pair-{:02x}", flags.base),
+            ext => format!("pair-ext-{:02x}-{ext:02x}", flags.base),
+        };
         let mut s = Script::new(flags);
         for c in &rec.to_client {
             s.data(c);
         }
-        write_seed(&dir, "client_input", &format!("pair-{flags:02x}"), &s.build());
+        write_seed(&dir, "client_input", &tag, &s.build());
         let mut s = Script::new(flags);
         for c in &rec.to_server {
             s.data(c);
         }
-        write_seed(&dir, "server_input", &format!("pair-{flags:02x}"), &s.build());
+        write_seed(&dir, "server_input", &tag, &s.build());
     }
     // Odd shapes: banner lines, a flood of ticks, commands before anything arrives.
     let mut s = Script::new(0);
@@ -629,19 +720,29 @@ fn regenerate_seed_corpus() {
     // A real OpenSSH server: what it sends a client, for client_input, and
     // its post-login payloads, for post_auth_client.
     if let Some(sshd) = start_sshd(&tmp) {
-        for flags in [0u8, 1, 2, 0x10, 0x20, 0x30] {
+        let mac = |n: u8| n << Flags::MAC_SHIFT;
+        let extended = [
+            Flags::new(0, Flags::AES128_CTR | mac(1)),
+            Flags::new(0, Flags::AES256_CTR | mac(4)),
+            Flags::new(0, Flags::AES192_CTR | mac(5) | Flags::P521),
+        ];
+        for flags in [0u8, 1, 2, 0x10, 0x20, 0x30].map(Flags::from).into_iter().chain(extended) {
             let mut rec = record_openssh(sshd.port, flags);
             assert!(
                 rec.authenticated(),
-                "flags {flags:#x}: no login to sshd: {:?}",
+                "{flags:?}: no login to sshd: {:?}",
                 std::fs::read_to_string(tmp.join("sshd.log"))
             );
-            assert!(rec.session_done(), "flags {flags:#x}: the session did not finish");
-            write_seed(&dir, "client_input", &format!("openssh-{flags:02x}"), &rec.script());
+            assert!(rec.session_done(), "{flags:?}: the session did not finish");
+            let tag = match flags.ext {
+                0 => format!("openssh-{:02x}", flags.base),
+                ext => format!("openssh-ext-{:02x}-{ext:02x}", flags.base),
+            };
+            write_seed(&dir, "client_input", &tag, &rec.script());
             // Replays through the target as it was recorded: logs in, runs the command.
             let done = fuzz::Summary { authenticated: true, channels_closed: 1 };
-            assert_eq!(fuzz::single_connection(Role::Client, &rec.script()), done, "flags {flags:#x}");
-            if flags == 0 {
+            assert_eq!(fuzz::single_connection(Role::Client, &rec.script()), done, "{flags:?}");
+            if flags == Flags::from(0) {
                 let payloads = rec.received_payloads();
                 let after_login = payloads.iter().skip_while(|p| p[0] != 52).skip(1);
                 for (i, p) in after_login.enumerate() {

@@ -13,7 +13,7 @@ use crate::error::{CloseReason, DisconnectCode, Error};
 use crate::event::Event;
 use crate::keys::{self, SignatureAlgorithm};
 use crate::transport::{Output, Shared};
-use crate::wire::{DecodeError, Reader, Writer, msg};
+use crate::wire::msg::{self, AuthRequestMethod, Message};
 
 /// What the layer below must do after an auth step.
 #[derive(Debug)]
@@ -105,10 +105,6 @@ pub(crate) struct ClientAuth {
     state: State,
 }
 
-fn malformed(message: &'static str) -> impl Fn(DecodeError) -> Error {
-    move |reason| Error::Malformed { message, reason }
-}
-
 impl ClientAuth {
     pub(crate) fn new(
         user: String,
@@ -126,20 +122,19 @@ impl ClientAuth {
         }
     }
 
-    fn request_header(&self, method: &str) -> Vec<u8> {
+    /// Sends a USERAUTH_REQUEST for `method`. The payload may hold a
+    /// secret: it is zeroed once sent.
+    fn send_request(&self, method: AuthRequestMethod<'_>, ctx: &mut Ctx<'_>) {
         let mut p = Vec::with_capacity(128);
-        p.put_u8(msg::USERAUTH_REQUEST);
-        p.put_str(&self.user);
-        p.put_str(SERVICE_CONNECTION);
-        p.put_str(method);
-        p
+        msg::UserauthRequest { user: &self.user, service: SERVICE_CONNECTION, method }.encode(&mut p);
+        ctx.out.send(&p, &mut ctx.shared.rng);
+        zeroize::Zeroize::zeroize(&mut p);
     }
 
     /// The service was accepted: probe with `none` to learn the methods.
     pub(crate) fn start(&mut self, ctx: &mut Ctx<'_>) {
         if matches!(self.state, State::Idle) {
-            let p = self.request_header("none");
-            ctx.out.send(&p, &mut ctx.shared.rng);
+            self.send_request(AuthRequestMethod::None, ctx);
             self.state = State::NoneSent;
         }
     }
@@ -200,11 +195,9 @@ impl ClientAuth {
                     };
                     let blob =
                         key.public().to_bytes().map_err(|e| Error::Internal { what: e.to_string() })?;
-                    let mut p = self.request_header("publickey");
-                    p.put_bool(false);
-                    p.put_str(alg.name());
-                    p.put_string(&blob);
-                    ctx.out.send(&p, &mut ctx.shared.rng);
+                    let query =
+                        AuthRequestMethod::PublicKey { algorithm: alg.name(), key: &blob, signature: None };
+                    self.send_request(query, ctx);
                     self.state = State::KeyQuery { key, alg, blob };
                 }
                 Credential::Password(password) => self.send_password(password, ctx),
@@ -214,10 +207,8 @@ impl ClientAuth {
                     self.state = State::AwaitPassword { id };
                 }
                 Credential::KeyboardInteractive => {
-                    let mut p = self.request_header("keyboard-interactive");
-                    p.put_str("");
-                    p.put_str("");
-                    ctx.out.send(&p, &mut ctx.shared.rng);
+                    let kbd = AuthRequestMethod::KeyboardInteractive { language: b"", submethods: b"" };
+                    self.send_request(kbd, ctx);
                     self.state = State::KbdSent;
                 }
             }
@@ -240,11 +231,8 @@ impl ClientAuth {
     }
 
     fn send_password(&mut self, password: Secret, ctx: &mut Ctx<'_>) {
-        let mut p = self.request_header("password");
-        p.put_bool(false);
-        p.put_str(password.expose());
-        ctx.out.send(&p, &mut ctx.shared.rng);
-        zeroize::Zeroize::zeroize(&mut p);
+        let method = AuthRequestMethod::Password { password: password.expose(), new_password: None };
+        self.send_request(method, ctx);
         self.state = State::PasswordSent { password };
     }
 
@@ -266,20 +254,16 @@ impl ClientAuth {
     pub(crate) fn handle(&mut self, payload: &[u8], ctx: &mut Ctx<'_>) -> Result<Step, Error> {
         let n = payload[0];
         let unexpected = |phase| Error::UnexpectedMessage { number: n, message: msg::name(n), phase };
-        let mut r = Reader::new(&payload[1..]);
         match n {
             msg::USERAUTH_BANNER => {
-                let m = malformed("USERAUTH_BANNER");
-                let message = r.string("message").map_err(&m)?;
-                let language = r.string("language tag").map_err(&m)?;
-                r.finish().map_err(&m)?;
+                let banner = msg::parse::<msg::UserauthBanner>(payload)?;
                 if matches!(self.state, State::Done) {
                     return Err(unexpected("after authentication succeeded"));
                 }
                 ctx.shared.events.push_back(Event::AuthBanner {
-                    message: crate::terminal_safe(message),
-                    raw: message.to_vec(),
-                    language: crate::terminal_safe(language),
+                    message: crate::terminal_safe(banner.message),
+                    raw: banner.message.to_vec(),
+                    language: crate::terminal_safe(banner.language),
                 });
                 Ok(Step::Continue)
             }
@@ -287,6 +271,7 @@ impl ClientAuth {
                 let Some((method, detail)) = self.in_flight() else {
                     return Err(unexpected("with no authentication request outstanding"));
                 };
+                msg::parse::<msg::UserauthSuccess>(payload)?;
                 if method != "none" {
                     self.record(method, detail, AuthOutcome::Success, ctx);
                 }
@@ -302,11 +287,9 @@ impl ClientAuth {
                 let Some((method, detail)) = self.in_flight() else {
                     return Err(unexpected("with no authentication request outstanding"));
                 };
-                let m = malformed("USERAUTH_FAILURE");
-                let remaining: Vec<String> =
-                    r.name_list("methods").map_err(&m)?.into_iter().map(str::to_owned).collect();
-                let partial = r.bool("partial success").map_err(&m)?;
-                r.finish().map_err(&m)?;
+                let failure = msg::parse::<msg::UserauthFailure>(payload)?;
+                let remaining: Vec<String> = failure.methods.into_iter().map(str::to_owned).collect();
+                let partial = failure.partial_success;
                 if method != "none" {
                     let outcome = if partial {
                         AuthOutcome::PartialSuccess { remaining: remaining.clone() }
@@ -326,13 +309,10 @@ impl ClientAuth {
             }
             msg::USERAUTH_60 => match std::mem::replace(&mut self.state, State::Failed) {
                 State::KeyQuery { key, alg, blob } => {
-                    let m = malformed("USERAUTH_PK_OK");
-                    let ok_alg = r.utf8("algorithm").map_err(&m)?;
-                    let ok_blob = r.string("key").map_err(&m)?;
-                    r.finish().map_err(&m)?;
-                    if ok_alg != alg.name() || ok_blob != blob.as_slice() {
+                    let ok = msg::parse::<msg::UserauthPkOk>(payload)?;
+                    if ok.algorithm != alg.name() || ok.key != blob.as_slice() {
                         return Err(Error::AuthProtocol {
-                            what: format!("PK_OK for a key we did not offer ({ok_alg})"),
+                            what: format!("PK_OK for a key we did not offer ({})", ok.algorithm),
                         });
                     }
                     let data = publickey_signed_data(&ctx.session_id, &self.user, alg, &blob);
@@ -371,25 +351,23 @@ impl ClientAuth {
                 // A change request answers our password, or (RFC 4252 §8:
                 // the new password was not acceptable) our change.
                 State::PasswordSent { password } | State::PasswordChangeSent { old: password } => {
-                    let m = malformed("USERAUTH_PASSWD_CHANGEREQ");
-                    let prompt = r.string("prompt").map_err(&m)?;
-                    r.string("language tag").map_err(&m)?;
-                    r.finish().map_err(&m)?;
+                    let req = msg::parse::<msg::UserauthPasswdChangereq>(payload)?;
                     let id = Self::next_id(ctx);
                     ctx.shared.events.push_back(Event::PasswordChangeRequest {
                         id,
-                        prompt: String::from_utf8_lossy(prompt).into_owned(),
+                        prompt: String::from_utf8_lossy(req.prompt).into_owned(),
                     });
                     self.state = State::AwaitPasswordChange { id, old: password };
                     Ok(Step::Continue)
                 }
                 State::KbdSent => {
-                    let m = malformed("USERAUTH_INFO_REQUEST");
-                    let name = String::from_utf8_lossy(r.string("name").map_err(&m)?).into_owned();
-                    let instruction =
-                        String::from_utf8_lossy(r.string("instruction").map_err(&m)?).into_owned();
-                    r.string("language tag").map_err(&m)?;
-                    let count = r.u32("number of prompts").map_err(&m)? as usize;
+                    let malformed = |reason| Error::Malformed {
+                        message: <msg::UserauthInfoRequest<'_> as Message<'_>>::NAME,
+                        reason,
+                    };
+                    // The count is checked before the prompts are read.
+                    let head = msg::UserauthInfoRequest::decode_head(payload).map_err(malformed)?;
+                    let count = head.count as usize;
                     if count > MAX_PROMPTS {
                         return Err(Error::AuthProtocol {
                             what: format!(
@@ -397,23 +375,23 @@ impl ClientAuth {
                             ),
                         });
                     }
-                    let mut prompts = Vec::with_capacity(count);
-                    for _ in 0..count {
-                        let text = String::from_utf8_lossy(r.string("prompt").map_err(&m)?).into_owned();
-                        let echo = r.bool("echo").map_err(&m)?;
-                        prompts.push(Prompt { text, echo });
-                    }
-                    r.finish().map_err(&m)?;
+                    let req = head.finish().map_err(malformed)?;
                     if count == 0 {
                         // Nothing to ask (some servers send this as a last step).
                         self.send_info_response(&[], ctx);
                         self.state = State::KbdSent;
                     } else {
+                        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                        let prompts = req
+                            .prompts
+                            .iter()
+                            .map(|p| Prompt { text: text(p.prompt), echo: p.echo })
+                            .collect();
                         let id = Self::next_id(ctx);
                         ctx.shared.events.push_back(Event::KeyboardInteractive {
                             id,
-                            name,
-                            instruction,
+                            name: text(req.name),
+                            instruction: text(req.instruction),
                             prompts,
                         });
                         self.state = State::AwaitKbdAnswers { id, count };
@@ -427,21 +405,14 @@ impl ClientAuth {
     }
 
     fn send_signed(&mut self, alg: SignatureAlgorithm, blob: &[u8], sig: &[u8], ctx: &mut Ctx<'_>) {
-        let mut p = self.request_header("publickey");
-        p.put_bool(true);
-        p.put_str(alg.name());
-        p.put_string(blob);
-        p.put_string(sig);
-        ctx.out.send(&p, &mut ctx.shared.rng);
+        let signed = AuthRequestMethod::PublicKey { algorithm: alg.name(), key: blob, signature: Some(sig) };
+        self.send_request(signed, ctx);
     }
 
     fn send_info_response(&mut self, answers: &[Secret], ctx: &mut Ctx<'_>) {
+        let responses = answers.iter().map(Secret::expose).collect();
         let mut p = Vec::with_capacity(64);
-        p.put_u8(msg::USERAUTH_INFO_RESPONSE);
-        p.put_u32(answers.len() as u32);
-        for a in answers {
-            p.put_str(a.expose());
-        }
+        msg::UserauthInfoResponse { responses }.encode(&mut p);
         ctx.out.send(&p, &mut ctx.shared.rng);
         zeroize::Zeroize::zeroize(&mut p);
     }
@@ -523,12 +494,9 @@ impl ClientAuth {
         };
         match new {
             Some(new) => {
-                let mut p = self.request_header("password");
-                p.put_bool(true);
-                p.put_str(old.expose());
-                p.put_str(new.expose());
-                ctx.out.send(&p, &mut ctx.shared.rng);
-                zeroize::Zeroize::zeroize(&mut p);
+                let change =
+                    AuthRequestMethod::Password { password: old.expose(), new_password: Some(new.expose()) };
+                self.send_request(change, ctx);
                 self.state = State::PasswordChangeSent { old };
                 Ok(Step::Continue)
             }

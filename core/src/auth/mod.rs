@@ -11,7 +11,8 @@ use ssh_key::{HashAlg, PrivateKey, PublicKey};
 use zeroize::Zeroizing;
 
 use crate::keys::SignatureAlgorithm;
-use crate::wire::{Writer, msg};
+use crate::wire::Writer;
+use crate::wire::msg::{self, Message};
 
 /// The service authentication unlocks.
 pub(crate) const SERVICE_CONNECTION: &str = "ssh-connection";
@@ -215,21 +216,20 @@ impl AuthMethod {
     }
 }
 
-/// The data a publickey signature covers (RFC 4252 §7).
+/// The data a publickey signature covers (RFC 4252 §7): the session id,
+/// then the signed USERAUTH_REQUEST up to its signature.
 pub(crate) fn publickey_signed_data(
     session_id: &[u8],
     user: &str,
     alg: SignatureAlgorithm,
     blob: &[u8],
 ) -> Vec<u8> {
+    let method = msg::AuthRequestMethod::PublicKey { algorithm: alg.name(), key: blob, signature: Some(&[]) };
+    let request = msg::UserauthRequest { user, service: SERVICE_CONNECTION, method };
     let mut d = Vec::with_capacity(session_id.len() + user.len() + blob.len() + 80);
     d.put_string(session_id);
-    d.put_u8(msg::USERAUTH_REQUEST);
-    d.put_str(user);
-    d.put_str(SERVICE_CONNECTION);
-    d.put_str("publickey");
-    d.put_bool(true);
-    d.put_str(alg.name());
-    d.put_string(blob);
+    request.encode(&mut d);
+    // Without the (empty) signature string that ends it.
+    d.truncate(d.len() - 4);
     d
 }

@@ -6,7 +6,8 @@ use super::{AuthMethod, MAX_PROMPTS, Prompt, SERVICE_CONNECTION, Secret, publick
 use crate::error::{CloseReason, DisconnectCode, Error};
 use crate::event::Event;
 use crate::keys::{self, SignatureAlgorithm};
-use crate::wire::{DecodeError, Reader, Writer, msg};
+use crate::wire::DecodeError;
+use crate::wire::msg::{self, AuthRequestMethod, Message};
 
 /// A request waiting for the application.
 #[derive(Debug, Clone)]
@@ -66,7 +67,7 @@ pub(crate) struct ServerAuth {
 const MAX_QUEUED_REQUESTS: usize = 16;
 
 fn malformed(reason: DecodeError) -> Error {
-    Error::Malformed { message: "USERAUTH_REQUEST", reason }
+    Error::Malformed { message: <msg::UserauthRequest<'_> as Message<'_>>::NAME, reason }
 }
 
 impl ServerAuth {
@@ -106,18 +107,15 @@ impl ServerAuth {
     fn send_banner(&mut self, ctx: &mut Ctx<'_>) {
         if let Some(banner) = self.banner.take() {
             let mut p = Vec::with_capacity(banner.len() + 16);
-            p.put_u8(msg::USERAUTH_BANNER);
-            p.put_str(&banner);
-            p.put_str("");
+            msg::UserauthBanner { message: banner.as_bytes(), language: b"" }.encode(&mut p);
             ctx.out.send(&p, &mut ctx.shared.rng);
         }
     }
 
     fn send_failure(&mut self, partial: bool, ctx: &mut Ctx<'_>) {
+        let methods = self.methods.iter().map(String::as_str).collect();
         let mut p = Vec::with_capacity(64);
-        p.put_u8(msg::USERAUTH_FAILURE);
-        p.put_name_list(&self.methods);
-        p.put_bool(partial);
+        msg::UserauthFailure { methods, partial_success: partial }.encode(&mut p);
         ctx.out.send(&p, &mut ctx.shared.rng);
     }
 
@@ -162,11 +160,10 @@ impl ServerAuth {
             self.queued.push_back(payload.to_vec());
             return Ok(Step::Continue);
         }
-        let mut r = Reader::new(&payload[1..]);
         match n {
             msg::USERAUTH_REQUEST if !self.done => {}
             msg::USERAUTH_REQUEST => return Ok(Step::Continue), // RFC 4252 §5.1: ignore after success
-            msg::USERAUTH_INFO_RESPONSE if self.info.is_some() => return self.info_response(&mut r, ctx),
+            msg::USERAUTH_INFO_RESPONSE if self.info.is_some() => return self.info_response(payload, ctx),
             _ => {
                 return Err(Error::UnexpectedMessage {
                     number: n,
@@ -177,9 +174,10 @@ impl ServerAuth {
         }
         // A new request abandons a keyboard-interactive exchange (RFC 4256 §3.4).
         self.info = None;
-        let user = r.utf8("user name").map_err(malformed)?.to_owned();
-        let service = r.utf8("service name").map_err(malformed)?;
-        let method = r.utf8("method name").map_err(malformed)?;
+        // The method's own fields are decoded only once the method is known
+        // to be offered: others are refused whatever they carry.
+        let head = msg::UserauthRequest::decode_head(payload).map_err(malformed)?;
+        let (user, service, method) = (head.user.to_owned(), head.service, head.method);
         if service != SERVICE_CONNECTION {
             return Err(Error::ServiceNotAvailable { service: service.to_owned() });
         }
@@ -205,25 +203,14 @@ impl ServerAuth {
         if method != "none" && !self.methods.iter().any(|m| m == method) {
             return Ok(self.refuse(counts, ctx));
         }
-        let step = match method {
-            "none" => {
-                r.finish().map_err(malformed)?;
-                self.ask(&user, Kind::None, counts, AuthMethod::None, ctx)
-            }
-            "password" => {
-                let change = r.bool("change flag").map_err(malformed)?;
-                let password = Secret::new(r.utf8("password").map_err(malformed)?);
-                let new_password =
-                    if change { Some(Secret::new(r.utf8("new password").map_err(malformed)?)) } else { None };
-                r.finish().map_err(malformed)?;
+        let step = match head.finish().map_err(malformed)? {
+            AuthRequestMethod::None => self.ask(&user, Kind::None, counts, AuthMethod::None, ctx),
+            AuthRequestMethod::Password { password, new_password } => {
+                let password = Secret::new(password);
+                let new_password = new_password.map(Secret::new);
                 self.ask(&user, Kind::Password, counts, AuthMethod::Password { password, new_password }, ctx)
             }
-            "publickey" => {
-                let signed = r.bool("has signature").map_err(malformed)?;
-                let alg_name = r.utf8("algorithm").map_err(malformed)?;
-                let blob = r.string("public key").map_err(malformed)?;
-                let sig = if signed { Some(r.string("signature").map_err(malformed)?) } else { None };
-                r.finish().map_err(malformed)?;
+            AuthRequestMethod::PublicKey { algorithm: alg_name, key: blob, signature: sig } => {
                 let (Some(alg), Ok(key)) =
                     (SignatureAlgorithm::from_name(alg_name), keys::parse_public_key(blob))
                 else {
@@ -258,11 +245,8 @@ impl ServerAuth {
                     }
                 }
             }
-            "keyboard-interactive" => {
-                r.string("language tag").map_err(malformed)?;
-                let submethods =
-                    String::from_utf8_lossy(r.string("submethods").map_err(malformed)?).into_owned();
-                r.finish().map_err(malformed)?;
+            AuthRequestMethod::KeyboardInteractive { submethods, .. } => {
+                let submethods = String::from_utf8_lossy(submethods).into_owned();
                 self.ask(
                     &user,
                     Kind::KeyboardInteractive,
@@ -273,25 +257,26 @@ impl ServerAuth {
             }
             // hostbased, gssapi-*, anything else we do not implement (even
             // if the application listed it).
-            _ => self.refuse(counts, ctx),
+            AuthRequestMethod::Other { .. } => self.refuse(counts, ctx),
         };
         Ok(step)
     }
 
-    fn info_response(&mut self, r: &mut Reader<'_>, ctx: &mut Ctx<'_>) -> Result<Step, Error> {
-        let m = |reason| Error::Malformed { message: "USERAUTH_INFO_RESPONSE", reason };
+    fn info_response(&mut self, payload: &[u8], ctx: &mut Ctx<'_>) -> Result<Step, Error> {
+        let m = |reason| Error::Malformed {
+            message: <msg::UserauthInfoResponse<'_> as Message<'_>>::NAME,
+            reason,
+        };
         let (pending, expected) = self.info.take().expect("checked by caller");
-        let count = r.u32("number of responses").map_err(m)? as usize;
+        // The count is checked before the responses are read.
+        let head = msg::UserauthInfoResponse::decode_head(payload).map_err(m)?;
+        let count = head.count as usize;
         if count != expected {
             return Err(Error::AuthProtocol {
                 what: format!("keyboard-interactive: {count} answers to {expected} prompts"),
             });
         }
-        let mut answers = Vec::with_capacity(count);
-        for _ in 0..count {
-            answers.push(Secret::new(r.utf8("response").map_err(m)?));
-        }
-        r.finish().map_err(m)?;
+        let answers = head.finish().map_err(m)?.responses.into_iter().map(Secret::new).collect();
         ctx.shared.events.push_back(Event::AuthInfoResponse { id: pending.id, answers });
         self.decision = Some(pending);
         Ok(Step::Continue)
@@ -311,13 +296,11 @@ impl ServerAuth {
         let p = self.take(id)?;
         if let Kind::PublicKeyQuery { alg, blob } = &p.kind {
             let mut out = Vec::with_capacity(blob.len() + 32);
-            out.put_u8(msg::USERAUTH_60);
-            out.put_str(alg.name());
-            out.put_string(blob);
+            msg::UserauthPkOk { algorithm: alg.name(), key: blob }.encode(&mut out);
             ctx.out.send(&out, &mut ctx.shared.rng);
             return Ok(Step::Continue);
         }
-        ctx.out.send(&[msg::USERAUTH_SUCCESS], &mut ctx.shared.rng);
+        ctx.out.send(&msg::UserauthSuccess.to_payload(), &mut ctx.shared.rng);
         self.done = true;
         Ok(Step::Authenticated { user: p.user, method: p.kind.method().to_owned() })
     }
@@ -369,9 +352,7 @@ impl ServerAuth {
             return Err(Error::InvalidState { what: "a password change answers a password request" });
         }
         let mut out = Vec::with_capacity(prompt.len() + 16);
-        out.put_u8(msg::USERAUTH_60);
-        out.put_str(prompt);
-        out.put_str("");
+        msg::UserauthPasswdChangereq { prompt: prompt.as_bytes(), language: b"" }.encode(&mut out);
         ctx.out.send(&out, &mut ctx.shared.rng);
         Ok(Step::Continue)
     }
@@ -392,16 +373,17 @@ impl ServerAuth {
                 what: "info requests answer keyboard-interactive, with at most 64 prompts",
             });
         }
+        let request = msg::UserauthInfoRequest {
+            name: name.as_bytes(),
+            instruction: instruction.as_bytes(),
+            language: b"",
+            prompts: prompts
+                .iter()
+                .map(|p| msg::InfoPrompt { prompt: p.text.as_bytes(), echo: p.echo })
+                .collect(),
+        };
         let mut out = Vec::with_capacity(128);
-        out.put_u8(msg::USERAUTH_60);
-        out.put_str(name);
-        out.put_str(instruction);
-        out.put_str("");
-        out.put_u32(prompts.len() as u32);
-        for pr in prompts {
-            out.put_str(&pr.text);
-            out.put_bool(pr.echo);
-        }
+        request.encode(&mut out);
         ctx.out.send(&out, &mut ctx.shared.rng);
         self.info = Some((p, prompts.len()));
         Ok(Step::Continue)

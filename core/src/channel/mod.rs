@@ -22,7 +22,10 @@ use crate::auth::client::Ctx;
 use crate::error::Error;
 use crate::event::Event;
 use crate::transport::Role;
-use crate::wire::{DecodeError, Reader, Writer, msg};
+use std::borrow::Cow;
+
+use crate::wire::Reader;
+use crate::wire::msg::{self, Message};
 
 /// The port a `tcpip-forward` to port 0 was bound to, from the data of its
 /// `Event::GlobalReply` (RFC 4254 §7.1).
@@ -231,10 +234,6 @@ pub(crate) struct ConnectionProtocol {
     pass_unknown: bool,
 }
 
-fn malformed(message: &'static str) -> impl Fn(DecodeError) -> Error {
-    move |reason| Error::Malformed { message, reason }
-}
-
 fn violation(channel: u32, what: impl Into<String>) -> Error {
     Error::ChannelProtocol { channel, what: what.into() }
 }
@@ -352,9 +351,8 @@ impl ConnectionProtocol {
     /// Handles a connection-protocol message.
     pub(crate) fn handle(&mut self, payload: &[u8], ctx: &mut Ctx<'_>) -> Result<(), Error> {
         let n = payload[0];
-        let mut r = Reader::new(&payload[1..]);
         match n {
-            msg::GLOBAL_REQUEST => self.on_global_request(&mut r, ctx),
+            msg::GLOBAL_REQUEST => self.on_global_request(msg::parse(payload)?, ctx),
             msg::REQUEST_SUCCESS | msg::REQUEST_FAILURE => {
                 let Some(to) = self.pending_replies.pop_front() else {
                     return Err(Error::UnexpectedMessage {
@@ -363,23 +361,23 @@ impl ConnectionProtocol {
                         phase: "with no global request pending",
                     });
                 };
+                let (success, data) = if n == msg::REQUEST_SUCCESS {
+                    (true, msg::parse::<msg::RequestSuccess>(payload)?.data)
+                } else {
+                    (false, msg::parse::<msg::RequestFailure>(payload)?.data)
+                };
                 match to {
-                    ReplyTo::App(id) => ctx.shared.events.push_back(Event::GlobalReply {
-                        id,
-                        success: n == msg::REQUEST_SUCCESS,
-                        data: r.remaining().to_vec(),
-                    }),
+                    ReplyTo::App(id) => {
+                        ctx.shared.events.push_back(Event::GlobalReply { id, success, data: data.to_vec() })
+                    }
                     ReplyTo::Probe(seq) => self.answered_probes.push(seq),
                 }
                 Ok(())
             }
-            msg::CHANNEL_OPEN => self.on_open(&mut r, ctx),
+            msg::CHANNEL_OPEN => self.on_open(msg::parse(payload)?, ctx),
             msg::CHANNEL_OPEN_CONFIRMATION => {
-                let m = malformed("CHANNEL_OPEN_CONFIRMATION");
-                let id = r.u32("recipient channel").map_err(&m)?;
-                let remote_id = r.u32("sender channel").map_err(&m)?;
-                let window = r.u32("initial window").map_err(&m)?;
-                let max_packet = r.u32("maximum packet").map_err(&m)?;
+                let msg::ChannelOpenConfirmation { recipient: id, sender: remote_id, window, max_packet } =
+                    msg::parse(payload)?;
                 let ch = self.peer_channel(id, "CHANNEL_OPEN_CONFIRMATION")?;
                 if ch.state != ChannelState::Opening {
                     return Err(violation(id, "CHANNEL_OPEN_CONFIRMATION for a channel not being opened"));
@@ -396,10 +394,9 @@ impl ConnectionProtocol {
                 Ok(())
             }
             msg::CHANNEL_OPEN_FAILURE => {
-                let m = malformed("CHANNEL_OPEN_FAILURE");
-                let id = r.u32("recipient channel").map_err(&m)?;
-                let reason = r.u32("reason code").map_err(&m)?;
-                let description = String::from_utf8_lossy(r.string("description").map_err(&m)?).into_owned();
+                let failure = msg::parse::<msg::ChannelOpenFailure>(payload)?;
+                let id = failure.recipient;
+                let description = String::from_utf8_lossy(failure.description).into_owned();
                 let ch = self.peer_channel(id, "CHANNEL_OPEN_FAILURE")?;
                 if ch.state != ChannelState::Opening {
                     return Err(violation(id, "CHANNEL_OPEN_FAILURE for a channel not being opened"));
@@ -408,16 +405,14 @@ impl ConnectionProtocol {
                 self.release(id);
                 ctx.shared.events.push_back(Event::ChannelOpenFailed {
                     channel: ChannelId(id),
-                    reason: OpenFailure(reason),
+                    reason: OpenFailure(failure.reason),
                     description,
                     unsent,
                 });
                 Ok(())
             }
             msg::CHANNEL_WINDOW_ADJUST => {
-                let m = malformed("CHANNEL_WINDOW_ADJUST");
-                let id = r.u32("recipient channel").map_err(&m)?;
-                let add = r.u32("bytes to add").map_err(&m)?;
+                let msg::ChannelWindowAdjust { recipient: id, bytes_to_add: add } = msg::parse(payload)?;
                 let ch = self.open_channel(id, "CHANNEL_WINDOW_ADJUST")?;
                 let window = ch.remote_window + u64::from(add);
                 if window > u64::from(u32::MAX) {
@@ -429,14 +424,14 @@ impl ConnectionProtocol {
             }
             msg::CHANNEL_DATA | msg::CHANNEL_EXTENDED_DATA => {
                 let name = msg::name(n);
-                let m = malformed(name);
-                let id = r.u32("recipient channel").map_err(&m)?;
-                let code = if n == msg::CHANNEL_EXTENDED_DATA {
-                    Some(r.u32("data type code").map_err(&m)?)
+                // Borrowed from the payload: the only copy is into the event.
+                let (id, code, data) = if n == msg::CHANNEL_DATA {
+                    let d = msg::parse::<msg::ChannelData>(payload)?;
+                    (d.recipient, None, d.data)
                 } else {
-                    None
+                    let d = msg::parse::<msg::ChannelExtendedData>(payload)?;
+                    (d.recipient, Some(d.code), d.data)
                 };
-                let data = r.string("data").map_err(&m)?;
                 let ch = self.open_channel(id, name)?;
                 if ch.eof_received {
                     return Err(violation(id, format!("{name} after the peer's EOF")));
@@ -472,7 +467,7 @@ impl ConnectionProtocol {
                 Ok(())
             }
             msg::CHANNEL_EOF => {
-                let id = r.u32("recipient channel").map_err(malformed("CHANNEL_EOF"))?;
+                let id = msg::parse::<msg::ChannelEof>(payload)?.recipient;
                 let ch = self.open_channel(id, "CHANNEL_EOF")?;
                 if !ch.eof_received {
                     ch.eof_received = true;
@@ -483,7 +478,7 @@ impl ConnectionProtocol {
                 Ok(())
             }
             msg::CHANNEL_CLOSE => {
-                let id = r.u32("recipient channel").map_err(malformed("CHANNEL_CLOSE"))?;
+                let id = msg::parse::<msg::ChannelClose>(payload)?.recipient;
                 let ch = self.open_channel(id, "CHANNEL_CLOSE")?;
                 ch.close_received = true;
                 // The peer takes nothing more: data still queued is dropped and reported.
@@ -499,10 +494,14 @@ impl ConnectionProtocol {
                 ctx.shared.events.push_back(Event::ChannelClosed { channel: ChannelId(id), unsent });
                 Ok(())
             }
-            msg::CHANNEL_REQUEST => self.on_channel_request(&mut r, ctx),
+            msg::CHANNEL_REQUEST => self.on_channel_request(msg::parse(payload)?, ctx),
             msg::CHANNEL_SUCCESS | msg::CHANNEL_FAILURE => {
                 let name = msg::name(n);
-                let id = r.u32("recipient channel").map_err(malformed(name))?;
+                let id = if n == msg::CHANNEL_SUCCESS {
+                    msg::parse::<msg::ChannelSuccess>(payload)?.recipient
+                } else {
+                    msg::parse::<msg::ChannelFailure>(payload)?.recipient
+                };
                 let ch = self.open_channel(id, name)?;
                 let Some(request) = ch.ours.pop_front() else {
                     return Err(violation(id, format!("{name} with no request pending")));
@@ -534,19 +533,16 @@ impl ConnectionProtocol {
         Ok(ch)
     }
 
-    fn on_global_request(&mut self, r: &mut Reader<'_>, ctx: &mut Ctx<'_>) -> Result<(), Error> {
-        let m = malformed("GLOBAL_REQUEST");
-        let name = r.utf8("request name").map_err(&m)?;
-        let want_reply = r.bool("want reply").map_err(&m)?;
+    fn on_global_request(&mut self, m: msg::GlobalRequest<'_>, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        let msg::GlobalRequest { name, want_reply, data } = m;
         let request = match (self.role, name) {
-            (Role::Server, "tcpip-forward") => Some(GlobalRequest::TcpipForward {
-                address: r.utf8("address to bind").map_err(&m)?.to_owned(),
-                port: r.u32("port to bind").map_err(&m)?,
-            }),
-            (Role::Server, "cancel-tcpip-forward") => Some(GlobalRequest::CancelTcpipForward {
-                address: r.utf8("address to bind").map_err(&m)?.to_owned(),
-                port: r.u32("port to bind").map_err(&m)?,
-            }),
+            (Role::Server, types::TCPIP_FORWARD | types::CANCEL_TCPIP_FORWARD) => {
+                let malformed = |reason| Error::Malformed {
+                    message: <msg::GlobalRequest<'_> as Message<'_>>::NAME,
+                    reason,
+                };
+                Some(GlobalRequest::decode(name, data).map_err(malformed)?)
+            }
             // OpenSSH servers probe clients with it (ClientAliveInterval)
             // and count unanswered probes: always answered by the core.
             (_, KEEPALIVE_REQUEST) => None,
@@ -554,7 +550,7 @@ impl ConnectionProtocol {
             // streamlocal-forward@openssh.com, a forward in the wrong direction):
             // the application's if it asked for them.
             (_, other) if self.pass_unknown => {
-                Some(GlobalRequest::Other { name: other.to_owned(), data: r.remaining().to_vec() })
+                Some(GlobalRequest::Other { name: other.to_owned(), data: data.to_vec() })
             }
             _ => None,
         };
@@ -585,28 +581,21 @@ impl ConnectionProtocol {
     fn flush_global_replies(&mut self, ctx: &mut Ctx<'_>) {
         while let Some(Incoming { reply: Some((ok, data)), .. }) = self.incoming.front() {
             let mut p = Vec::with_capacity(1 + data.len());
-            p.put_u8(if *ok { msg::REQUEST_SUCCESS } else { msg::REQUEST_FAILURE });
-            p.extend_from_slice(data);
+            if *ok {
+                msg::RequestSuccess { data }.encode(&mut p);
+            } else {
+                msg::RequestFailure { data }.encode(&mut p);
+            }
             ctx.out.send(&p, &mut ctx.shared.rng);
             self.incoming.pop_front();
         }
     }
 
-    fn on_open(&mut self, r: &mut Reader<'_>, ctx: &mut Ctx<'_>) -> Result<(), Error> {
-        let m = malformed("CHANNEL_OPEN");
-        let name = r.utf8("channel type").map_err(&m)?.to_owned();
-        let remote_id = r.u32("sender channel").map_err(&m)?;
-        let window = r.u32("initial window").map_err(&m)?;
-        let max_packet = r.u32("maximum packet").map_err(&m)?;
-        let kind = ChannelKind::decode(&name, r).map_err(&m)?;
+    fn on_open(&mut self, m: msg::ChannelOpen<'_>, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        let (remote_id, window, max_packet) = (m.sender, m.window, m.max_packet);
+        let kind = m.kind.into_owned();
         let refuse = |reason: OpenFailure, text: &str, ctx: &mut Ctx<'_>| {
-            let mut p = Vec::with_capacity(64);
-            p.put_u8(msg::CHANNEL_OPEN_FAILURE);
-            p.put_u32(remote_id);
-            p.put_u32(reason.0);
-            p.put_str(text);
-            p.put_str("");
-            ctx.out.send(&p, &mut ctx.shared.rng);
+            send_open_failure(remote_id, reason, text, ctx)
         };
         let acceptable = match (&kind, self.role) {
             (ChannelKind::Session | ChannelKind::DirectTcpip { .. }, Role::Server) => true,
@@ -646,12 +635,8 @@ impl ConnectionProtocol {
         Ok(())
     }
 
-    fn on_channel_request(&mut self, r: &mut Reader<'_>, ctx: &mut Ctx<'_>) -> Result<(), Error> {
-        let m = malformed("CHANNEL_REQUEST");
-        let id = r.u32("recipient channel").map_err(&m)?;
-        let name = r.utf8("request type").map_err(&m)?.to_owned();
-        let want_reply = r.bool("want reply").map_err(&m)?;
-        let request = ChannelRequest::decode(&name, r).map_err(&m)?;
+    fn on_channel_request(&mut self, m: msg::ChannelRequest<'_>, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        let (id, want_reply, request) = (m.recipient, m.want_reply, m.request.into_owned());
         let role = self.role;
         let pass_unknown = self.pass_unknown;
         let request_id = Self::next_id(ctx);
@@ -741,13 +726,14 @@ impl ConnectionProtocol {
         }
         let ch = Channel::new(kind.clone(), ChannelState::Opening, opts);
         let id = self.allocate(ch).ok_or(Error::TooManyChannels { max: self.max_channels })?;
+        let open = msg::ChannelOpen {
+            kind: Cow::Owned(kind),
+            sender: id.0,
+            window: opts.window,
+            max_packet: opts.max_packet,
+        };
         let mut p = Vec::with_capacity(64);
-        p.put_u8(msg::CHANNEL_OPEN);
-        p.put_str(kind.name());
-        p.put_u32(id.0);
-        p.put_u32(opts.window);
-        p.put_u32(opts.max_packet);
-        kind.encode_data(&mut p);
+        open.encode(&mut p);
         ctx.out.send(&p, &mut ctx.shared.rng);
         Ok(id)
     }
@@ -771,12 +757,14 @@ impl ConnectionProtocol {
         ch.local_window = opts.window;
         ch.max_packet = opts.max_packet;
         ch.manual_window = opts.manual_window;
+        let confirm = msg::ChannelOpenConfirmation {
+            recipient: ch.remote_id,
+            sender: id.0,
+            window: opts.window,
+            max_packet: opts.max_packet,
+        };
         let mut p = Vec::with_capacity(17);
-        p.put_u8(msg::CHANNEL_OPEN_CONFIRMATION);
-        p.put_u32(ch.remote_id);
-        p.put_u32(id.0);
-        p.put_u32(opts.window);
-        p.put_u32(opts.max_packet);
+        confirm.encode(&mut p);
         ctx.out.send(&p, &mut ctx.shared.rng);
         self.flush(id.0, ctx);
         Ok(())
@@ -794,13 +782,7 @@ impl ConnectionProtocol {
         if ch.state != ChannelState::Offered {
             return Err(Error::InvalidState { what: "reject_channel answers ChannelOpenRequest" });
         }
-        let mut p = Vec::with_capacity(64);
-        p.put_u8(msg::CHANNEL_OPEN_FAILURE);
-        p.put_u32(ch.remote_id);
-        p.put_u32(reason.0);
-        p.put_str(text);
-        p.put_str("");
-        ctx.out.send(&p, &mut ctx.shared.rng);
+        send_open_failure(ch.remote_id, reason, text, ctx);
         // The peer never had the channel: the number is free again at once.
         if let Some(slot) = self.slots.get_mut(id.0 as usize) {
             *slot = Slot::Free;
@@ -824,11 +806,8 @@ impl ConnectionProtocol {
             return Err(Error::InvalidState { what: "channel requests need an open channel" });
         }
         let mut p = Vec::with_capacity(64);
-        p.put_u8(msg::CHANNEL_REQUEST);
-        p.put_u32(ch.remote_id);
-        p.put_str(request.name());
-        p.put_bool(want_reply);
-        request.encode_data(&mut p);
+        msg::ChannelRequest { recipient: ch.remote_id, want_reply, request: Cow::Borrowed(request) }
+            .encode(&mut p);
         // Behind data still waiting for window, so that e.g. exit-status
         // reaches the peer after the output written before it. Replies
         // still match in order: queued requests go out in order.
@@ -871,12 +850,8 @@ impl ConnectionProtocol {
         to: ReplyTo,
         ctx: &mut Ctx<'_>,
     ) {
-        ctx.out.send_with(&mut ctx.shared.rng, |p, _| {
-            p.put_u8(msg::GLOBAL_REQUEST);
-            p.put_str(name);
-            p.put_bool(want_reply);
-            p.extend_from_slice(data);
-        });
+        ctx.out
+            .send_with(&mut ctx.shared.rng, |p, _| msg::GlobalRequest { name, want_reply, data }.encode(p));
         if want_reply {
             self.pending_replies.push_back(to);
         }
@@ -966,9 +941,7 @@ impl ConnectionProtocol {
         }
         if let Some(add) = ch.grant(n) {
             let mut p = Vec::with_capacity(9);
-            p.put_u8(msg::CHANNEL_WINDOW_ADJUST);
-            p.put_u32(ch.remote_id);
-            p.put_u32(add);
+            msg::ChannelWindowAdjust { recipient: ch.remote_id, bytes_to_add: add }.encode(&mut p);
             ctx.out.send(&p, &mut ctx.shared.rng);
         }
     }
@@ -1022,8 +995,7 @@ impl ConnectionProtocol {
                 Outbound::Request(payload) => ctx.out.send(&payload, &mut ctx.shared.rng),
                 Outbound::Eof => {
                     let mut p = Vec::with_capacity(5);
-                    p.put_u8(msg::CHANNEL_EOF);
-                    p.put_u32(ch.remote_id);
+                    msg::ChannelEof { recipient: ch.remote_id }.encode(&mut p);
                     ctx.out.send(&p, &mut ctx.shared.rng);
                 }
             }
@@ -1055,16 +1027,10 @@ fn send_data(ch: &mut Channel, code: Option<u32>, data: &[u8], ctx: &mut Ctx<'_>
         let n = (data.len() - sent).min(chunk_max).min(ch.remote_window as usize);
         let chunk = &data[sent..sent + n];
         let remote = ch.remote_id;
-        ctx.out.seal_with(&mut ctx.shared.rng, |buf| {
-            match code {
-                None => buf.put_u8(msg::CHANNEL_DATA),
-                Some(_) => buf.put_u8(msg::CHANNEL_EXTENDED_DATA),
-            }
-            buf.put_u32(remote);
-            if let Some(c) = code {
-                buf.put_u32(c);
-            }
-            buf.put_string(chunk);
+        // Encoded straight into the transmit buffer: the only copy of the data.
+        ctx.out.seal_with(&mut ctx.shared.rng, |buf| match code {
+            None => msg::ChannelData { recipient: remote, data: chunk }.encode(buf),
+            Some(code) => msg::ChannelExtendedData { recipient: remote, code, data: chunk }.encode(buf),
         });
         ch.remote_window -= n as u64;
         sent += n;
@@ -1074,8 +1040,19 @@ fn send_data(ch: &mut Channel, code: Option<u32>, data: &[u8], ctx: &mut Ctx<'_>
 
 fn send_close(remote: u32, ctx: &mut Ctx<'_>) {
     let mut p = Vec::with_capacity(5);
-    p.put_u8(msg::CHANNEL_CLOSE);
-    p.put_u32(remote);
+    msg::ChannelClose { recipient: remote }.encode(&mut p);
+    ctx.out.send(&p, &mut ctx.shared.rng);
+}
+
+fn send_open_failure(remote: u32, reason: OpenFailure, text: &str, ctx: &mut Ctx<'_>) {
+    let failure = msg::ChannelOpenFailure {
+        recipient: remote,
+        reason: reason.0,
+        description: text.as_bytes(),
+        language: b"",
+    };
+    let mut p = Vec::with_capacity(64);
+    failure.encode(&mut p);
     ctx.out.send(&p, &mut ctx.shared.rng);
 }
 
@@ -1086,8 +1063,11 @@ fn flush_channel_replies(ch: &mut Channel, ctx: &mut Ctx<'_>) {
     }
     while let Some(Incoming { reply: Some((ok, _)), .. }) = ch.theirs.front() {
         let mut p = Vec::with_capacity(5);
-        p.put_u8(if *ok { msg::CHANNEL_SUCCESS } else { msg::CHANNEL_FAILURE });
-        p.put_u32(ch.remote_id);
+        if *ok {
+            msg::ChannelSuccess { recipient: ch.remote_id }.encode(&mut p);
+        } else {
+            msg::ChannelFailure { recipient: ch.remote_id }.encode(&mut p);
+        }
         ctx.out.send(&p, &mut ctx.shared.rng);
         ch.theirs.pop_front();
     }

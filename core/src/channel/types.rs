@@ -437,6 +437,51 @@ pub enum GlobalRequest {
     },
 }
 
+/// `tcpip-forward` (RFC 4254 §7.1).
+pub(crate) const TCPIP_FORWARD: &str = "tcpip-forward";
+/// `cancel-tcpip-forward` (RFC 4254 §7.1).
+pub(crate) const CANCEL_TCPIP_FORWARD: &str = "cancel-tcpip-forward";
+
+impl GlobalRequest {
+    /// The request name.
+    pub fn name(&self) -> &str {
+        match self {
+            GlobalRequest::TcpipForward { .. } => TCPIP_FORWARD,
+            GlobalRequest::CancelTcpipForward { .. } => CANCEL_TCPIP_FORWARD,
+            GlobalRequest::Other { name, .. } => name,
+        }
+    }
+
+    /// Appends the request-specific data (what follows want-reply in GLOBAL_REQUEST).
+    pub(crate) fn encode_data(&self, out: &mut Vec<u8>) {
+        match self {
+            GlobalRequest::TcpipForward { address, port }
+            | GlobalRequest::CancelTcpipForward { address, port } => {
+                out.put_str(address);
+                out.put_u32(*port);
+            }
+            GlobalRequest::Other { data, .. } => out.extend_from_slice(data),
+        }
+    }
+
+    /// Decodes the data of request `name` (as a server reads it: the
+    /// forwarding requests typed, any other raw).
+    pub(crate) fn decode(name: &str, data: &[u8]) -> Result<GlobalRequest, DecodeError> {
+        let mut r = Reader::new(data);
+        Ok(match name {
+            TCPIP_FORWARD => GlobalRequest::TcpipForward {
+                address: r.utf8("address to bind")?.to_owned(),
+                port: r.u32("port to bind")?,
+            },
+            CANCEL_TCPIP_FORWARD => GlobalRequest::CancelTcpipForward {
+                address: r.utf8("address to bind")?.to_owned(),
+                port: r.u32("port to bind")?,
+            },
+            other => GlobalRequest::Other { name: other.to_owned(), data: data.to_vec() },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

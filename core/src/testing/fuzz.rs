@@ -48,7 +48,8 @@ use crate::time::{Duration, Timestamp};
 use crate::transport::kex::{self, KexAlgorithm, KexInit};
 use crate::transport::packet::Opener;
 use crate::transport::version::VersionReader;
-use crate::transport::{CipherAlgorithm, HostKeyAlgorithm, Role};
+use crate::transport::{CipherAlgorithm, HostKeyAlgorithm, MacAlgorithm, Role};
+use crate::wire::msg::{self, Message};
 use crate::wire::{Reader, Writer};
 
 /// A fuzz target: its name (the directory under `fuzz/corpus/`) and body.
@@ -151,14 +152,106 @@ pub mod op {
     pub const EOF_OR_PEER_COMMAND: u8 = 7;
 }
 
+/// Second byte of a script that announces a second config byte
+/// ([`Flags::ext`]) right after it. No committed input had it there when
+/// it was introduced, so every older input keeps its meaning (and as an
+/// op it would only toggle HOLD).
+pub const EXTENDED_CONFIG: u8 = 0xcd;
+
+/// The config of a stateful target: the script's first byte and, after
+/// [`EXTENDED_CONFIG`], an extension byte that is 0 when absent (0 is the
+/// behaviour from before it existed). See fuzz/README.md for the bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Flags {
+    /// Ciphers, strict kex, keepalive, host keys or post-auth modes, the
+    /// application's behaviour (bits described in fuzz/README.md).
+    pub base: u8,
+    /// Extension: bit 0 `pass_unknown_requests`, bits 1–2 an aes*-ctr
+    /// cipher instead of the base byte's, bits 3–5 the MACs, bit 6 the
+    /// ecdsa-sha2-nistp521 host key.
+    pub ext: u8,
+}
+
+impl From<u8> for Flags {
+    fn from(base: u8) -> Self {
+        Flags { base, ext: 0 }
+    }
+}
+
+impl Flags {
+    /// `pass_unknown_requests` on both sides.
+    pub const PASS_UNKNOWN: u8 = 0x01;
+    /// aes128-ctr (`ext` bits 1–2 = 1; 2: aes192-ctr, 3: aes256-ctr).
+    pub const AES128_CTR: u8 = 0x02;
+    /// aes192-ctr.
+    pub const AES192_CTR: u8 = 0x04;
+    /// aes256-ctr.
+    pub const AES256_CTR: u8 = 0x06;
+    /// Shift of the MAC choice (`ext` bits 3–5): 0 and 7 every MAC in our
+    /// order, 1–5 the one MAC `MacAlgorithm::ALL[n - 1]`, 6 every MAC in
+    /// reverse order.
+    pub const MAC_SHIFT: u8 = 3;
+    /// ecdsa-sha2-nistp521: the only host key algorithm of both sides (the
+    /// server gets a P-521 key).
+    pub const P521: u8 = 0x40;
+
+    /// Both bytes.
+    pub fn new(base: u8, ext: u8) -> Self {
+        Flags { base, ext }
+    }
+
+    /// Reads the config at the start of a script.
+    fn read(b: &mut Bytes<'_>) -> Self {
+        let base = b.u8();
+        let ext = if b.rest().first() == Some(&EXTENDED_CONFIG) {
+            b.u8();
+            b.u8()
+        } else {
+            0
+        };
+        Flags { base, ext }
+    }
+
+    fn cipher_override(self) -> Option<CipherAlgorithm> {
+        match (self.ext >> 1) & 3 {
+            0 => None,
+            1 => Some(CipherAlgorithm::Aes128Ctr),
+            2 => Some(CipherAlgorithm::Aes192Ctr),
+            _ => Some(CipherAlgorithm::Aes256Ctr),
+        }
+    }
+
+    fn macs(self) -> Vec<MacAlgorithm> {
+        match usize::from((self.ext >> Self::MAC_SHIFT) & 7) {
+            0 | 7 => MacAlgorithm::ALL.to_vec(),
+            6 => MacAlgorithm::ALL.iter().rev().copied().collect(),
+            n => vec![MacAlgorithm::ALL[n - 1]],
+        }
+    }
+
+    fn pass_unknown(self) -> bool {
+        self.ext & Self::PASS_UNKNOWN != 0
+    }
+
+    fn p521(self) -> bool {
+        self.ext & Self::P521 != 0
+    }
+}
+
 /// Builds inputs for the stateful targets (seed corpora and tests).
 #[derive(Clone, Debug, Default)]
 pub struct Script(pub Vec<u8>);
 
 impl Script {
-    /// A script starting with the config `flags` byte.
-    pub fn new(flags: u8) -> Self {
-        Script(vec![flags])
+    /// A script starting with the config (`flags`: the base byte, or
+    /// [`Flags`] with an extension, written after [`EXTENDED_CONFIG`]).
+    pub fn new(flags: impl Into<Flags>) -> Self {
+        let flags = flags.into();
+        let mut s = vec![flags.base];
+        if flags.ext != 0 {
+            s.extend_from_slice(&[EXTENDED_CONFIG, flags.ext]);
+        }
+        Script(s)
     }
 
     fn chunked(&mut self, code: u8, bytes: &[u8]) -> &mut Self {
@@ -271,7 +364,9 @@ const CHANNEL_REQUEST_NAMES: [&str; 11] = [
 const CHANNEL_KIND_NAMES: [&str; 4] = ["session", "direct-tcpip", "forwarded-tcpip", "x11"];
 
 /// Every message decoder on arbitrary bytes, with decode→encode→decode
-/// equality wherever decoding succeeds. The first byte picks the decoder.
+/// equality wherever decoding succeeds. The first byte picks the decoder
+/// (modulo 8); 7 runs all of them on the same bytes, every message type
+/// included.
 pub fn wire_decode(data: &[u8]) {
     let Some((&selector, payload)) = data.split_first() else { return };
     match selector % 8 {
@@ -289,16 +384,28 @@ pub fn wire_decode(data: &[u8]) {
             channel_kind_round_trip(payload);
             reader_writer_round_trip(payload);
             let _ = crate::channel::bound_port(payload);
+            messages_round_trip(payload);
         }
     }
 }
 
+/// `payload` with its first byte (the message number) set to `number`,
+/// or None when empty: the fuzzer's first byte does not have to guess it.
+fn numbered(payload: &[u8], number: u8) -> Option<Vec<u8>> {
+    let mut p = payload.to_vec();
+    *p.first_mut()? = number;
+    Some(p)
+}
+
 fn kexinit_round_trip(payload: &[u8]) {
-    let Ok(k) = KexInit::decode(payload) else { return };
-    let encoded = k.encode();
+    // The decoder used to skip the number unchecked; it checks it now, so
+    // the corpus keeps its meaning with the number set here.
+    let Some(payload) = numbered(payload, msg::KEXINIT) else { return };
+    let Ok(k) = KexInit::decode(&payload) else { return };
+    let encoded = k.to_payload();
     let again = KexInit::decode(&encoded).expect("an encoded KEXINIT decodes");
     assert_eq!(again, k, "KEXINIT round trip");
-    assert_eq!(again.encode(), encoded, "KEXINIT encoding is stable");
+    assert_eq!(again.to_payload(), encoded, "KEXINIT encoding is stable");
     // Negotiation against our own KEXINIT, as either side: errors are fine
     // (no common algorithm), an internal error or a panic is not.
     for (client, server) in [(&our_kexinit(Role::Client), &k), (&k, &our_kexinit(Role::Server))] {
@@ -347,6 +454,138 @@ fn channel_kind_round_trip(payload: &[u8]) {
         check(name, payload);
     }
 }
+
+/// Decodes `$payload` as message `msg::$ty`; when that succeeds, encoding
+/// and decoding again gives the same value, and encoding that gives the
+/// same bytes. Evaluates to the decoded value, if any.
+macro_rules! round_trip {
+    ($ty:ident, $payload:expr) => {{
+        let decoded = msg::$ty::decode($payload).ok();
+        if let Some(v) = &decoded {
+            let encoded = v.to_payload();
+            let again = msg::$ty::decode(&encoded)
+                .unwrap_or_else(|e| panic!("{}: its own encoding does not decode: {e}", stringify!($ty)));
+            assert_eq!(&again, v, "{} round trip", stringify!($ty));
+            assert_eq!(again.to_payload(), encoded, "{} encoding is stable", stringify!($ty));
+        }
+        decoded
+    }};
+}
+
+/// Method names whose USERAUTH_REQUEST fields have a decoder (and one without).
+const AUTH_METHOD_NAMES: [&str; 5] = ["none", "password", "publickey", "keyboard-interactive", "hostbased"];
+
+/// Every message type of `wire::msg` on the same bytes: `payload` taken as
+/// a whole payload, its first byte replaced by each type's number.
+fn messages_round_trip(payload: &[u8]) {
+    let Some(mut p) = numbered(payload, 0) else { return };
+    let body = &payload[1..];
+    macro_rules! each {
+        ($($ty:ident),* $(,)?) => {$({
+            p[0] = <msg::$ty<'_> as Message<'_>>::NUMBER;
+            round_trip!($ty, &p);
+        })*};
+    }
+    // Those with a lifetime...
+    each!(
+        Disconnect,
+        DebugMessage,
+        ServiceRequest,
+        ServiceAccept,
+        ExtInfo,
+        KexEcdhInit,
+        KexEcdhReply,
+        Pong,
+        UserauthBanner,
+        UserauthPkOk,
+        UserauthPasswdChangereq,
+        RequestSuccess,
+        RequestFailure,
+        ChannelOpen,
+        ChannelOpenFailure,
+        ChannelData,
+        ChannelExtendedData,
+        ChannelRequest,
+    );
+    // ... and those without.
+    macro_rules! each_static {
+        ($($ty:ident),* $(,)?) => {$({
+            p[0] = <msg::$ty as Message<'_>>::NUMBER;
+            round_trip!($ty, &p);
+        })*};
+    }
+    each_static!(
+        Unimplemented,
+        NewKeys,
+        UserauthSuccess,
+        ChannelOpenConfirmation,
+        ChannelWindowAdjust,
+        ChannelEof,
+        ChannelClose,
+        ChannelSuccess,
+        ChannelFailure,
+    );
+
+    // IGNORE: the in-place encoder (keepalive padding) writes what the plain one does.
+    p[0] = msg::IGNORE;
+    if let Some(ignore) = round_trip!(Ignore, &p) {
+        let mut filled = Vec::new();
+        msg::Ignore::encode_filled(&mut filled, ignore.data.len(), |d| d.copy_from_slice(ignore.data));
+        assert_eq!(filled, ignore.to_payload(), "IGNORE encoded in place");
+    }
+    p[0] = msg::PING;
+    round_trip!(Ping, &p);
+
+    // USERAUTH_REQUEST, whole and in two steps (as the server decodes it),
+    // and the fields of every method on the bytes after the number.
+    p[0] = msg::USERAUTH_REQUEST;
+    let whole = round_trip!(UserauthRequest, &p);
+    if let Ok(head) = msg::UserauthRequest::decode_head(&p) {
+        let stepwise = head.finish().ok().map(|method| msg::UserauthRequest {
+            user: head.user,
+            service: head.service,
+            method,
+        });
+        assert_eq!(stepwise, whole, "USERAUTH_REQUEST decoded in two steps");
+    }
+    for name in AUTH_METHOD_NAMES {
+        let Ok(method) = msg::AuthRequestMethod::decode(name, body) else { continue };
+        assert_eq!(method.name(), name);
+        let mut fields = Vec::new();
+        method.encode_fields(&mut fields);
+        let again = msg::AuthRequestMethod::decode(name, &fields).expect("encoded method fields decode");
+        assert_eq!(again, method, "{name} fields round trip");
+    }
+
+    // The keyboard-interactive messages, whole and in two steps.
+    p[0] = msg::USERAUTH_60;
+    let whole = round_trip!(UserauthInfoRequest, &p);
+    if let Ok(head) = msg::UserauthInfoRequest::decode_head(&p) {
+        assert_eq!(head.finish().ok(), whole, "INFO_REQUEST decoded in two steps");
+    }
+    p[0] = msg::USERAUTH_INFO_RESPONSE;
+    let whole = round_trip!(UserauthInfoResponse, &p);
+    if let Ok(head) = msg::UserauthInfoResponse::decode_head(&p) {
+        assert_eq!(head.finish().ok(), whole, "INFO_RESPONSE decoded in two steps");
+    }
+
+    // GLOBAL_REQUEST, and the typed data of the forwarding requests (as a
+    // server reads them) for the name in the message and for each known one.
+    p[0] = msg::GLOBAL_REQUEST;
+    let request = round_trip!(GlobalRequest, &p);
+    let named = request.iter().map(|r| (r.name, r.data));
+    let known = [TCPIP_FORWARD_NAMES[0], TCPIP_FORWARD_NAMES[1]].into_iter().map(|n| (n, body));
+    for (name, data) in named.chain(known) {
+        let Ok(typed) = GlobalRequest::decode(name, data) else { continue };
+        assert_eq!(typed.name(), name, "global request name");
+        let mut out = Vec::new();
+        typed.encode_data(&mut out);
+        let again = GlobalRequest::decode(name, &out).expect("encoded global request data decodes");
+        assert_eq!(again, typed, "global request data round trip");
+    }
+}
+
+const TCPIP_FORWARD_NAMES: [&str; 2] = ["tcpip-forward", "cancel-tcpip-forward"];
 
 /// A value read by one step of a reader script.
 #[derive(Debug, PartialEq, Eq)]
@@ -694,16 +933,20 @@ fn base_server() -> &'static ServerConfig {
     })
 }
 
-/// Applies the transport bits of a config byte (shared by both roles):
+/// Applies the transport bits of the config (shared by both roles): base
 /// bits 0–1 ciphers, bit 2 strict kex off, bit 3 keepalive and tight rekey
-/// limits, bits 4–5 host key algorithms (single-connection targets).
-fn transport_flags(t: &mut crate::config::TransportConfig, flags: u8, host_key_bits: bool) {
-    t.ciphers = match flags & 3 {
-        0 => CipherAlgorithm::ALL.to_vec(),
-        1 => vec![CipherAlgorithm::Aes128Gcm],
-        2 => vec![CipherAlgorithm::Aes256Gcm],
-        _ => vec![CipherAlgorithm::ChaCha20Poly1305],
+/// limits, bits 4–5 host key algorithms (single-connection targets); the
+/// extension's cipher, MACs and P-521 host key.
+fn transport_flags(t: &mut crate::config::TransportConfig, all: Flags, host_key_bits: bool) {
+    let flags = all.base;
+    t.ciphers = match (all.cipher_override(), flags & 3) {
+        (Some(ctr), _) => vec![ctr],
+        (None, 0) => CipherAlgorithm::ALL.to_vec(),
+        (None, 1) => vec![CipherAlgorithm::Aes128Gcm],
+        (None, 2) => vec![CipherAlgorithm::Aes256Gcm],
+        (None, _) => vec![CipherAlgorithm::ChaCha20Poly1305],
     };
+    t.macs = all.macs();
     t.strict_kex = flags & 4 == 0;
     if flags & 8 != 0 {
         t.keepalive = KeepaliveConfig {
@@ -716,7 +959,9 @@ fn transport_flags(t: &mut crate::config::TransportConfig, flags: u8, host_key_b
         t.rekey.bytes = Some(32 * 1024);
         t.rekey.packets = 64;
     }
-    if host_key_bits {
+    if all.p521() {
+        t.host_key_algorithms = vec![HostKeyAlgorithm::EcdsaP521];
+    } else if host_key_bits {
         t.host_key_algorithms = match (flags >> 4) & 3 {
             0 => HostKeyAlgorithm::ALL.to_vec(),
             1 => vec![HostKeyAlgorithm::EcdsaP256],
@@ -727,35 +972,48 @@ fn transport_flags(t: &mut crate::config::TransportConfig, flags: u8, host_key_b
 }
 
 /// The client `client_input` drives (and the OpenSSH capture uses).
-pub fn fuzz_client_config(flags: u8) -> ClientConfig {
+pub fn fuzz_client_config(flags: impl Into<Flags>) -> ClientConfig {
+    let flags = flags.into();
     let mut c = base_client().clone();
     transport_flags(&mut c.transport, flags, true);
+    c.pass_unknown_requests = flags.pass_unknown();
     c
 }
 
 /// The server `server_input` drives.
-pub fn fuzz_server_config(flags: u8) -> ServerConfig {
+pub fn fuzz_server_config(flags: impl Into<Flags>) -> ServerConfig {
+    let flags = flags.into();
     let mut s = base_server().clone();
+    // Only then: the other servers' KEXINIT (and so their recordings) stay as they were.
+    if flags.p521() {
+        s.host_keys.push(super::host_key(HostKeyAlgorithm::EcdsaP521));
+    }
     transport_flags(&mut s.transport, flags, true);
+    s.pass_unknown_requests = flags.pass_unknown();
     s
 }
 
-/// The pair the post-authentication targets start from: ed25519 host key,
-/// password login, bit 5 of `flags` a small channel limit.
-fn post_auth_configs(flags: u8) -> (ClientConfig, ServerConfig) {
+/// The pair the post-authentication targets start from: ed25519 host key
+/// (P-521 with the extension bit), password login, bit 5 of the base byte
+/// a small channel limit.
+fn post_auth_configs(all: Flags) -> (ClientConfig, ServerConfig) {
+    let flags = all.base;
+    let host_key = if all.p521() { HostKeyAlgorithm::EcdsaP521 } else { HostKeyAlgorithm::Ed25519 };
     // Password first (the setup logs in with it); the keys are there for
     // the fuzzer to reach PK_OK and signing before login.
     let mut c = base_client().clone();
     let keys = std::mem::take(&mut c.credentials);
     c.credentials = vec![Credential::Password("pw".into()), Credential::KeyboardInteractive];
     c.credentials.extend(keys.into_iter().filter(|k| k.method() == "publickey"));
-    transport_flags(&mut c.transport, flags, false);
-    c.transport.host_key_algorithms = vec![HostKeyAlgorithm::Ed25519];
+    transport_flags(&mut c.transport, all, false);
+    c.transport.host_key_algorithms = vec![host_key];
+    c.pass_unknown_requests = all.pass_unknown();
     let mut s = ServerConfig {
-        host_keys: vec![super::host_key(HostKeyAlgorithm::Ed25519)],
+        host_keys: vec![super::host_key(host_key)],
+        pass_unknown_requests: all.pass_unknown(),
         ..ServerConfig::default()
     };
-    transport_flags(&mut s.transport, flags, false);
+    transport_flags(&mut s.transport, all, false);
     if flags & 0x20 != 0 {
         c.max_channels = 4;
         s.max_channels = 4;
@@ -1379,7 +1637,7 @@ pub struct Summary {
 /// how far it got.
 pub fn single_connection(role: Role, data: &[u8]) -> Summary {
     let mut b = Bytes::new(data);
-    let flags = b.u8();
+    let flags = Flags::read(&mut b);
     let (mut conn, mut w) = match role {
         Role::Client => {
             let c = fuzz_client_config(flags);
@@ -1392,7 +1650,7 @@ pub fn single_connection(role: Role, data: &[u8]) -> Summary {
             (Connection::server(s, Timestamp::ZERO, SERVER_SEED).expect("valid config"), w)
         }
     };
-    let mut app = App::new(role, flags);
+    let mut app = App::new(role, flags.base);
     let mut now = Timestamp::ZERO;
     let mut hold = false;
     app.drain(&mut conn, &mut w);
@@ -1437,8 +1695,8 @@ pub fn single_connection(role: Role, data: &[u8]) -> Summary {
     Summary { authenticated: app.authenticated, channels_closed: app.channels_closed }
 }
 
-/// A fresh client fed arbitrary bytes, ticks and commands (first byte:
-/// config flags; see [`Script`] for the ops).
+/// A fresh client fed arbitrary bytes, ticks and commands (the config
+/// first, see [`Flags`]; [`Script`] for the ops).
 pub fn client_input(data: &[u8]) {
     let _ = single_connection(Role::Client, data);
 }
@@ -1517,9 +1775,10 @@ struct Duo {
 
 impl Duo {
     /// Handshake (and, unless `preauth`, authentication) in process.
-    fn new(role: Role, flags: u8) -> Duo {
+    fn new(role: Role, all: Flags) -> Duo {
+        let flags = all.base;
         let preauth = flags & 0x10 != 0;
-        let (cc, sc) = post_auth_configs(flags);
+        let (cc, sc) = post_auth_configs(all);
         let mut client = Side {
             w: Watch::new(cc.max_channels, &cc.transport),
             conn: Connection::client(cc, Timestamp::ZERO, CLIENT_SEED).expect("valid config"),
@@ -1655,7 +1914,7 @@ impl Duo {
 /// returns how far that connection got.
 pub fn post_auth(role: Role, data: &[u8]) -> Summary {
     let mut b = Bytes::new(data);
-    let flags = b.u8();
+    let flags = Flags::read(&mut b);
     let mut duo = Duo::new(role, flags);
     duo.run(&mut b);
     Summary { authenticated: duo.ut.app.authenticated, channels_closed: duo.ut.app.channels_closed }
@@ -2503,19 +2762,20 @@ pub fn reconnect_ops(data: &[u8]) {
 #[derive(Debug)]
 pub struct RecordingClient {
     side: Side,
-    flags: u8,
+    flags: Flags,
     /// Chunks received, in order.
     pub received: Vec<Vec<u8>>,
 }
 
 impl RecordingClient {
     /// A fresh client; its version line and KEXINIT are in `output()`.
-    pub fn new(flags: u8) -> Self {
+    pub fn new(flags: impl Into<Flags>) -> Self {
+        let flags = flags.into();
         let c = fuzz_client_config(flags);
         let w = Watch::new(c.max_channels, &c.transport);
         let mut conn = Connection::client(c, Timestamp::ZERO, CLIENT_SEED).expect("valid config");
         conn.log_packets(true);
-        let mut side = Side { conn, app: App::new(Role::Client, flags), w };
+        let mut side = Side { conn, app: App::new(Role::Client, flags.base), w };
         side.drain();
         RecordingClient { side, flags, received: Vec::new() }
     }
@@ -2580,23 +2840,26 @@ pub struct Recording {
     pub client_sent: Vec<Vec<u8>>,
     /// Plaintext payloads the server sent.
     pub server_sent: Vec<Vec<u8>>,
+    /// What the client's first key exchange settled on.
+    pub negotiated: Option<crate::transport::Negotiated>,
 }
 
 /// Runs a whole session (kex, login, `echo hello`, close) between the
 /// fuzz client and server, exactly as the single-connection targets build
 /// them, checking the invariants on both sides as it goes.
-pub fn record_session(flags: u8) -> Recording {
+pub fn record_session(flags: impl Into<Flags>) -> Recording {
+    let flags = flags.into();
     let c = fuzz_client_config(flags);
     let s = fuzz_server_config(flags);
     let mut client = Side {
         w: Watch::new(c.max_channels, &c.transport),
         conn: Connection::client(c, Timestamp::ZERO, CLIENT_SEED).expect("valid config"),
-        app: App::new(Role::Client, flags),
+        app: App::new(Role::Client, flags.base),
     };
     let mut server = Side {
         w: Watch::new(s.max_channels, &s.transport),
         conn: Connection::server(s, Timestamp::ZERO, SERVER_SEED).expect("valid config"),
-        app: App::new(Role::Server, flags),
+        app: App::new(Role::Server, flags.base),
     };
     client.conn.log_packets(true);
     server.conn.log_packets(true);
@@ -2627,6 +2890,7 @@ pub fn record_session(flags: u8) -> Recording {
     }
     rec.client_sent = client.conn.take_packet_log().0;
     rec.server_sent = server.conn.take_packet_log().0;
+    rec.negotiated = client.conn.negotiated().cloned();
     rec
 }
 
@@ -2681,6 +2945,20 @@ pub fn decode_channel_kind(name: &str, data: &[u8]) -> Result<ChannelKind, crate
     ChannelKind::decode(name, &mut Reader::new(data))
 }
 
+/// Encodes a global request's data (as GLOBAL_REQUEST carries it).
+#[doc(hidden)]
+pub fn encode_global_request(req: &GlobalRequest) -> Vec<u8> {
+    let mut out = Vec::new();
+    req.encode_data(&mut out);
+    out
+}
+
+/// Decodes the data of global request `name` as a server reads it.
+#[doc(hidden)]
+pub fn decode_global_request(name: &str, data: &[u8]) -> Result<GlobalRequest, crate::wire::DecodeError> {
+    GlobalRequest::decode(name, data)
+}
+
 /// A KEXINIT's fields: cookie, the eight negotiated name-lists (kex, host
 /// key, ciphers ×2, MACs ×2, compression ×2), first_kex_packet_follows.
 pub type KexInitFields = ([u8; 16], [Vec<String>; 8], bool);
@@ -2701,7 +2979,7 @@ pub fn encode_kexinit(fields: &KexInitFields) -> Vec<u8> {
         comp_s2c: l[7].clone(),
         first_kex_follows: *follows,
     }
-    .encode()
+    .to_payload()
 }
 
 /// Decodes a KEXINIT payload into its fields.

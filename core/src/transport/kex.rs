@@ -10,7 +10,8 @@ use super::cipher::{CipherAlgorithm, MacAlgorithm};
 use super::hostkey::HostKeyAlgorithm;
 use crate::error::{AlgorithmKind, Error};
 use crate::rng::Rng;
-use crate::wire::{DecodeError, Reader, Writer, msg, put_mpint_unsigned};
+use crate::wire::msg::{self, Message};
+use crate::wire::{DecodeError, Writer, put_mpint_unsigned};
 use rand_core::RngCore;
 
 /// A key-exchange method we implement.
@@ -51,7 +52,8 @@ fn is_pseudo(name: &str) -> bool {
         || name.starts_with("ext-info-in-auth")
 }
 
-/// A decoded SSH_MSG_KEXINIT.
+/// SSH_MSG_KEXINIT (RFC 4253 §7.1), with the codec of [`crate::wire::msg`]
+/// (kept here, next to the negotiation that reads it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct KexInit {
     pub(crate) cookie: [u8; 16],
@@ -66,11 +68,12 @@ pub(crate) struct KexInit {
     pub(crate) first_kex_follows: bool,
 }
 
-impl KexInit {
-    /// Decodes a KEXINIT payload (message number included).
-    pub(crate) fn decode(payload: &[u8]) -> Result<KexInit, DecodeError> {
-        let mut r = Reader::new(payload);
-        r.u8("message number")?;
+impl<'a> Message<'a> for KexInit {
+    const NUMBER: u8 = msg::KEXINIT;
+    const NAME: &'static str = "KEXINIT";
+
+    fn decode(payload: &'a [u8]) -> Result<KexInit, DecodeError> {
+        let mut r = msg::fields(payload, Self::NUMBER)?;
         let cookie: [u8; 16] = r.bytes(16, "cookie")?.try_into().expect("16 bytes");
         let mut list = |what| -> Result<Vec<String>, DecodeError> {
             Ok(r.name_list(what)?.into_iter().map(str::to_owned).collect())
@@ -103,10 +106,9 @@ impl KexInit {
         })
     }
 
-    /// Encodes the payload.
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(512);
-        out.put_u8(msg::KEXINIT);
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.reserve(512);
+        out.put_u8(Self::NUMBER);
         out.extend_from_slice(&self.cookie);
         for list in [
             &self.kex,
@@ -124,7 +126,6 @@ impl KexInit {
         out.put_name_list::<&str>(&[]);
         out.put_bool(self.first_kex_follows);
         out.put_u32(0);
-        out
     }
 }
 
@@ -360,8 +361,8 @@ mod tests {
     #[test]
     fn kexinit_round_trip() {
         let k = init("curve25519-sha256,ext-info-c", "ssh-ed25519", "aes128-gcm@openssh.com");
-        assert_eq!(KexInit::decode(&k.encode()).unwrap(), k);
-        let enc = k.encode();
+        assert_eq!(KexInit::decode(&k.to_payload()).unwrap(), k);
+        let enc = k.to_payload();
         assert!(KexInit::decode(&enc[..enc.len() - 1]).is_err());
     }
 

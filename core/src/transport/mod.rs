@@ -28,7 +28,8 @@ use crate::error::{CloseReason, DisconnectCode, Error};
 use crate::event::{Event, HostKeyCheck, State};
 use crate::rng::Rng;
 use crate::time::Timestamp;
-use crate::wire::{MessageClass, Reader, Writer, msg};
+use crate::wire::MessageClass;
+use crate::wire::msg::{self, Message};
 
 /// Which end of the connection we are.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -719,8 +720,7 @@ impl Transport {
             MessageClass::Auth | MessageClass::Connection => return Ok(Handled::Upper),
             MessageClass::Unknown => {
                 let mut p = Vec::with_capacity(5);
-                p.put_u8(msg::UNIMPLEMENTED);
-                p.put_u32(seq);
+                msg::Unimplemented { seq }.encode(&mut p);
                 if !self.output.holding {
                     self.output.send(&p, &mut shared.rng);
                 } else if self.first_kex_done {
@@ -787,34 +787,27 @@ impl Transport {
 
     fn handle_generic(&mut self, payload: &[u8], shared: &mut Shared) -> Result<Handled, Error> {
         let n = payload[0];
-        let malformed = |reason| Error::Malformed { message: msg::name(n), reason };
-        let mut r = Reader::new(&payload[1..]);
         match n {
             msg::DISCONNECT => {
-                let code = r.u32("reason code").map_err(malformed)?;
-                // Lenient with the text: the peer is leaving either way.
-                let description = r
-                    .string("description")
-                    .map(|d| String::from_utf8_lossy(d).into_owned())
-                    .unwrap_or_default();
-                return Ok(Handled::Disconnect { code: DisconnectCode(code), description });
+                let d = msg::parse::<msg::Disconnect>(payload)?;
+                let description = String::from_utf8_lossy(d.description).into_owned();
+                return Ok(Handled::Disconnect { code: DisconnectCode(d.code), description });
             }
             msg::IGNORE => {
-                r.string("data").map_err(malformed)?;
+                msg::parse::<msg::Ignore>(payload)?;
             }
             msg::UNIMPLEMENTED => {
-                let seq = r.u32("sequence number").map_err(malformed)?;
+                let seq = msg::parse::<msg::Unimplemented>(payload)?.seq;
                 if self.kex.as_ref().is_some_and(|k| !k.first && k.theirs.is_none() && k.ours_seq == seq) {
                     return Err(Error::RekeyRefused);
                 }
                 shared.events.push_back(Event::Unimplemented { seq });
             }
             msg::DEBUG => {
-                let always_display = r.bool("always_display").map_err(malformed)?;
-                let message = r.string("message").map_err(malformed)?;
+                let d = msg::parse::<msg::DebugMessage>(payload)?;
                 shared.events.push_back(Event::Debug {
-                    always_display,
-                    message: String::from_utf8_lossy(message).into_owned(),
+                    always_display: d.always_display,
+                    message: String::from_utf8_lossy(d.message).into_owned(),
                 });
             }
             _ => {
@@ -826,20 +819,18 @@ impl Transport {
 
     fn handle_service(&mut self, payload: &[u8], shared: &mut Shared) -> Result<Handled, Error> {
         let n = payload[0];
-        let mut r = Reader::new(&payload[1..]);
-        let name =
-            r.utf8("service name").map_err(|reason| Error::Malformed { message: msg::name(n), reason })?;
         match n {
             msg::SERVICE_REQUEST => {
+                let name = msg::parse::<msg::ServiceRequest>(payload)?.service;
                 if name != SERVICE_USERAUTH {
                     return Err(Error::ServiceNotAvailable { service: name.to_owned() });
                 }
                 let mut p = Vec::new();
-                p.put_u8(msg::SERVICE_ACCEPT);
-                p.put_str(name);
+                msg::ServiceAccept { service: name }.encode(&mut p);
                 self.output.send(&p, &mut shared.rng);
             }
             _ => {
+                let name = msg::parse::<msg::ServiceAccept>(payload)?.service;
                 if name != SERVICE_USERAUTH {
                     return Err(Error::UnexpectedMessage {
                         number: n,
@@ -851,29 +842,26 @@ impl Transport {
         }
         self.service = Service::Accepted;
         self.upper = Upper::Auth;
-        shared.events.push_back(Event::ServiceAccepted { service: name.to_owned() });
+        shared.events.push_back(Event::ServiceAccepted { service: SERVICE_USERAUTH.to_owned() });
         Ok(Handled::ServiceAccepted)
     }
 
     fn handle_ext_info(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
-        let malformed = |reason| Error::Malformed { message: "EXT_INFO", reason };
-        let mut r = Reader::new(&payload[1..]);
-        let count = r.u32("extension count").map_err(malformed)?;
+        let info = msg::parse::<msg::ExtInfo>(payload)?;
         let mut ext = PeerExtensions::default();
-        // Each extension takes at least 8 bytes, so the payload bounds the loop.
-        for _ in 0..count {
-            let name = r.string("extension name").map_err(malformed)?;
-            let value = r.string("extension value").map_err(malformed)?;
-            match name {
-                b"server-sig-algs" => {
-                    let list = core::str::from_utf8(value)
-                        .map_err(|_| malformed(crate::wire::DecodeError::NotUtf8("server-sig-algs")))?;
+        for e in info.extensions {
+            match e {
+                msg::Extension::ServerSigAlgs(list) => {
                     ext.server_sig_algs =
                         Some(list.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect());
                 }
-                b"ping@openssh.com" => ext.ping = value == b"0",
-                b"publickey-hostbound@openssh.com" => ext.publickey_hostbound = value == b"0",
-                _ => {}
+                msg::Extension::Other { name, value } if name == EXT_PING.as_bytes() => {
+                    ext.ping = value == b"0"
+                }
+                msg::Extension::Other { name, value } if name == EXT_HOSTBOUND.as_bytes() => {
+                    ext.publickey_hostbound = value == b"0";
+                }
+                msg::Extension::Other { .. } => {}
             }
         }
         shared
@@ -884,19 +872,19 @@ impl Transport {
     }
 
     fn handle_ping(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
-        let n = payload[0];
-        let mut r = Reader::new(&payload[1..]);
-        let data = r.string("data").map_err(|reason| Error::Malformed { message: msg::name(n), reason })?;
-        if n == msg::PING {
+        if payload[0] == msg::PING {
+            let data = msg::parse::<msg::Ping>(payload)?.data;
             // Replies would pile up while our own rekey holds output (the
             // memory exhaustion OpenSSH fixed in 9.9p2): drop pings then.
             if !self.output.holding {
                 let mut p = Vec::with_capacity(data.len() + 5);
-                p.put_u8(msg::PONG);
-                p.put_string(data);
+                msg::Pong { data }.encode(&mut p);
                 self.output.send(&p, &mut shared.rng);
             }
-        } else if let Some(seq) = data.strip_prefix(PROBE_TAG).and_then(|d| d.try_into().ok()) {
+            return Ok(());
+        }
+        let data = msg::parse::<msg::Pong>(payload)?.data;
+        if let Some(seq) = data.strip_prefix(PROBE_TAG).and_then(|d| d.try_into().ok()) {
             // The answer to one of our keepalive probes: no event.
             self.probe_pongs.push(u64::from_be_bytes(seq));
         } else {
@@ -907,12 +895,10 @@ impl Transport {
 
     /// Sends a keepalive probe as SSH_MSG_PING (only when the peer offers it).
     pub(crate) fn probe_ping(&mut self, seq: u64, shared: &mut Shared) {
-        self.output.send_with(&mut shared.rng, |p, _| {
-            p.put_u8(msg::PING);
-            p.put_u32((PROBE_TAG.len() + 8) as u32);
-            p.extend_from_slice(PROBE_TAG);
-            p.extend_from_slice(&seq.to_be_bytes());
-        });
+        let mut data = [0u8; PROBE_TAG.len() + 8];
+        data[..PROBE_TAG.len()].copy_from_slice(PROBE_TAG);
+        data[PROBE_TAG.len()..].copy_from_slice(&seq.to_be_bytes());
+        self.output.send_with(&mut shared.rng, |p, _| msg::Ping { data: &data }.encode(p));
     }
 
     // ------------------------------------------------------------ key exchange
@@ -974,7 +960,7 @@ impl Transport {
         }
         let first = !self.first_kex_done;
         let init = self.our_kexinit(first, shared);
-        let ours = init.encode();
+        let ours = init.to_payload();
         let ours_seq = self.output.sealer.seq;
         self.output.send(&ours, &mut shared.rng);
         self.output.holding = true;
@@ -1038,14 +1024,15 @@ impl Transport {
             (msg::KEX_ECDH_REPLY, Role::Client) if run.ephemeral.is_some() => {
                 self.on_ecdh_reply(payload, shared)
             }
-            (msg::NEWKEYS, _) if run.keys_in_ready && !run.newkeys_received => self.on_newkeys(shared),
+            (msg::NEWKEYS, _) if run.keys_in_ready && !run.newkeys_received => {
+                self.on_newkeys(payload, shared)
+            }
             _ => Err(unexpected("at this point of the key exchange")),
         }
     }
 
     fn on_kexinit(&mut self, payload: &[u8], seq: u32, shared: &mut Shared) -> Result<(), Error> {
-        let theirs =
-            KexInit::decode(payload).map_err(|reason| Error::Malformed { message: "KEXINIT", reason })?;
+        let theirs = msg::parse::<KexInit>(payload)?;
         let run = self.kex.as_mut().expect("start_kex ran");
         let ours = KexInit::decode(&run.ours).expect("our own KEXINIT decodes");
         let (client, server) = match self.role {
@@ -1062,8 +1049,7 @@ impl Transport {
         if self.role == Role::Client {
             let eph = Ephemeral::generate(&mut shared.rng);
             let mut p = Vec::with_capacity(40);
-            p.put_u8(msg::KEX_ECDH_INIT);
-            p.put_string(&eph.public);
+            msg::KexEcdhInit { client_public: &eph.public }.encode(&mut p);
             run.ephemeral = Some(eph);
             self.output.send(&p, &mut shared.rng);
         }
@@ -1072,10 +1058,7 @@ impl Transport {
     }
 
     fn on_ecdh_init(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
-        let malformed = |reason| Error::Malformed { message: "KEX_ECDH_INIT", reason };
-        let mut r = Reader::new(&payload[1..]);
-        let q_c = r.string("client public key").map_err(malformed)?;
-        r.finish().map_err(malformed)?;
+        let q_c = msg::parse::<msg::KexEcdhInit>(payload)?.client_public;
         let run = self.kex.as_mut().expect("checked");
         let neg = run.neg.clone().expect("negotiated with KEXINIT");
         let host_key = self
@@ -1101,10 +1084,7 @@ impl Transport {
         );
         let sig = host_key.sign(neg.host_key, &h, &mut shared.rng)?;
         let mut p = Vec::with_capacity(host_key.blob().len() + sig.len() + 64);
-        p.put_u8(msg::KEX_ECDH_REPLY);
-        p.put_string(host_key.blob());
-        p.put_string(&q_s);
-        p.put_string(&sig);
+        msg::KexEcdhReply { host_key: host_key.blob(), server_public: &q_s, signature: &sig }.encode(&mut p);
         self.output.send(&p, &mut shared.rng);
         let session_id = *self.session_id.get_or_insert(h);
         let keys = kex::derive_keys(&k_mpint, &h, &session_id, &neg);
@@ -1115,12 +1095,7 @@ impl Transport {
     }
 
     fn on_ecdh_reply(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
-        let malformed = |reason| Error::Malformed { message: "KEX_ECDH_REPLY", reason };
-        let mut r = Reader::new(&payload[1..]);
-        let k_s = r.string("host key").map_err(malformed)?;
-        let q_s = r.string("server public key").map_err(malformed)?;
-        let sig = r.string("signature").map_err(malformed)?;
-        r.finish().map_err(malformed)?;
+        let msg::KexEcdhReply { host_key: k_s, server_public: q_s, signature: sig } = msg::parse(payload)?;
         let run = self.kex.as_mut().expect("checked");
         let neg = run.neg.clone().expect("negotiated with KEXINIT");
         let eph = run.ephemeral.take().expect("checked");
@@ -1191,7 +1166,7 @@ impl Transport {
     fn send_newkeys(&mut self, shared: &mut Shared) {
         let run = self.kex.as_mut().expect("in kex");
         let (alg, mac, keys) = run.keys_out.take().expect("keys derived");
-        self.output.send(&[msg::NEWKEYS], &mut shared.rng);
+        self.output.send(&msg::NewKeys.to_payload(), &mut shared.rng);
         let (key, iv, mac_key) = match self.role {
             Role::Client => (&keys.key_c2s, &keys.iv_c2s, &keys.mac_key_c2s),
             Role::Server => (&keys.key_s2c, &keys.iv_s2c, &keys.mac_key_s2c),
@@ -1221,18 +1196,21 @@ impl Transport {
     }
 
     fn send_ext_info(&mut self, shared: &mut Shared) {
-        let mut p = Vec::with_capacity(160);
-        p.put_u8(msg::EXT_INFO);
-        p.put_u32(2);
-        p.put_str("server-sig-algs");
         let algs: Vec<&str> = self.server_sig_algs.iter().map(|a| a.name()).collect();
-        p.put_name_list(&algs);
-        p.put_str("ping@openssh.com");
-        p.put_str("0");
+        let algs = algs.join(",");
+        let ext = msg::ExtInfo {
+            extensions: vec![
+                msg::Extension::ServerSigAlgs(&algs),
+                msg::Extension::Other { name: EXT_PING.as_bytes(), value: b"0" },
+            ],
+        };
+        let mut p = Vec::with_capacity(160);
+        ext.encode(&mut p);
         self.output.seal(&p, &mut shared.rng);
     }
 
-    fn on_newkeys(&mut self, shared: &mut Shared) -> Result<(), Error> {
+    fn on_newkeys(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
+        msg::parse::<msg::NewKeys>(payload)?;
         let run = self.kex.as_mut().expect("checked");
         let cipher = self.pending_in.take().expect("keys_in_ready");
         self.input.opener.cipher = cipher;
@@ -1259,8 +1237,7 @@ impl Transport {
             shared.set_state(State::Auth);
             if self.role == Role::Client {
                 let mut p = Vec::with_capacity(20);
-                p.put_u8(msg::SERVICE_REQUEST);
-                p.put_str(SERVICE_USERAUTH);
+                msg::ServiceRequest { service: SERVICE_USERAUTH }.encode(&mut p);
                 self.output.send(&p, &mut shared.rng);
                 self.service = Service::Requested;
             }
@@ -1348,8 +1325,7 @@ impl Transport {
             return Err(Error::InvalidState { what: "ping: the peer did not offer ping@openssh.com" });
         }
         let mut p = Vec::with_capacity(data.len() + 5);
-        p.put_u8(msg::PING);
-        p.put_string(data);
+        msg::Ping { data }.encode(&mut p);
         self.output.send(&p, &mut shared.rng);
         Ok(())
     }
@@ -1358,36 +1334,25 @@ impl Transport {
     /// Sends SSH_MSG_IGNORE with `len` random bytes (NAT keepalive).
     pub(crate) fn random_ignore(&mut self, len: usize, shared: &mut Shared) {
         self.output.send_with(&mut shared.rng, |buf, rng| {
-            buf.put_u8(msg::IGNORE);
-            buf.put_u32(len as u32);
-            let at = buf.len();
-            buf.resize(at + len, 0);
-            rand_core::RngCore::fill_bytes(rng, &mut buf[at..]);
+            msg::Ignore::encode_filled(buf, len, |data| rand_core::RngCore::fill_bytes(rng, data));
         });
     }
 
     pub(crate) fn ignore(&mut self, data: &[u8], shared: &mut Shared) {
         if self.output.can_send_now() {
             // Straight into the transmit buffer: no intermediate copy.
-            self.output.seal_with(&mut shared.rng, |buf| {
-                buf.put_u8(msg::IGNORE);
-                buf.put_string(data);
-            });
+            self.output.seal_with(&mut shared.rng, |buf| msg::Ignore { data }.encode(buf));
             return;
         }
         let mut p = Vec::with_capacity(data.len() + 5);
-        p.put_u8(msg::IGNORE);
-        p.put_string(data);
+        msg::Ignore { data }.encode(&mut p);
         self.output.send(&p, &mut shared.rng);
     }
 
     /// Sends SSH_MSG_DEBUG.
     pub(crate) fn debug(&mut self, always_display: bool, message: &str, shared: &mut Shared) {
         let mut p = Vec::with_capacity(message.len() + 10);
-        p.put_u8(msg::DEBUG);
-        p.put_bool(always_display);
-        p.put_str(message);
-        p.put_str("");
+        msg::DebugMessage { always_display, message: message.as_bytes(), language: b"" }.encode(&mut p);
         self.output.send(&p, &mut shared.rng);
     }
 
@@ -1397,10 +1362,8 @@ impl Transport {
             && self.can_send()
         {
             let mut p = Vec::with_capacity(description.len() + 16);
-            p.put_u8(msg::DISCONNECT);
-            p.put_u32(code.0);
-            p.put_str(description);
-            p.put_str("");
+            msg::Disconnect { code: code.0, description: description.as_bytes(), language: b"" }
+                .encode(&mut p);
             self.output.seal(&p, &mut shared.rng);
         }
         self.output.closed = true;
@@ -1423,6 +1386,10 @@ const PROBE_TAG: &[u8] = b"sansh-probe:";
 
 /// The only service this crate offers or requests.
 pub(crate) const SERVICE_USERAUTH: &str = "ssh-userauth";
+
+/// EXT_INFO extensions we read (besides `server-sig-algs`) or send.
+const EXT_PING: &str = "ping@openssh.com";
+const EXT_HOSTBOUND: &str = "publickey-hostbound@openssh.com";
 
 /// What `poll` found.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1231,7 +1231,7 @@ mod tests {
         assert!(args(&["-n", "h"]).stdin_null());
         assert_eq!(args(&["-q", "h"]).log_level(), LogLevel::Quiet);
         assert_eq!(args(&["-vvv", "h"]).log_level(), LogLevel::Debug3);
-        assert_eq!(args(&["-T", "h"]).no_tty, true);
+        assert!(args(&["-T", "h"]).no_tty);
         // Accepted, no effect.
         for f in ["-A", "-a", "-C", "-K", "-k", "-X", "-x", "-Y", "-y", "-Fnone", "-P", "-S", "-J"] {
             let line: &[&str] = match f {

@@ -73,11 +73,12 @@ Options:
                      latency p50/p90/p99 and the mean to stderr
   --reconnect[=MAX]  when the connection is lost, reconnect with backoff (as
                      autossh does), re-establish -L/-R and start the command or
-                     shell again. After a loss or a failed dial, at most MAX
-                     dials in a row may fail before sansh gives up (default: no
-                     limit); a connection that stays up 30 s resets the count.
-                     \"giving up after N attempts\" counts the dials made since
-                     that reset. Liveness probes default to ServerAliveInterval=15
+                     shell again. After a loss or a failed dial, sansh dials
+                     again at most MAX times in a row without success, then
+                     gives up (default: no limit); a connection that stays up
+                     30 s resets the count. \"giving up after N attempts\"
+                     counts the dials made since that reset, the first one
+                     included. Liveness probes default to ServerAliveInterval=15
   --demo             run the self-contained demo (no server needed)
   --help             this text
 

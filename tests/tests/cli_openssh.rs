@@ -849,16 +849,20 @@ fn address_family_4_and_6() {
 fn rekey_limit_makes_sshd_rekey() {
     let sshd = sshd();
     let kexinits = || log_count(&sshd, "SSH2_MSG_KEXINIT received");
-    let r = sansh(&sshd).args(["-v", "127.0.0.1", "head -c 1000000 /dev/zero"]).run();
-    assert_eq!((r.code, r.stdout.len()), (Some(0), 1_000_000), "{}", r.stderr);
+    let r = sansh(&sshd).args(["-v", "127.0.0.1", "head -c 10000000 /dev/zero"]).run();
+    assert_eq!((r.code, r.stdout.len()), (Some(0), 10_000_000), "{}", r.stderr);
     let without = kexinits();
     assert!(!r.stderr.contains("rekey:"), "{}", r.stderr);
-    // 64 KiB: a megabyte takes over a dozen key exchanges.
-    let r = sansh(&sshd).args(["-v", "-o", "RekeyLimit=64K", "127.0.0.1", "head -c 1000000 /dev/zero"]).run();
-    assert_eq!((r.code, r.stdout.len()), (Some(0), 1_000_000), "{}", r.stderr);
+    // 64 KiB: 10 MB take several key exchanges. Not one per 64 KiB: what
+    // sshd sent before our KEXINIT reached it (up to our 2 MiB window) still
+    // arrives under the old keys, as with ssh.
+    let r =
+        sansh(&sshd).args(["-v", "-o", "RekeyLimit=64K", "127.0.0.1", "head -c 10000000 /dev/zero"]).run();
+    assert_eq!((r.code, r.stdout.len()), (Some(0), 10_000_000), "{}", r.stderr);
     let rekeys = r.stderr.matches("rekey: algorithm").count();
-    assert!(rekeys >= 5, "{rekeys} rekeys:\n{}", r.stderr);
-    assert!(kexinits() - without >= rekeys, "{}", sshd.log());
+    assert!(rekeys >= 3, "{rekeys} rekeys:\n{}", r.stderr);
+    let seen = kexinits() - without;
+    assert!(seen >= rekeys, "sshd logged {seen} KEXINITs for {rekeys} rekeys:\n{}", sshd.log());
     // By time: `RekeyLimit default 1` rekeys every second of a 3 s command.
     let r =
         sansh(&sshd).args(["-v", "-o", "RekeyLimit default 1", "127.0.0.1", "sleep 3.5; echo done"]).run();

@@ -172,6 +172,35 @@ impl Sansh {
     }
 }
 
+/// `text` quoted for `sh`.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+impl Sansh {
+    /// Runs under a pseudo-terminal (`script`), so that sansh has a
+    /// controlling terminal to prompt on, with `typed` as what the user
+    /// types. Returns the terminal's transcript (sansh's stdout and stderr,
+    /// the prompts and the echo) as stdout.
+    pub fn run_with_terminal(&mut self, typed: &str) -> Run {
+        let mut line = shell_quote(&self.cmd.get_program().to_string_lossy());
+        for arg in self.cmd.get_args() {
+            line.push(' ');
+            line.push_str(&shell_quote(&arg.to_string_lossy()));
+        }
+        let mut script = Command::new("script");
+        script.args(["-qec", &line, "/dev/null"]);
+        for (k, v) in self.cmd.get_envs() {
+            match v {
+                Some(v) => script.env(k, v),
+                None => script.env_remove(k),
+            };
+        }
+        let mut s = Sansh { cmd: script, stdin: Some(typed.as_bytes().to_vec()) };
+        s.run()
+    }
+}
+
 impl Default for Sansh {
     fn default() -> Self {
         Sansh::new()

@@ -399,10 +399,10 @@ fn connection_refused_and_bad_options_are_255() {
         "{}",
         r.stderr
     );
-    let r = Sansh::new().args(["-o", "Ciphers=3des-cbc", "127.0.0.1", "true"]).run();
+    let r = Sansh::new().args(["-o", "Ciphers=aes128-cbc", "127.0.0.1", "true"]).run();
     assert_eq!(r.code, Some(255), "{r:?}");
     assert!(
-        r.stderr.contains("3des-cbc") && r.stderr.contains("chacha20-poly1305@openssh.com"),
+        r.stderr.contains("aes128-cbc") && r.stderr.contains("chacha20-poly1305@openssh.com"),
         "{}",
         r.stderr
     );
@@ -614,4 +614,613 @@ fn local_forward_backs_off_when_accept_runs_out_of_descriptors() {
     // thousands).
     assert!(failures <= 20, "{failures} accept failures logged:\n{}", &err[..err.len().min(3000)]);
     drop(held);
+}
+
+// ---- ssh(1) / ssh_config(5) options: each shown by its effect on sshd ----
+
+/// `ssh-agent -D -a SOCK`, killed on drop.
+struct SshAgent {
+    child: Child,
+    socket: std::path::PathBuf,
+}
+
+impl SshAgent {
+    fn start(socket: &std::path::Path) -> SshAgent {
+        let child = std::process::Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start ssh-agent (openssh-client; tests/setup.sh installs it)");
+        let mut agent = SshAgent { child, socket: socket.to_owned() };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!("ssh-agent exited at once: {status}");
+            }
+            assert!(Instant::now() < deadline, "ssh-agent did not create {}", socket.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        agent
+    }
+
+    fn add(&self, key: &std::path::Path) {
+        sansh_interop::run(
+            std::process::Command::new("ssh-add").env("SSH_AUTH_SOCK", &self.socket).arg("-q").arg(key),
+        );
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How many lines of sshd's log contain `what`.
+fn log_count(sshd: &Sshd, what: &str) -> usize {
+    sshd.log().lines().filter(|l| l.contains(what)).count()
+}
+
+/// `sansh` trusting any host key, with no password and no prompts, and
+/// HOME in `home` (so that no default identity of this machine's user is
+/// offered).
+fn bare(sshd: &Sshd, home: &std::path::Path) -> Sansh {
+    let mut s = Sansh::to(sshd.port, TEST_USER, None);
+    s.env("HOME", &home.to_string_lossy());
+    s
+}
+
+#[test]
+fn preferred_authentications_choose_the_method() {
+    let sshd = sshd();
+    let dir = TempDir::new("cli-preferred");
+    let (_, public) = keygen(dir.path(), "id_ed25519", &["-t", "ed25519"], "");
+    sshd.authorize(&public);
+    let key = dir.path().join("id_ed25519");
+    let with_both = || {
+        let mut s = bare(&sshd, dir.path());
+        s.env("SANSH_PASSWORD", TEST_PASSWORD).args(["-i"]).arg_path(&key);
+        s
+    };
+    // ssh's default order: the key before the password.
+    let r = with_both().args(["127.0.0.1", "echo default"]).run();
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "default\n"), "{r:?}");
+    let accepted_key = format!("Accepted publickey for {TEST_USER}");
+    let accepted_password = format!("Accepted password for {TEST_USER}");
+    assert_eq!(
+        (log_count(&sshd, &accepted_key), log_count(&sshd, &accepted_password)),
+        (1, 0),
+        "{}",
+        sshd.log()
+    );
+    // The password first, although the key would do.
+    let r =
+        with_both().args(["-o", "PreferredAuthentications=password,publickey", "127.0.0.1", "echo pw"]).run();
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "pw\n"), "{r:?}");
+    assert_eq!(
+        (log_count(&sshd, &accepted_key), log_count(&sshd, &accepted_password)),
+        (1, 1),
+        "{}",
+        sshd.log()
+    );
+    // Only keyboard-interactive, which this sshd cannot do without PAM:
+    // neither the key nor the password is tried.
+    let r =
+        with_both().args(["-o", "PreferredAuthentications=keyboard-interactive", "127.0.0.1", "true"]).run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(r.stderr.contains("Permission denied"), "{}", r.stderr);
+    assert_eq!(
+        (log_count(&sshd, &accepted_key), log_count(&sshd, &accepted_password)),
+        (1, 1),
+        "{}",
+        sshd.log()
+    );
+}
+
+#[test]
+fn number_of_password_prompts_limits_the_prompts() {
+    let sshd = sshd();
+    let home = TempDir::new("cli-prompts");
+    let failed = format!("Failed password for {TEST_USER}");
+    // NumberOfPasswordPrompts=0: no password at all, not even SANSH_PASSWORD's.
+    let r = bare(&sshd, home.path())
+        .env("SANSH_PASSWORD", TEST_PASSWORD)
+        .args(["-o", "NumberOfPasswordPrompts=0", "127.0.0.1", "true"])
+        .run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(r.stderr.contains("Permission denied"), "{}", r.stderr);
+    assert_eq!(log_count(&sshd, "password for"), 0, "{}", sshd.log());
+    // On a terminal: asked twice, refused twice, then it gives up.
+    let mut s = Sansh::new();
+    s.env("HOME", &home.path().to_string_lossy())
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args(["-o", "NumberOfPasswordPrompts=2", "-p", &sshd.port.to_string(), "-l", TEST_USER])
+        .args(["127.0.0.1", "true"]);
+    let r = s.run_with_terminal("wrong one\nwrong two\nwrong three\n");
+    let transcript = r.stdout_text();
+    assert_eq!(r.code, Some(255), "{transcript}");
+    assert_eq!(transcript.matches(&format!("{TEST_USER}@127.0.0.1's password:")).count(), 2, "{transcript}");
+    assert_eq!(transcript.matches("Permission denied, please try again.").count(), 1, "{transcript}");
+    assert_eq!(log_count(&sshd, &failed), 2, "{}", sshd.log());
+    // Then the right one, typed at the second prompt.
+    let r = s.run_with_terminal(&format!("wrong\n{TEST_PASSWORD}\n"));
+    assert_eq!(r.code, Some(0), "{}", r.stdout_text());
+    assert_eq!(log_count(&sshd, &format!("Accepted password for {TEST_USER}")), 1, "{}", sshd.log());
+}
+
+#[test]
+fn set_env_and_send_env_reach_the_command() {
+    ensure_test_user();
+    let sshd =
+        Sshd::start(SshdOptions { config: vec!["AcceptEnv SANSH_T_*".into()], ..SshdOptions::default() });
+    let r = sansh(&sshd)
+        .env("SANSH_T_SENT", "from here")
+        .env("SANSH_T_KEPT_LOCAL", "not sent")
+        .env("SANSH_T_DROPPED", "dropped")
+        .args(["-o", "SendEnv=SANSH_T_S* SANSH_T_D*", "-o", "SendEnv=-SANSH_T_D*"])
+        .args(["-o", "SetEnv=SANSH_T_SET=\"two words\" NOT_ACCEPTED=1"])
+        .args([
+            "127.0.0.1",
+            "echo \"$SANSH_T_SENT|$SANSH_T_SET|${SANSH_T_KEPT_LOCAL-unset}|${SANSH_T_DROPPED-unset}|${NOT_ACCEPTED-unset}\"",
+        ])
+        .run();
+    assert_eq!(r.code, Some(0), "{r:?}\n{}", sshd.log());
+    assert_eq!(r.stdout_text(), "from here|two words|unset|unset|unset\n", "{}", sshd.log());
+    // sshd saw the refused one and ignored it, as with ssh.
+    assert!(sshd.log().contains("Ignoring env request NOT_ACCEPTED"), "{}", sshd.log());
+}
+
+/// Listens on 127.0.0.1:`port` from `after` on, relaying each connection to `target`.
+fn late_relay(port: u16, after: Duration, target: std::net::SocketAddr) {
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the late port");
+        for inbound in listener.incoming() {
+            let Ok(inbound) = inbound else { return };
+            let Ok(outbound) = TcpStream::connect(target) else { return };
+            for (mut from, mut to) in
+                [(inbound.try_clone().unwrap(), outbound.try_clone().unwrap()), (outbound, inbound)]
+            {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+}
+
+#[test]
+fn connection_attempts_retry_until_the_port_listens() {
+    let sshd = sshd();
+    sansh_interop::cli::sansh_binary();
+    // One attempt: refused at once.
+    let port = free_port();
+    late_relay(port, Duration::from_millis(1500), sshd.addr());
+    let r = sansh(&sshd).args(["-p", &port.to_string(), "127.0.0.1", "true"]).run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(r.stderr.contains(&format!("port {port}: Connection refused")), "{}", r.stderr);
+    // Three, a second apart: the third finds the port listening (1.5 s).
+    let port = free_port();
+    late_relay(port, Duration::from_millis(1500), sshd.addr());
+    let t = Instant::now();
+    let r = sansh(&sshd)
+        .args(["-p", &port.to_string(), "-o", "ConnectionAttempts=3", "-v", "127.0.0.1", "echo up"])
+        .run();
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "up\n"), "{r:?}");
+    assert!(t.elapsed() >= Duration::from_secs(1), "it waited between attempts: {:?}", t.elapsed());
+}
+
+#[test]
+fn bind_address_is_the_source_sshd_sees() {
+    let sshd = sshd();
+    let r = sansh(&sshd).args(["-b", "127.0.0.2", "127.0.0.1", "echo $SSH_CLIENT"]).run();
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stdout_text().starts_with("127.0.0.2 "), "{r:?}");
+    assert!(sshd.log().contains("Connection from 127.0.0.2 port"), "{}", sshd.log());
+    let r = sansh(&sshd).args(["-o", "BindAddress=127.0.0.3", "127.0.0.1", "echo $SSH_CLIENT"]).run();
+    assert!(r.stdout_text().starts_with("127.0.0.3 "), "{r:?}");
+}
+
+#[test]
+fn address_family_4_and_6() {
+    ensure_test_user();
+    let sshd =
+        Sshd::start(SshdOptions { config: vec!["ListenAddress ::1".into()], ..SshdOptions::default() });
+    let r = sansh(&sshd).args(["-6", "::1", "echo $SSH_CLIENT"]).run();
+    assert_eq!(r.code, Some(0), "{r:?}\n{}", sshd.log());
+    assert!(r.stdout_text().starts_with("::1 "), "{r:?}");
+    assert!(sshd.log().contains("Connection from ::1 port"), "{}", sshd.log());
+    // An address of the other family cannot be used at all.
+    for (flag, host) in [("-4", "::1"), ("-6", "127.0.0.1")] {
+        let r = sansh(&sshd).args([flag, host, "true"]).run();
+        assert_eq!(r.code, Some(255), "{flag} {host}: {r:?}");
+        assert!(r.stderr.contains("Address family"), "{flag} {host}: {}", r.stderr);
+    }
+    let r = sansh(&sshd).args(["-o", "AddressFamily=inet", "127.0.0.1", "echo $SSH_CLIENT"]).run();
+    assert!(r.stdout_text().starts_with("127.0.0.1 "), "{r:?}");
+}
+
+#[test]
+fn rekey_limit_makes_sshd_rekey() {
+    let sshd = sshd();
+    let kexinits = || log_count(&sshd, "SSH2_MSG_KEXINIT received");
+    let r = sansh(&sshd).args(["-v", "127.0.0.1", "head -c 10000000 /dev/zero"]).run();
+    assert_eq!((r.code, r.stdout.len()), (Some(0), 10_000_000), "{}", r.stderr);
+    let without = kexinits();
+    assert!(!r.stderr.contains("rekey:"), "{}", r.stderr);
+    // 64 KiB: 10 MB take several key exchanges. Not one per 64 KiB: what
+    // sshd sent before our KEXINIT reached it (up to our 2 MiB window) still
+    // arrives under the old keys, as with ssh.
+    let r =
+        sansh(&sshd).args(["-v", "-o", "RekeyLimit=64K", "127.0.0.1", "head -c 10000000 /dev/zero"]).run();
+    assert_eq!((r.code, r.stdout.len()), (Some(0), 10_000_000), "{}", r.stderr);
+    let rekeys = r.stderr.matches("rekey: algorithm").count();
+    assert!(rekeys >= 3, "{rekeys} rekeys:\n{}", r.stderr);
+    let seen = kexinits() - without;
+    assert!(seen >= rekeys, "sshd logged {seen} KEXINITs for {rekeys} rekeys:\n{}", sshd.log());
+    // By time: `RekeyLimit default 1` rekeys every second of a 3 s command.
+    let r =
+        sansh(&sshd).args(["-v", "-o", "RekeyLimit default 1", "127.0.0.1", "sleep 3.5; echo done"]).run();
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "done\n"), "{}", r.stderr);
+    let rekeys = r.stderr.matches("rekey: algorithm").count();
+    assert!((2..=5).contains(&rekeys), "{rekeys} rekeys:\n{}", r.stderr);
+}
+
+/// known_hosts lines for every host key of `sshd`, under `name`.
+fn known_lines(sshd: &Sshd, name: &str) -> String {
+    use sansh_interop::sshd::KeyKind;
+    KeyKind::ALL
+        .iter()
+        .map(|k| format!("{name} {}\n", sshd.host_public_key(*k).to_openssh().unwrap()))
+        .collect()
+}
+
+#[test]
+fn global_known_hosts_file_and_host_key_alias_verify_the_host() {
+    let sshd = sshd();
+    let dir = TempDir::new("cli-global-kh");
+    let (user_kh, global_kh) = (dir.path().join("user_kh"), dir.path().join("global_kh"));
+    std::fs::write(&user_kh, "").unwrap();
+    let strict = |extra: &[&str]| {
+        let mut s = Sansh::new();
+        s.env("SANSH_PASSWORD", TEST_PASSWORD)
+            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o"])
+            .arg_path_option("UserKnownHostsFile", &user_kh)
+            .args(["-o"])
+            .arg_path_option("GlobalKnownHostsFile", &global_kh)
+            .args(["-p", &sshd.port.to_string(), "-l", TEST_USER])
+            .args(extra);
+        s
+    };
+    // Known nowhere: refused.
+    std::fs::write(&global_kh, "").unwrap();
+    let r = strict(&[]).args(["127.0.0.1", "true"]).run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(r.stderr.contains("Host key verification failed."), "{}", r.stderr);
+    // Known in the global file only: trusted, and nothing is written.
+    std::fs::write(&global_kh, known_lines(&sshd, &format!("[127.0.0.1]:{}", sshd.port))).unwrap();
+    let r = strict(&[]).args(["127.0.0.1", "echo trusted"]).run();
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "trusted\n"), "{r:?}");
+    assert_eq!(std::fs::read_to_string(&user_kh).unwrap(), "");
+    // Another key for the host in the global file: a changed key.
+    let other = sansh_interop::OTHER_ED25519.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    std::fs::write(&global_kh, format!("[127.0.0.1]:{} {other}\n", sshd.port)).unwrap();
+    let r = strict(&[]).args(["127.0.0.1", "true"]).run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(r.stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("Offending key in {}:1", global_kh.display())), "{}", r.stderr);
+    // HostKeyAlias: the keys are looked up under the alias, without a port.
+    std::fs::write(&global_kh, known_lines(&sshd, "test-alias")).unwrap();
+    let r = strict(&["-o", "HostKeyAlias=test-alias"]).args(["127.0.0.1", "echo alias"]).run();
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "alias\n"), "{r:?}");
+    let r = strict(&[]).args(["127.0.0.1", "true"]).run();
+    assert_eq!(r.code, Some(255), "without the alias the host is unknown: {r:?}");
+}
+
+#[test]
+fn hash_known_hosts_records_a_hashed_line_openssh_reads() {
+    let sshd = sshd();
+    let dir = TempDir::new("cli-hashed-kh");
+    let kh = dir.path().join("known_hosts");
+    let run = |strict: &str, cmd: &str| {
+        let mut s = Sansh::new();
+        s.env("SANSH_PASSWORD", TEST_PASSWORD)
+            .args(["-o", &format!("StrictHostKeyChecking={strict}"), "-o", "HashKnownHosts=yes", "-o"])
+            .arg_path_option("UserKnownHostsFile", &kh)
+            .args(["-o", "GlobalKnownHostsFile=none", "-o", "BatchMode=yes"])
+            .args(["-p", &sshd.port.to_string(), "-l", TEST_USER, "127.0.0.1", cmd]);
+        s.run()
+    };
+    let r = run("accept-new", "echo new");
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "new\n"), "{r:?}");
+    let text = std::fs::read_to_string(&kh).unwrap();
+    assert!(text.starts_with("|1|") && !text.contains("127.0.0.1"), "{text}");
+    // We read it back...
+    let r = run("yes", "echo known");
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "known\n"), "{r:?}");
+    // ...and so does OpenSSH.
+    let found = sansh_interop::run(
+        std::process::Command::new("ssh-keygen")
+            .arg("-F")
+            .arg(format!("[127.0.0.1]:{}", sshd.port))
+            .arg("-f")
+            .arg(&kh),
+    );
+    assert!(found.contains("|1|"), "{found}");
+}
+
+#[test]
+fn log_file_e_and_log_level() {
+    let sshd = sshd();
+    let dir = TempDir::new("cli-log");
+    let log = dir.path().join("sansh.log");
+    let r = sansh(&sshd).args(["-v", "-E"]).arg_path(&log).args(["127.0.0.1", "echo logged"]).run();
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "logged\n"), "{r:?}");
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(written.contains("kex: algorithm: "), "{written}");
+    assert!(!r.stderr.contains("kex: algorithm"), "the log went to the file, not stderr: {}", r.stderr);
+    // -E appends.
+    let r =
+        sansh(&sshd).args(["-o", "LogLevel=DEBUG3", "-E"]).arg_path(&log).args(["127.0.0.1", "true"]).run();
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let again = std::fs::read_to_string(&log).unwrap();
+    assert!(again.starts_with(&written) && again.len() > written.len(), "{again}");
+    // LogLevel on stderr: DEBUG1 is -v; QUIET hides even the banner-level lines.
+    let r = sansh(&sshd).args(["-o", "LogLevel=DEBUG1", "127.0.0.1", "true"]).run();
+    assert!(r.stderr.contains("kex: algorithm: "), "{}", r.stderr);
+    let r = sansh(&sshd).args(["-o", "LogLevel=QUIET", "127.0.0.1", "true"]).run();
+    assert_eq!((r.code, r.stderr.as_str()), (Some(0), ""), "{r:?}");
+    // A log file that cannot be opened: ssh's message, 255.
+    let r = sansh(&sshd).args(["-E", "/nonexistent/dir/log", "127.0.0.1", "true"]).run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(r.stderr.contains("Couldn't open logfile /nonexistent/dir/log"), "{}", r.stderr);
+}
+
+/// Runs `sansh` with `args` as an sftp client would: writes SSH_FXP_INIT
+/// (version 3), reads one reply packet, and only then closes stdin
+/// (sftp-server quits at end of input without flushing its replies, with
+/// ssh too). Returns the reply and the exit code.
+fn sftp_init(sshd: &Sshd, args: &[&str]) -> (Vec<u8>, Option<i32>, String) {
+    let mut s = sansh(sshd);
+    s.args(args);
+    let child =
+        s.command().stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Reap(child);
+    // uint32 length, byte SSH_FXP_INIT (1), uint32 version 3.
+    child.0.stdin.as_mut().unwrap().write_all(&[0, 0, 0, 5, 1, 0, 0, 0, 3]).unwrap();
+    let out = child.0.stdout.as_mut().unwrap();
+    let mut reply = vec![0u8; 4];
+    if out.read_exact(&mut reply).is_ok() {
+        let len = u32::from_be_bytes(reply[..4].try_into().unwrap()) as usize;
+        assert!(len < 1 << 20, "{reply:?}");
+        reply.resize(4 + len, 0);
+        out.read_exact(&mut reply[4..]).unwrap();
+    } else {
+        reply.clear();
+    }
+    drop(child.0.stdin.take());
+    let status = child.0.wait().unwrap();
+    let mut err = String::new();
+    child.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (reply, status.code(), err)
+}
+
+#[test]
+fn subsystem_s_starts_sftp() {
+    ensure_test_user();
+    let sshd = Sshd::start(SshdOptions {
+        config: vec!["Subsystem sftp internal-sftp".into()],
+        ..SshdOptions::default()
+    });
+    let (reply, code, err) = sftp_init(&sshd, &["-s", "127.0.0.1", "sftp"]);
+    assert_eq!(code, Some(0), "{err}\n{}", sshd.log());
+    // SSH_FXP_VERSION (2) with version 3, then extension pairs.
+    assert!(reply.len() > 9, "{reply:?} {err}");
+    assert_eq!(reply[4], 2, "{reply:?}");
+    assert_eq!(u32::from_be_bytes(reply[5..9].try_into().unwrap()), 3);
+    assert!(String::from_utf8_lossy(&reply).contains("@openssh.com"), "{reply:?}");
+    assert!(sshd.log().contains("subsystem request for sftp"), "{}", sshd.log());
+    // SessionType=subsystem is the same.
+    let (reply, code, err) = sftp_init(&sshd, &["-o", "SessionType=subsystem", "127.0.0.1", "sftp"]);
+    assert_eq!((code, reply.get(4)), (Some(0), Some(&2)), "{reply:?} {err}");
+    // A subsystem sshd lacks fails, as with ssh.
+    let r = sansh(&sshd).args(["-s", "127.0.0.1", "no-such-subsystem"]).run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(r.stderr.contains("Request for subsystem 'no-such-subsystem' failed"), "{}", r.stderr);
+}
+
+#[test]
+fn identity_agent_and_identities_only() {
+    let sshd = sshd();
+    let dir = TempDir::new("cli-agent");
+    let (_, public) = keygen(dir.path(), "agent_key", &["-t", "ed25519"], "");
+    sshd.authorize(&public);
+    keygen(dir.path(), "other_key", &["-t", "ed25519"], "");
+    // The agent's key, also on disk encrypted (no passphrase available here),
+    // with its .pub next to it.
+    let agent_key = dir.path().join("agent_key");
+    let encrypted = dir.path().join("agent_key_encrypted");
+    std::fs::copy(&agent_key, &encrypted).unwrap();
+    std::fs::copy(agent_key.with_extension("pub"), dir.path().join("agent_key_encrypted.pub")).unwrap();
+    sansh_interop::run(
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-p", "-N", "a passphrase", "-P", "", "-f"])
+            .arg(&encrypted),
+    );
+    let socket = dir.path().join("agent.sock");
+    let agent = SshAgent::start(&socket);
+    agent.add(&agent_key);
+    let sock = socket.to_string_lossy().into_owned();
+    let accepted = || log_count(&sshd, &format!("Accepted publickey for {TEST_USER}"));
+    // SSH_AUTH_SOCK: the agent's key logs in.
+    let r = bare(&sshd, dir.path()).env("SSH_AUTH_SOCK", &sock).args(["127.0.0.1", "echo agent"]).run();
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "agent\n"), "{r:?}\n{}", sshd.log());
+    assert_eq!(accepted(), 1);
+    // IdentityAgent=none: no agent, nothing else to offer.
+    let r = bare(&sshd, dir.path())
+        .env("SSH_AUTH_SOCK", &sock)
+        .args(["-o", "IdentityAgent=none", "127.0.0.1", "true"])
+        .run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(r.stderr.contains("Permission denied"), "{}", r.stderr);
+    // IdentityAgent=path, without SSH_AUTH_SOCK; and IdentityAgent=$VAR.
+    let r = bare(&sshd, dir.path())
+        .args(["-o", &format!("IdentityAgent={sock}"), "127.0.0.1", "echo path"])
+        .run();
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "path\n"), "{r:?}");
+    let r = bare(&sshd, dir.path())
+        .env("MY_AGENT", &sock)
+        .args(["-o", "IdentityAgent=$MY_AGENT", "127.0.0.1", "echo var"])
+        .run();
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "var\n"), "{r:?}");
+    assert_eq!(accepted(), 3);
+    // IdentitiesOnly with another key file: the agent's key is not used.
+    let other = dir.path().join("other_key");
+    let r = bare(&sshd, dir.path())
+        .env("SSH_AUTH_SOCK", &sock)
+        .args(["-o", "IdentitiesOnly=yes", "-i"])
+        .arg_path(&other)
+        .args(["127.0.0.1", "true"])
+        .run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert_eq!(accepted(), 3);
+    // Without IdentitiesOnly the agent's key is tried after the file's.
+    let r = bare(&sshd, dir.path())
+        .env("SSH_AUTH_SOCK", &sock)
+        .args(["-i"])
+        .arg_path(&other)
+        .args(["127.0.0.1", "true"])
+        .run();
+    assert_eq!(r.code, Some(0), "{r:?}");
+    // IdentitiesOnly naming the agent's key by its encrypted file: the agent signs.
+    let r = bare(&sshd, dir.path())
+        .env("SSH_AUTH_SOCK", &sock)
+        .args(["-o", "IdentitiesOnly=yes", "-i"])
+        .arg_path(&encrypted)
+        .args(["127.0.0.1", "echo only"])
+        .run();
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "only\n"), "{r:?}");
+    assert_eq!(accepted(), 5);
+}
+
+#[test]
+fn identity_file_tokens_hostname_port_and_user() {
+    let sshd = sshd();
+    let home = TempDir::new("cli-tokens");
+    // A key named after the remote user and port, found through ~ and %-tokens.
+    let name = format!("id_{TEST_USER}_{}", sshd.port);
+    let (_, public) = keygen(home.path(), &name, &["-t", "ed25519"], "");
+    sshd.authorize(&public);
+    let r = Sansh::new()
+        .env("HOME", &home.path().to_string_lossy())
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
+        .args(["-o", "IdentityFile=~/id_%r_%p", "-o", "Hostname=127.0.0.%h"])
+        .args(["-o", &format!("Port={}", sshd.port), "-o", &format!("User={TEST_USER}"), "1", "echo tokens"])
+        .run();
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "tokens\n"), "{r:?}\n{}", sshd.log());
+    assert!(sshd.log().contains(&format!("Accepted publickey for {TEST_USER}")), "{}", sshd.log());
+    // An unknown token is an error, as in ssh.
+    let r = sansh(&sshd).args(["-o", "IdentityFile=~/id_%Z", "127.0.0.1", "true"]).run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(r.stderr.contains("unknown key %Z"), "{}", r.stderr);
+}
+
+#[test]
+fn gateway_ports_g_listens_beyond_loopback() {
+    let sshd = sshd();
+    let echo = echo_server();
+    for (flag, reachable_from_other_address) in [(None, false), (Some("-g"), true)] {
+        let port = free_port();
+        let mut cmd = sansh(&sshd);
+        cmd.args(flag).args(["-N", "-L", &format!("{port}:127.0.0.1:{echo}"), "127.0.0.1"]);
+        let child =
+            cmd.command().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = Reap(child);
+        round_trip(connect_when_up(port, &mut child.0), 1000);
+        // 127.0.0.2 is another local address: only a wildcard bind answers there.
+        let other = TcpStream::connect(("127.0.0.2", port));
+        assert_eq!(other.is_ok(), reachable_from_other_address, "{flag:?}: {other:?}");
+    }
+}
+
+#[test]
+fn flags_without_effect_are_accepted_and_refused_ones_say_so() {
+    let sshd = sshd();
+    let r = sansh(&sshd)
+        .args(["-C", "-x", "-a", "-k", "-y", "-e", "none", "-F", "/dev/null"])
+        .args(["-o", "Compression=yes", "-o", "UpdateHostKeys=no", "-o", "ForwardAgent=no"])
+        .args(["-o", "ServerAliveCountMax=2", "-o", "EscapeChar=~", "-o", "ControlMaster=no"])
+        .args(["-vv", "127.0.0.1", "echo fine"])
+        .run();
+    assert_eq!((r.code, r.stdout_text().as_str()), (Some(0), "fine\n"), "{r:?}");
+    // One debug line each for what has no effect.
+    assert!(r.stderr.contains("-C: sansh negotiates no compression"), "{}", r.stderr);
+    assert!(r.stderr.contains("-o Compression=yes: accepted, no effect"), "{}", r.stderr);
+    for (args, words) in [
+        (&["-J", "jump", "127.0.0.1", "true"][..], "sansh: -J is not supported"),
+        (&["-W", "a:1", "127.0.0.1"], "sansh: -W is not supported"),
+        (&["-S", "/tmp/ctl", "127.0.0.1"], "sansh: -S is not supported"),
+        (&["-O", "check", "127.0.0.1"], "sansh: -O is not supported"),
+        (&["-w", "0", "127.0.0.1"], "sansh: -w is not supported"),
+        (&["-f", "127.0.0.1", "true"], "sansh: -f is not supported"),
+        (&["-o", "ProxyCommand=nc %h %p", "127.0.0.1"], "sansh: ProxyCommand is not supported"),
+        (
+            &["-o", "PreferredAuthentication=publickey", "127.0.0.1"],
+            "Bad configuration option: PreferredAuthentication",
+        ),
+    ] {
+        let r = Sansh::new().args(args).run();
+        assert_eq!(r.code, Some(255), "{args:?}: {r:?}");
+        assert!(r.stderr.contains(words), "{args:?}: {}", r.stderr);
+    }
+    // A missing argument: ssh's getopt line, then the usage.
+    let r = Sansh::new().args(["127.0.0.1", "-p"]).run();
+    assert_eq!(r.code, Some(255), "{r:?}");
+    assert!(
+        r.stderr.starts_with("option requires an argument -- p\nusage: sansh [-46AaCfGgKkMNnqsTtVvXxYy]"),
+        "{}",
+        r.stderr
+    );
+    let r = Sansh::new().args(["-Q", "kex"]).run();
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stdout_text().lines().any(|l| l == "curve25519-sha256"), "{r:?}");
+}
+
+#[test]
+fn reconnect_max_counts_the_dials_after_a_loss() {
+    use sansh::tokio::{FaultMode, FaultProxy};
+    let sshd = sshd();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = rt.block_on(FaultProxy::start(sshd.addr())).unwrap();
+    let mut cmd = Sansh::to(proxy.local_addr().port(), TEST_USER, Some(TEST_PASSWORD));
+    cmd.args(["--reconnect=1", "127.0.0.1", "echo up; sleep 60"]);
+    let child =
+        cmd.command().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Reap(child);
+    let mut line = [0u8; 3];
+    child.0.stdout.as_mut().unwrap().read_exact(&mut line).unwrap();
+    assert_eq!(&line, b"up\n");
+    // The server goes away, then the link: the loss is failure 1, the one
+    // redial MAX=1 allows fails too, and sansh gives up after 2 dials (the
+    // first, which worked, and the redial) since nothing reset the count.
+    drop(sshd);
+    proxy.set(FaultMode::Cut);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "sansh did not give up");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(255), "{err}");
+    assert_eq!(err.matches("reconnecting in").count(), 1, "{err}");
+    assert!(err.contains("giving up after 2 attempts"), "{err}");
 }

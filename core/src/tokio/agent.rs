@@ -35,6 +35,11 @@ impl Agent {
         std::env::var_os("SSH_AUTH_SOCK").filter(|p| !p.is_empty()).map(|p| Agent { path: p.into() })
     }
 
+    /// The agent listening at `path`.
+    pub(crate) fn at(path: PathBuf) -> Agent {
+        Agent { path }
+    }
+
     async fn call(&self, request: &[u8]) -> io::Result<Vec<u8>> {
         let mut s = UnixStream::connect(&self.path).await?;
         let mut framed = Vec::with_capacity(request.len() + 4);

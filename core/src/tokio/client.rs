@@ -293,17 +293,24 @@ impl ClientHooks {
 impl Client {
     /// Connects to `host:port`, checks the host key, authenticates. Returns
     /// once authenticated; fails with the close reason (host key refused,
-    /// authentication failed, ...) or a timeout.
+    /// authentication failed, ...) or a timeout. `connect_timeout` bounds
+    /// each TCP connect attempt, then the key exchange and authentication.
     pub async fn connect(host: &str, port: u16, options: ClientOptions) -> Result<Client, ClientError> {
         let timeout = options.connect_timeout;
-        let fut = Self::connect_inner(host, port, options);
+        let stream = dial(host, port, &options).await?;
+        let fut = Self::connect_inner(host, port, stream, options);
         match timeout {
             Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| ClientError::Timeout(t))?,
             None => fut.await,
         }
     }
 
-    async fn connect_inner(host: &str, port: u16, options: ClientOptions) -> Result<Client, ClientError> {
+    async fn connect_inner(
+        host: &str,
+        port: u16,
+        stream: TcpStream,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
         let mut config = options.config;
         for path in &options.identity_files {
             let text = std::fs::read_to_string(path)
@@ -312,10 +319,19 @@ impl Client {
                 .map_err(|source| ClientError::Key { path: path.display().to_string(), source })?;
             config.credentials.push(Credential::PrivateKey(key));
         }
-        let agent = if options.use_agent { Agent::from_env() } else { None };
+        let agent = match (&options.agent_socket, options.use_agent) {
+            (_, false) => None,
+            (Some(path), true) => Some(Agent::at(path.clone())),
+            (None, true) => Agent::from_env(),
+        };
         if let Some(agent) = &agent {
             match agent.identities().await {
-                Ok(keys) => config.credentials.extend(keys.into_iter().map(Credential::ExternalKey)),
+                Ok(mut keys) => {
+                    if let Some(allowed) = &options.agent_keys_only {
+                        keys.retain(|k| allowed.iter().any(|a| a.key_data() == k.key_data()));
+                    }
+                    config.credentials.extend(keys.into_iter().map(Credential::ExternalKey));
+                }
                 Err(e) => tracing::debug!("ssh-agent unavailable: {e}"),
             }
         }
@@ -328,12 +344,14 @@ impl Client {
                 config.credentials.push(Credential::KeyboardInteractive);
             }
         }
+        if let Some(order) = &options.preferred_auth {
+            let rank = |c: &Credential| order.iter().position(|m| m == c.method());
+            config.credentials.retain(|c| rank(c).is_some());
+            // Stable: within a method the credentials keep their order.
+            config.credentials.sort_by_key(rank);
+        }
         options.host_key_policy.prefer_known(host, port, &mut config.transport.host_key_algorithms);
 
-        let stream = TcpStream::connect((host, port))
-            .await
-            .map_err(|source| ClientError::Connect { addr: format!("{host}:{port}"), source })?;
-        stream.set_nodelay(true)?;
         let conn = Connection::client(config, Timestamp::ZERO, os_seed())?;
 
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -512,6 +530,72 @@ impl Client {
     pub async fn wait_closed(&self, timeout: Duration) -> Option<CloseReason> {
         tokio::time::timeout(timeout, self.closed()).await.ok()
     }
+}
+
+/// The TCP connection to `host:port`: the addresses of `address_family`,
+/// each tried in turn (from `bind_address` if set, each attempt limited by
+/// `connect_timeout`), up to `connection_attempts` rounds one second apart,
+/// as OpenSSH's ssh. The error is the last attempt's.
+async fn dial(host: &str, port: u16, options: &ClientOptions) -> Result<TcpStream, ClientError> {
+    let failed = |source| ClientError::Connect { addr: format!("{host}:{port}"), source };
+    let family = options.address_family;
+    let lookup = tokio::net::lookup_host((host, port));
+    let resolved = match options.connect_timeout {
+        Some(t) => tokio::time::timeout(t, lookup).await.map_err(|_| ClientError::Timeout(t))?,
+        None => lookup.await,
+    };
+    let addrs: Vec<std::net::SocketAddr> = resolved.map_err(failed)?.filter(|a| family.admits(a)).collect();
+    if addrs.is_empty() {
+        return Err(failed(std::io::Error::other("Address family for hostname not supported")));
+    }
+    let attempts = options.connection_attempts.max(1);
+    let mut last = None;
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        for addr in &addrs {
+            tracing::debug!("connecting to {host} [{}] port {port} (attempt {})", addr.ip(), attempt + 1);
+            let connect = connect_from(*addr, options.bind_address);
+            let result = match options.connect_timeout {
+                Some(t) => tokio::time::timeout(t, connect).await.map_err(|_| ClientError::Timeout(t)),
+                None => Ok(connect.await),
+            };
+            match result {
+                Ok(Ok(stream)) => {
+                    stream.set_nodelay(true)?;
+                    return Ok(stream);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!("connect to address {} port {port}: {e}", addr.ip());
+                    last = Some(failed(e));
+                }
+                Err(timeout) => {
+                    tracing::debug!("connect to address {} port {port}: timed out", addr.ip());
+                    last = Some(timeout);
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| failed(std::io::Error::other("no address to connect to"))))
+}
+
+/// One TCP connect to `addr`, from `bind` (port chosen by the system) if given.
+async fn connect_from(
+    addr: std::net::SocketAddr,
+    bind: Option<std::net::IpAddr>,
+) -> std::io::Result<TcpStream> {
+    let Some(ip) = bind else { return TcpStream::connect(addr).await };
+    if ip.is_ipv4() != addr.is_ipv4() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("bind address {ip} is not of the family of {}", addr.ip()),
+        ));
+    }
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.bind(std::net::SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
 }
 
 /// Runs `command` on a fresh session channel with `stdin` as its input, and

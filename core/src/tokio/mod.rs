@@ -30,6 +30,7 @@ mod reconnect;
 mod server;
 mod task;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,18 +158,63 @@ pub struct ClientOptions {
     pub identity_files: Vec<PathBuf>,
     /// Passphrase for encrypted identity files.
     pub passphrase: Option<String>,
-    /// Use the keys of the ssh-agent at `SSH_AUTH_SOCK`, if set.
+    /// Use the keys of the ssh-agent at `agent_socket`, or else at
+    /// `SSH_AUTH_SOCK` if set.
     pub use_agent: bool,
+    /// The ssh-agent's socket (OpenSSH's IdentityAgent); `None` reads
+    /// `SSH_AUTH_SOCK`.
+    pub agent_socket: Option<PathBuf>,
+    /// Use only these of the agent's keys (OpenSSH's IdentitiesOnly: the
+    /// public halves of the identity files); `None` uses all of them.
+    pub agent_keys_only: Option<Vec<ssh_key::PublicKey>>,
+    /// Authentication methods to use, in this order (OpenSSH's
+    /// PreferredAuthentications, e.g. `publickey`, `keyboard-interactive`,
+    /// `password`): credentials are tried method by method in this order
+    /// (keeping their order within a method), and those of methods not
+    /// listed are dropped. `None` keeps the credentials' own order.
+    pub preferred_auth: Option<Vec<String>>,
     /// Answers password and keyboard-interactive prompts. Without it,
     /// password and keyboard-interactive are tried only with
     /// `config.credentials`.
     pub prompt: Option<PromptFn>,
-    /// Limit on TCP connect + key exchange + authentication.
+    /// Limit on each TCP connect attempt, and on the key exchange and
+    /// authentication once connected (as OpenSSH's ConnectTimeout bounds
+    /// each connect and the version exchange after it).
     pub connect_timeout: Option<Duration>,
+    /// TCP connect attempts before giving up, one second apart, each over
+    /// every resolved address (OpenSSH's ConnectionAttempts; 0 counts as 1).
+    pub connection_attempts: u32,
+    /// Which addresses of the host to connect to (`-4`, `-6`).
+    pub address_family: AddressFamily,
+    /// The local address to connect from (OpenSSH's `-b`/BindAddress).
+    pub bind_address: Option<IpAddr>,
     /// Shows banners as they come (a CLI prints them to stderr, as ssh
     /// does, even when authentication then fails). They are also kept for
     /// [`Client::banners`].
     pub on_banner: Option<BannerFn>,
+}
+
+/// Which address family to connect over (OpenSSH's AddressFamily).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum AddressFamily {
+    /// Any address of the host, in resolver order.
+    #[default]
+    Any,
+    /// IPv4 only (`-4`).
+    Inet,
+    /// IPv6 only (`-6`).
+    Inet6,
+}
+
+impl AddressFamily {
+    /// Whether `addr` is of this family.
+    pub fn admits(self, addr: &std::net::SocketAddr) -> bool {
+        match self {
+            AddressFamily::Any => true,
+            AddressFamily::Inet => addr.is_ipv4(),
+            AddressFamily::Inet6 => addr.is_ipv6(),
+        }
+    }
 }
 
 impl ClientOptions {
@@ -183,8 +229,14 @@ impl ClientOptions {
             identity_files: Vec::new(),
             passphrase: None,
             use_agent: true,
+            agent_socket: None,
+            agent_keys_only: None,
+            preferred_auth: None,
             prompt: None,
             connect_timeout: Some(Duration::from_secs(30)),
+            connection_attempts: 1,
+            address_family: AddressFamily::Any,
+            bind_address: None,
             on_banner: None,
         }
     }
@@ -197,7 +249,12 @@ impl std::fmt::Debug for ClientOptions {
             .field("host_key_policy", &self.host_key_policy)
             .field("identity_files", &self.identity_files)
             .field("use_agent", &self.use_agent)
+            .field("agent_socket", &self.agent_socket)
+            .field("preferred_auth", &self.preferred_auth)
             .field("connect_timeout", &self.connect_timeout)
+            .field("connection_attempts", &self.connection_attempts)
+            .field("address_family", &self.address_family)
+            .field("bind_address", &self.bind_address)
             .finish_non_exhaustive()
     }
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sansh::known_hosts::{Lookup, host_name_for, line_to_append};
+use sansh::known_hosts::{KnownHosts, Lookup, host_name_for, line_to_append};
 use sansh::tokio::{HostKeyPolicy, HostKeyQuery, PromptFn, PromptRequest};
 use sansh::{Credential, KeyError, Secret, load_private_key};
 
@@ -82,6 +82,19 @@ pub fn load_identity(path: &Path, explicit: bool, can_prompt: bool) -> Option<Cr
     None
 }
 
+/// The public half of an identity file, for IdentitiesOnly: the loaded
+/// key's, else `<file>.pub` (so that an agent may sign for an encrypted
+/// file it holds, as with ssh).
+pub fn identity_public_key(path: &Path, loaded: Option<&Credential>) -> Option<ssh_key::PublicKey> {
+    if let Some(Credential::PrivateKey(key)) = loaded {
+        return Some(key.public_key().clone());
+    }
+    let mut pub_path = path.as_os_str().to_owned();
+    pub_path.push(".pub");
+    let text = std::fs::read_to_string(PathBuf::from(pub_path)).ok()?;
+    ssh_key::PublicKey::from_openssh(text.trim()).ok()
+}
+
 /// Which interactive methods may be answered.
 #[derive(Clone, Debug)]
 pub struct PromptSettings {
@@ -98,6 +111,7 @@ pub struct PromptSettings {
 /// The prompt callback: passwords and keyboard-interactive answers from
 /// SANSH_PASSWORD or the terminal. Declining (None) skips the method.
 pub fn prompt_fn(s: PromptSettings) -> PromptFn {
+    let asked = std::sync::atomic::AtomicU32::new(0);
     Arc::new(move |req: PromptRequest| match req {
         PromptRequest::Password { user, host } => {
             if !s.password {
@@ -108,6 +122,10 @@ pub fn prompt_fn(s: PromptSettings) -> PromptFn {
             }
             if !s.can_prompt {
                 return None;
+            }
+            // Asked again: the previous password was refused (ssh's words).
+            if asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+                eprintln!("Permission denied, please try again.");
             }
             tty::ask_hidden(&format!("{user}@{host}'s password: ")).map(|p| vec![p])
         }
@@ -174,7 +192,7 @@ fn key_type(key: &ssh_key::PublicKey) -> &'static str {
 }
 
 /// Appends `line` to the known_hosts file (creating its directory).
-fn record(path: &Path, host: &str, port: u16, key: &ssh_key::PublicKey) -> std::io::Result<()> {
+fn record(path: &Path, line: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
@@ -185,22 +203,82 @@ fn record(path: &Path, host: &str, port: u16, key: &ssh_key::PublicKey) -> std::
     if needs_newline {
         f.write_all(b"\n")?;
     }
-    writeln!(f, "{}", line_to_append(host, port, key, None))
+    writeln!(f, "{line}")
 }
 
-/// The host key policy for StrictHostKeyChecking `strict` over `known_hosts`.
-/// `no` trusts every key and records nothing; the others are decided here
-/// (on the adapter's blocking thread) so that the messages are OpenSSH's.
-pub fn host_key_policy(strict: Strict, known_hosts: PathBuf, can_prompt: bool) -> HostKeyPolicy {
-    if strict == Strict::No {
+/// How host keys are checked (StrictHostKeyChecking and the files).
+#[derive(Clone, Debug)]
+pub struct HostKeySettings {
+    pub strict: Strict,
+    /// UserKnownHostsFile: read, the first written.
+    pub user_files: Vec<PathBuf>,
+    /// GlobalKnownHostsFile: read only.
+    pub global_files: Vec<PathBuf>,
+    /// HashKnownHosts: hash the host name in lines we add.
+    pub hash: bool,
+    /// HostKeyAlias: the name to look up and record instead of the host.
+    pub alias: Option<String>,
+    /// A terminal to ask on (and BatchMode off).
+    pub can_prompt: bool,
+}
+
+/// What the known_hosts files say about a key, and which file said it.
+struct Verdict {
+    lookup: Lookup,
+    file: Option<PathBuf>,
+}
+
+/// Looks `key` up in every file, as ssh does with its user and global
+/// files together: a revocation anywhere wins, then a match anywhere,
+/// then the first file that knows other keys for the host.
+fn look_up(files: &[PathBuf], host: &str, port: u16, key: &ssh_key::PublicKey) -> Verdict {
+    let verdicts: Vec<(Lookup, &PathBuf)> = files
+        .iter()
+        .filter_map(|f| {
+            let text = std::fs::read_to_string(f).ok()?;
+            Some((KnownHosts::parse(&text).lookup(host, port, key), f))
+        })
+        .collect();
+    let pick = |want: fn(&Lookup) -> bool| verdicts.iter().find(|(l, _)| want(l));
+    let found = pick(|l| matches!(l, Lookup::Revoked { .. }))
+        .or_else(|| pick(|l| matches!(l, Lookup::Match { .. })))
+        .or_else(|| pick(|l| matches!(l, Lookup::Mismatch { .. })));
+    match found {
+        Some((lookup, file)) => Verdict { lookup: lookup.clone(), file: Some((*file).clone()) },
+        None => Verdict { lookup: Lookup::Unknown, file: None },
+    }
+}
+
+/// The host key policy for these settings. `no` trusts every key and
+/// records nothing; the others are decided here (on the adapter's blocking
+/// thread) so that the messages are OpenSSH's.
+pub fn host_key_policy(settings: HostKeySettings) -> HostKeyPolicy {
+    if settings.strict == Strict::No {
         return HostKeyPolicy::AcceptAny;
     }
-    let file = known_hosts.clone();
+    // The adapter reads the first user file to prefer the key types it knows.
+    let first = settings.user_files.first().cloned();
     let decide = move |q: &HostKeyQuery| -> bool {
-        let name = host_name_for(&q.host, q.port);
+        let s = &settings;
+        // With HostKeyAlias the alias is the name, without a port (as ssh).
+        let (host, port) = match &s.alias {
+            Some(alias) => (alias.clone(), 22),
+            None => (q.host.clone(), q.port),
+        };
+        let name = host_name_for(&host, port);
         let kind = key_type(&q.key);
-        match &q.known {
-            Lookup::Match { .. } => true,
+        let files: Vec<PathBuf> = s.user_files.iter().chain(&s.global_files).cloned().collect();
+        let verdict = look_up(&files, &host, port, &q.key);
+        let shown = |f: &Option<PathBuf>| f.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+        let written = s.user_files.first();
+        match &verdict.lookup {
+            Lookup::Match { line } => {
+                tracing::debug!(
+                    "Host '{name}' is known and matches the {kind} host key ({}:{line})",
+                    shown(&verdict.file)
+                );
+                true
+            }
             Lookup::Revoked { .. } => {
                 eprintln!(
                     "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
@@ -226,15 +304,15 @@ pub fn host_key_policy(strict: Strict, known_hosts: PathBuf, can_prompt: bool) -
                      Offending key in {}:{}\n\
                      Host key for {name} has changed and you have requested strict checking.",
                     q.fingerprint,
-                    file.display(),
-                    file.display(),
+                    written.map(|p| p.display().to_string()).unwrap_or_default(),
+                    shown(&verdict.file),
                     lines.first().copied().unwrap_or(0),
                 );
                 false
             }
-            Lookup::Unknown => match strict {
-                Strict::AcceptNew => accept(&file, q, &name, kind),
-                Strict::Ask if can_prompt => {
+            Lookup::Unknown => match s.strict {
+                Strict::AcceptNew => accept(s, written, &host, port, &q.key, &name, kind),
+                Strict::Ask if s.can_prompt => {
                     let question = format!(
                         "The authenticity of host '{name}' can't be established.\n\
                          {kind} key fingerprint is {}.\n\
@@ -247,7 +325,7 @@ pub fn host_key_policy(strict: Strict, known_hosts: PathBuf, can_prompt: bool) -
                         let Some(answer) = tty::ask(&prompt) else { return false };
                         let answer = answer.trim();
                         if answer.eq_ignore_ascii_case("yes") || answer == q.fingerprint {
-                            return accept(&file, q, &name, kind);
+                            return accept(s, written, &host, port, &q.key, &name, kind);
                         }
                         if answer.eq_ignore_ascii_case("no") {
                             return false;
@@ -272,11 +350,27 @@ pub fn host_key_policy(strict: Strict, known_hosts: PathBuf, can_prompt: bool) -
             },
         }
     };
-    HostKeyPolicy::Callback { known_hosts: Some(known_hosts), decide: Arc::new(decide) }
+    HostKeyPolicy::Callback { known_hosts: first, decide: Arc::new(decide) }
 }
 
-fn accept(file: &Path, q: &HostKeyQuery, name: &str, kind: &str) -> bool {
-    match record(file, &q.host, q.port, &q.key) {
+/// Trusts a new host key, recording it in the first user file (the host
+/// name hashed with HashKnownHosts) when there is one.
+fn accept(
+    s: &HostKeySettings,
+    file: Option<&PathBuf>,
+    host: &str,
+    port: u16,
+    key: &ssh_key::PublicKey,
+    name: &str,
+    kind: &str,
+) -> bool {
+    let Some(file) = file else {
+        tracing::debug!("UserKnownHostsFile none: {name} not recorded");
+        return true;
+    };
+    let mut salt = [0u8; 20];
+    let salt = (s.hash && getrandom::getrandom(&mut salt).is_ok()).then_some(&salt);
+    match record(file, &line_to_append(host, port, key, salt)) {
         Ok(()) => {
             eprintln!("Warning: Permanently added '{name}' ({kind}) to the list of known hosts.");
         }

@@ -77,10 +77,11 @@ impl ForwardSpec {
     }
 
     /// The local address `-L` listens on: loopback unless a bind address
-    /// says otherwise (`*` or empty: every interface), as OpenSSH without
-    /// GatewayPorts.
-    pub async fn local_addr(&self) -> Result<SocketAddr, String> {
+    /// says otherwise (`*` or empty: every interface), as OpenSSH; with
+    /// GatewayPorts (`-g`) every interface when none is given.
+    pub async fn local_addr(&self, gateway_ports: bool) -> Result<SocketAddr, String> {
         let host = match self.bind.as_deref() {
+            None if gateway_ports => "0.0.0.0",
             None | Some("localhost") => "127.0.0.1",
             Some("" | "*") => "0.0.0.0",
             Some(h) => h,
@@ -128,15 +129,15 @@ impl Drop for Forwards {
 /// may still hold the port for the connection that died.
 pub async fn setup(
     client: &Client,
-    local: &[ForwardSpec],
-    remote: &[ForwardSpec],
+    a: &crate::args::Args,
     exit_on_failure: bool,
     retry_refused: bool,
 ) -> Result<Forwards, String> {
+    let (local, remote) = (&a.local, &a.remote);
     let mut fw = Forwards::default();
     for spec in local {
         let r = async {
-            let addr = spec.local_addr().await?;
+            let addr = spec.local_addr(a.gateway_ports()).await?;
             client
                 .local_forward(addr, &spec.host, spec.host_port)
                 .await

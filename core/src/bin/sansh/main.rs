@@ -14,16 +14,20 @@ mod io;
 mod reconnect;
 mod repeat;
 mod session;
+mod tokens;
 mod tty;
 
 use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sansh::tokio::{Client, ClientError, ClientOptions};
-use sansh::{CloseReason, ExitStatus};
+use sansh::tokio::{AddressFamily, Client, ClientError, ClientOptions};
+use sansh::{CloseReason, Credential, ExitStatus};
 
-use crate::args::{Args, Parsed, RequestTty, Strict};
+use crate::args::{Args, EscapeChar, LogLevel, Parsed, RequestTty, SessionType, Strict};
 use crate::session::{Ended, SessionSpec};
+use crate::tokens::Tokens;
 
 /// Restores the terminal and exits (the one way out of the program).
 pub fn exit_now(code: i32) -> ! {
@@ -107,22 +111,32 @@ fn failure_message(e: &ClientError, t: &Target, in_session: bool) -> String {
     }
 }
 
-fn init_logging(verbose: u32, quiet: bool) {
+/// Sets up the log at `level` (ssh's LogLevel mapped onto tracing: INFO,
+/// ssh's default, shows warnings; DEBUG1 (`-v`) our info lines; DEBUG2 and
+/// DEBUG3 more), on stderr or appended to `file` (`-E`).
+fn init_logging(level: LogLevel, file: Option<&Path>) -> Result<(), String> {
     use tracing::Level;
-    let level = match (quiet, verbose) {
-        (true, _) => Level::ERROR,
-        (_, 0) => Level::WARN,
-        (_, 1) => Level::INFO,
-        (_, 2) => Level::DEBUG,
-        _ => Level::TRACE,
+    let max = match level {
+        LogLevel::Quiet | LogLevel::Fatal | LogLevel::Error => Level::ERROR,
+        LogLevel::Info => Level::WARN,
+        LogLevel::Verbose | LogLevel::Debug1 => Level::INFO,
+        LogLevel::Debug2 => Level::DEBUG,
+        LogLevel::Debug3 => Level::TRACE,
     };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_target(verbose >= 2)
-        .with_ansi(std::io::stderr().is_terminal())
-        .without_time()
-        .try_init();
+    let builder =
+        tracing_subscriber::fmt().with_max_level(max).with_target(level >= LogLevel::Debug2).without_time();
+    let _ = match file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("Couldn't open logfile {}: {}", path.display(), strerror_io(&e)))?;
+            builder.with_writer(std::sync::Mutex::new(f)).with_ansi(false).try_init()
+        }
+        None => builder.with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).try_init(),
+    };
+    Ok(())
 }
 
 fn main() {
@@ -131,10 +145,12 @@ fn main() {
     let parsed = match args::parse(&argv) {
         Ok(p) => p,
         Err(e) => {
+            // ssh's form: its getopt message (if any), then the usage.
+            if !e.message.is_empty() {
+                eprintln!("{e}");
+            }
             if e.show_usage() {
-                eprintln!("sansh: {e}\n{}", args::USAGE);
-            } else {
-                eprintln!("sansh: {e}");
+                eprintln!("{}", args::USAGE);
             }
             exit_now(255);
         }
@@ -156,18 +172,72 @@ fn main() {
             0
         }
         Parsed::Demo => runtime.block_on(demo::run()),
-        Parsed::Run(a) => {
-            init_logging(a.verbose, a.quiet);
-            runtime.block_on(run(*a))
+        Parsed::Query(names) => {
+            for name in names {
+                println!("{name}");
+            }
+            0
         }
+        Parsed::Run(a) => match init_logging(a.log_level(), a.log_file.as_deref()) {
+            Ok(()) => {
+                for note in &a.notes {
+                    tracing::debug!("{note}");
+                }
+                runtime.block_on(run(*a))
+            }
+            Err(msg) => {
+                eprintln!("{msg}");
+                255
+            }
+        },
     };
     exit_now(code)
 }
 
+/// The local address to connect from (`-b`): an address, or a name
+/// resolved to one of the address family in use.
+fn bind_address(text: &str, family: AddressFamily) -> Result<IpAddr, String> {
+    if let Ok(ip) = text.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    use std::net::ToSocketAddrs;
+    let addrs = (text, 0)
+        .to_socket_addrs()
+        .map_err(|e| format!("sansh: getaddrinfo: {text}: {}", strerror_io(&e)))?;
+    addrs
+        .map(|a| a.ip())
+        .find(|ip| family.admits(&std::net::SocketAddr::new(*ip, 0)))
+        .ok_or_else(|| format!("sansh: getaddrinfo: {text}: no address of the requested family"))
+}
+
+/// The environment to pass to the session: the local variables named by
+/// SendEnv patterns, then SetEnv's.
+fn session_env(o: &args::SshOptions) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    if !o.send_env.is_empty() {
+        for (name, value) in std::env::vars_os() {
+            let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else { continue };
+            if o.send_env.iter().any(|p| args::glob(name, p)) {
+                env.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+    if let Some(set) = &o.set_env {
+        env.extend(set.iter().cloned());
+    }
+    env
+}
+
+/// Expands each path of a file list option.
+fn paths(files: &[String], tokens: &Tokens, what: &str) -> Result<Vec<PathBuf>, String> {
+    files.iter().map(|f| tokens.expand_path(f, what)).collect()
+}
+
 /// Builds the client options from the command line (credentials loaded,
 /// prompts wired). `Err` is a message for stderr.
-fn client_options(a: &Args, user: &str, host: &str, port: u16) -> Result<ClientOptions, String> {
+fn client_options(a: &Args, target: &Target, tokens: &Tokens) -> Result<ClientOptions, String> {
     let o = &a.options;
+    let (user, host, port) = (&target.user, &target.host, target.port);
     let batch = o.batch_mode.unwrap_or(false);
     let can_prompt = !batch && tty::can_prompt();
     let mut options = ClientOptions::new(user);
@@ -184,52 +254,125 @@ fn client_options(a: &Args, user: &str, host: &str, port: u16) -> Result<ClientO
     if let Some(h) = &o.host_key_algorithms {
         transport.host_key_algorithms = h.clone();
     }
+    if let Some(r) = o.rekey_limit {
+        transport.rekey.bytes = r.bytes;
+        transport.rekey.time = r.time;
+    }
     if let Some(interval) = args::secs(o.server_alive_interval) {
         transport.keepalive.probe_interval = Some(interval);
         transport.keepalive.probe_count_max = o.server_alive_count_max.unwrap_or(3);
     }
+    if let Some(algs) = &o.pubkey_algorithms {
+        options.config.user_key_algorithms = algs.clone();
+    }
     options.connect_timeout = args::secs(o.connect_timeout);
+    options.connection_attempts = o.connection_attempts.unwrap_or(1);
+    options.address_family = a.address_family();
+    options.bind_address = match a.bind_address() {
+        Some(b) => Some(bind_address(b, options.address_family)?),
+        None => None,
+    };
+    if let Some(EscapeChar::Char(c)) = a.escape.or(o.escape_char) {
+        tracing::debug!("escape character {:?}: sansh has no escape sequences; passed through", c as char);
+    }
 
-    let strict = o.strict.unwrap_or(Strict::Ask);
-    let known_hosts = o.known_hosts.clone().unwrap_or_else(|| args::home().join(".ssh/known_hosts"));
-    options.host_key_policy = auth::host_key_policy(strict, known_hosts, can_prompt);
+    // Host keys: every user and global file is read; the first user file is written.
+    let user_files = match &o.known_hosts {
+        Some(files) => paths(files, tokens, "UserKnownHostsFile")?,
+        None => vec![args::home().join(".ssh/known_hosts"), args::home().join(".ssh/known_hosts2")],
+    };
+    let global_files = match &o.global_known_hosts {
+        Some(files) => paths(files, tokens, "GlobalKnownHostsFile")?,
+        None => vec!["/etc/ssh/ssh_known_hosts".into(), "/etc/ssh/ssh_known_hosts2".into()],
+    };
+    let is_localhost = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let mut strict = o.strict.unwrap_or(Strict::Ask);
+    if o.no_host_auth_for_localhost == Some(true) && is_localhost && o.host_key_alias.is_none() {
+        tracing::debug!("NoHostAuthenticationForLocalhost: not checking the host key of {host}");
+        strict = Strict::No;
+    }
+    options.host_key_policy = auth::host_key_policy(auth::HostKeySettings {
+        strict,
+        user_files,
+        global_files,
+        hash: o.hash_known_hosts.unwrap_or(false),
+        alias: o.host_key_alias.clone(),
+        can_prompt,
+    });
 
+    // The agent: IdentityAgent none, SSH_AUTH_SOCK (the default), $VAR or a path.
     let pubkey = o.pubkey_auth.unwrap_or(true);
     options.use_agent = pubkey;
     match o.identity_agent.as_deref() {
         None | Some("SSH_AUTH_SOCK") => {}
-        Some("none") => options.use_agent = false,
-        Some(other) => {
-            let from_env = std::env::var("SSH_AUTH_SOCK").ok();
-            if from_env.as_deref() != Some(other) {
-                return Err(format!(
-                    "sansh: IdentityAgent {other}: only SSH_AUTH_SOCK or none are supported (set SSH_AUTH_SOCK={other})"
-                ));
-            }
-        }
+        Some(v) if v.eq_ignore_ascii_case("none") => options.use_agent = false,
+        Some(v) => match v.strip_prefix('$') {
+            Some(var) => match std::env::var_os(var).filter(|p| !p.is_empty()) {
+                Some(path) => options.agent_socket = Some(path.into()),
+                None => {
+                    tracing::debug!("IdentityAgent {v}: {var} is not set; no agent");
+                    options.use_agent = false;
+                }
+            },
+            None => options.agent_socket = Some(tokens.expand_path(v, "IdentityAgent")?),
+        },
     }
+    if let Some(path) = &options.agent_socket {
+        tracing::debug!("ssh-agent at {}", path.display());
+    }
+    let given = paths(&a.identities, tokens, "IdentityFile")?;
+    let mut identity_keys = Vec::new();
     if pubkey {
-        let (files, explicit) = auth::identity_files(&a.identities);
+        let (files, explicit) = auth::identity_files(&given);
         for path in files {
-            if let Some(cred) = auth::load_identity(&path, explicit, can_prompt) {
+            let cred = auth::load_identity(&path, explicit, can_prompt);
+            identity_keys.extend(auth::identity_public_key(&path, cred.as_ref()));
+            if let Some(cred) = cred {
                 tracing::debug!("identity {}: {}", path.display(), cred.describe());
                 options.config.credentials.push(cred);
             }
         }
     }
+    if o.identities_only == Some(true) {
+        tracing::debug!(
+            "IdentitiesOnly: the agent's keys only if among the {} identity files",
+            identity_keys.len()
+        );
+        options.agent_keys_only = Some(identity_keys);
+    }
+
+    // Passwords: SANSH_PASSWORD once, or up to NumberOfPasswordPrompts
+    // prompts on the terminal.
+    let prompts = o.number_of_password_prompts.unwrap_or(3);
     let settings = auth::PromptSettings {
         env_password: std::env::var("SANSH_PASSWORD").ok(),
         can_prompt,
-        password: o.password_auth.unwrap_or(true),
-        keyboard_interactive: o.kbd_interactive_auth.unwrap_or(true),
+        password: o.password_auth.unwrap_or(true) && prompts > 0,
+        keyboard_interactive: o.kbd_interactive_auth.unwrap_or(true) && prompts > 0,
     };
     if let Some(cred) = auth::env_password_credential(&settings) {
         options.config.credentials.push(cred);
+    } else if settings.password && can_prompt {
+        options.config.credentials.extend((0..prompts).map(|_| Credential::PasswordPrompt));
     }
+    // ssh's order unless PreferredAuthentications says otherwise; methods
+    // turned off are left out.
+    let mut order = o
+        .preferred_auth
+        .clone()
+        .unwrap_or_else(|| ["publickey", "keyboard-interactive", "password"].map(String::from).to_vec());
+    order.retain(|m| match m.as_str() {
+        "publickey" => pubkey,
+        "password" => settings.password,
+        "keyboard-interactive" => settings.keyboard_interactive,
+        _ => true,
+    });
+    tracing::debug!("authentications that may be tried, in order: {}", order.join(","));
+    options.preferred_auth = Some(order);
     if settings.env_password.is_some() || can_prompt {
         options.prompt = Some(auth::prompt_fn(settings));
     }
-    if !a.quiet {
+    if a.log_level() >= LogLevel::Info {
         // As they arrive, as ssh does: a banner shows even when the login
         // it precedes then fails. Sanitised by the core (terminal_safe).
         options.on_banner = Some(std::sync::Arc::new(|banner: &str| {
@@ -264,7 +407,8 @@ enum Work {
 
 /// The work to do on a connection: forward only (-N), --repeat, or a session.
 async fn work(client: &Client, a: &Args, target: &Target) -> Work {
-    if a.no_command {
+    let quiet = a.log_level() < LogLevel::Info;
+    if a.session_type() == SessionType::None {
         return tokio::select! {
             reason = client.closed() => Work::Lost(ClientError::Closed(reason)),
             n = session::any_terminating_signal() => {
@@ -291,19 +435,26 @@ async fn work(client: &Client, a: &Args, target: &Target) -> Work {
         RequestTty::Yes => true,
         RequestTty::No => false,
         RequestTty::Auto => {
-            if a.command.is_none() && !stdin_tty && !a.quiet {
+            if a.command.is_none() && !stdin_tty && !quiet {
                 eprintln!("Pseudo-terminal will not be allocated because stdin is not a terminal.");
             }
             a.command.is_none() && stdin_tty
         }
     };
     let raw = pty && stdin_tty;
-    let spec = SessionSpec { command: a.command.clone(), pty, raw, read_stdin: !a.stdin_null };
+    let spec = SessionSpec {
+        command: a.command.clone(),
+        subsystem: a.session_type() == SessionType::Subsystem,
+        env: session_env(&a.options),
+        pty,
+        raw,
+        read_stdin: !a.stdin_null(),
+    };
     let ended = session::run(client, spec).await;
     tty::restore();
     match ended {
         Ended::Exit(status) => {
-            if raw && !a.quiet {
+            if raw && !quiet {
                 eprintln!("Connection to {} closed.", target.host);
             }
             Work::Exit(exit_code(status.as_ref()))
@@ -333,29 +484,52 @@ async fn run(mut a: Args) -> i32 {
         // Without probes a black-holed link is noticed only by TCP, after minutes.
         a.options.server_alive_interval = Some(15);
     }
+    let local_user =
+        std::env::var("USER").ok().or_else(|| std::env::var("LOGNAME").ok()).or_else(current_user);
     let o = &a.options;
-    let user = a
-        .login
-        .clone()
-        .or_else(|| o.user.clone())
-        .or_else(|| a.host_user.clone())
-        .or_else(|| std::env::var("USER").ok())
-        .or_else(|| std::env::var("LOGNAME").ok())
-        .or_else(current_user);
+    let user =
+        a.login.clone().or_else(|| o.user.clone()).or_else(|| a.host_user.clone()).or(local_user.clone());
     let Some(user) = user else {
         eprintln!("sansh: no user name: set USER or use -l");
         return 255;
     };
-    let host = o.hostname.clone().unwrap_or_else(|| a.host.clone());
     let port = a.port.or(o.port).unwrap_or(22);
+    let mut tokens = Tokens::local(local_user.unwrap_or_else(|| user.clone()), &a.host);
+    tokens.port = port;
+    tokens.remote_user = user.clone();
+    tokens.host_key_alias = o.host_key_alias.clone();
+    // Hostname may name the host given with %h.
+    let host = match &o.hostname {
+        Some(h) => match tokens.expand(h, "Hostname") {
+            Ok(h) => h,
+            Err(msg) => {
+                eprintln!("{msg}");
+                return 255;
+            }
+        },
+        None => a.host.clone(),
+    };
+    tokens.host = host.clone();
+    if a.command.is_none()
+        && let Some(remote) = &o.remote_command
+    {
+        match tokens.expand(remote, "RemoteCommand") {
+            Ok(cmd) => a.command = Some(cmd),
+            Err(msg) => {
+                eprintln!("{msg}");
+                return 255;
+            }
+        }
+    }
     let target = Target { user: user.clone(), host: host.clone(), port };
-    let options = match client_options(&a, &user, &host, port) {
+    let options = match client_options(&a, &target, &tokens) {
         Ok(o) => o,
         Err(msg) => {
             eprintln!("{msg}");
             return 255;
         }
     };
+    let o = &a.options;
     if let Some(max) = a.reconnect {
         return reconnect::run(&a, &target, options, max).await;
     }
@@ -368,7 +542,7 @@ async fn run(mut a: Args) -> i32 {
         }
     };
     let exit_on_failure = o.exit_on_forward_failure.unwrap_or(false);
-    let forwards = match forward::setup(&client, &a.local, &a.remote, exit_on_failure, false).await {
+    let forwards = match forward::setup(&client, &a, exit_on_failure, false).await {
         Ok(f) => f,
         Err(msg) => {
             eprintln!("{msg}");

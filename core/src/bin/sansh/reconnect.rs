@@ -38,7 +38,7 @@ pub async fn run(a: &Args, target: &Target, options: ClientOptions, max_retries:
                     eprintln!("sansh: reconnected to {} port {}", target.host, target.port);
                 }
                 connected_before = true;
-                match forward::setup(&client, &a.local, &a.remote, exit_on_failure, true).await {
+                match forward::setup(&client, a, exit_on_failure, true).await {
                     Ok(forwards) => {
                         let outcome = work(&client, a, target).await;
                         drop(forwards);

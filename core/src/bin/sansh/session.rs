@@ -21,6 +21,10 @@ use crate::tty;
 pub struct SessionSpec {
     /// The command, or None for the shell.
     pub command: Option<String>,
+    /// The command names a subsystem (`-s`).
+    pub subsystem: bool,
+    /// Environment to pass (SendEnv, SetEnv); the server may refuse some.
+    pub env: Vec<(String, String)>,
     /// Request a PTY.
     pub pty: bool,
     /// Put the local terminal in raw mode (a PTY with a terminal on stdin).
@@ -295,9 +299,28 @@ pub async fn run(client: &Client, spec: SessionSpec) -> Ended {
             }
         }
     }
-    let started = match &spec.command {
-        Some(cmd) => ch.exec(cmd).await,
-        None => ch.shell().await,
+    for (name, value) in &spec.env {
+        tracing::debug!("Sending env {name} = {value}");
+        match ch.env(name, value).await {
+            Ok(()) => {}
+            // sshd accepts only what AcceptEnv lists; ssh goes on regardless.
+            Err(ClientError::Refused(_)) => tracing::debug!("the server refused env {name}"),
+            Err(e) => return Ended::Failed(e),
+        }
+    }
+    let started = match (&spec.command, spec.subsystem) {
+        (Some(name), true) => {
+            tracing::debug!("Sending subsystem: {name}");
+            match ch.subsystem(name).await {
+                Err(ClientError::Refused(_)) => {
+                    eprintln!("Request for subsystem '{name}' failed on channel {}", ch.id());
+                    return Ended::Exit(None);
+                }
+                other => other,
+            }
+        }
+        (Some(cmd), false) => ch.exec(cmd).await,
+        (None, _) => ch.shell().await,
     };
     if let Err(e) = started {
         return Ended::Failed(e);

@@ -14,7 +14,8 @@ cargo clippy --workspace --all-targets --features sansh/cli --locked -- -D warni
 echo "== unit, property, in-memory and interop tests (optimised, with overflow checks)"
 cargo test --workspace --all-targets --features sansh/cli --locked --profile ci
 
-echo "== doc tests"
+echo "== doc tests, and the API docs build without warnings"
 cargo test --workspace --doc --locked --profile ci
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features sansh/cli,sansh/testing --locked
 
 echo "all tests passed"

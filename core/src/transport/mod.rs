@@ -2,7 +2,7 @@
 //! exchange with strict kex, rekeying, service request, and the transport
 //! messages (IGNORE, DEBUG, UNIMPLEMENTED, DISCONNECT, EXT_INFO, PING/PONG).
 //!
-//! [`Transport::poll`] decrypts inbound packets, handles transport messages
+//! `Transport::poll` decrypts inbound packets, handles transport messages
 //! itself and hands every upper-layer payload (authentication, connection)
 //! back to the caller as a range of the input buffer, so nothing is copied.
 

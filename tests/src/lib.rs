@@ -1,5 +1,5 @@
 //! Interop harness: real SSH peers started on 127.0.0.1 by the tests
-//! themselves, and a small blocking driver for a sansh [`Connection`].
+//! themselves, and a small blocking driver for a sansh [`Connection`](sansh::Connection).
 //!
 //! A peer that cannot be started makes the test fail loudly: interop tests
 //! never pass by skipping.

@@ -317,6 +317,11 @@ impl Connection {
                         (MessageClass::Auth, Auth::Server(a)) => a.handle(payload, &mut ctx)?,
                         (MessageClass::Connection, _) => {
                             self.proto.handle(payload, &mut ctx)?;
+                            // Replies to keepalive@openssh.com probes.
+                            let now = self.shared.now;
+                            for seq in self.proto.answered_probes.drain(..) {
+                                self.keepalive.on_probe_reply(seq, now);
+                            }
                             Step::Continue
                         }
                         _ => {
@@ -336,6 +341,10 @@ impl Connection {
                             server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
                         });
                     }
+                    Step::Continue
+                }
+                Inbound::ProbeReply(seq) => {
+                    self.keepalive.on_probe_reply(seq, self.shared.now);
                     Step::Continue
                 }
                 Inbound::Disconnect { code, description } => {
@@ -374,16 +383,15 @@ impl Connection {
     fn track_activity(&mut self) {
         let now = self.shared.now;
         let t = &mut self.transport;
-        if t.first_kex_done() {
+        // Once both are on, the transport's state is not looked at again
+        // (this runs after every packet).
+        if !self.keepalive.fully_enabled() && t.first_kex_done() {
             self.keepalive.enable_ignore(now, &mut self.shared.rng);
             // Probes need an answerable request: PING once the peer offers
             // it, otherwise a global request once authenticated.
             if t.peer_ext.ping || t.upper == Upper::Authenticated {
                 self.keepalive.enable_probes(now);
             }
-        }
-        for seq in t.probe_pongs.drain(..).chain(self.proto.answered_probes.drain(..)) {
-            self.keepalive.on_probe_reply(seq, now);
         }
         if self.shared.stats.packets_received != self.seen_received {
             self.seen_received = self.shared.stats.packets_received;

@@ -163,6 +163,11 @@ impl Keepalive {
         }
     }
 
+    /// Whether IGNOREs and probes are both enabled: nothing left to enable.
+    pub(crate) fn fully_enabled(&self) -> bool {
+        self.ignore_enabled && self.probe_enabled
+    }
+
     /// Probes need an answerable request: after authentication (global
     /// request) or, with `ping@openssh.com`, after the first kex.
     pub(crate) fn enable_probes(&mut self, now: Timestamp) {

@@ -415,8 +415,6 @@ pub(crate) struct Transport {
     pending_in: Option<cipher::PacketCipher>,
     service: Service,
     pub(crate) peer_ext: PeerExtensions,
-    /// PONGs answering our keepalive probes (sequence numbers).
-    pub(crate) probe_pongs: Vec<u64>,
     /// Tests: plaintext payloads received, when logging is on.
     #[cfg(feature = "testing")]
     pub(crate) log_in: Option<Vec<Vec<u8>>>,
@@ -502,7 +500,6 @@ impl Transport {
             pending_in: None,
             service: Service::None,
             peer_ext: PeerExtensions::default(),
-            probe_pongs: Vec::new(),
             #[cfg(feature = "testing")]
             log_in: None,
             kex_deadline: config.kex_timeout.map(|d| shared.now + d),
@@ -683,6 +680,7 @@ impl Transport {
             match result? {
                 Handled::Done => {}
                 Handled::ServiceAccepted => return Ok(Some(Inbound::ServiceAccepted)),
+                Handled::ProbeReply(seq) => return Ok(Some(Inbound::ProbeReply(seq))),
                 Handled::Upper => return Ok(Some(Inbound::Upper(range))),
                 Handled::Disconnect { code, description } => {
                     return Ok(Some(Inbound::Disconnect { code, description }));
@@ -713,7 +711,7 @@ impl Transport {
             MessageClass::Kex => self.handle_kex(payload, seq, shared)?,
             MessageClass::Service => return self.handle_service(payload, shared),
             MessageClass::ExtInfo => self.handle_ext_info(payload, shared)?,
-            MessageClass::Ping => self.handle_ping(payload, shared)?,
+            MessageClass::Ping => return self.handle_ping(payload, shared),
             MessageClass::Auth | MessageClass::Connection => return Ok(Handled::Upper),
             MessageClass::Unknown => {
                 let mut p = Vec::with_capacity(5);
@@ -875,26 +873,28 @@ impl Transport {
         Ok(())
     }
 
-    fn handle_ping(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
+    fn handle_ping(&mut self, payload: &[u8], shared: &mut Shared) -> Result<Handled, Error> {
         let n = payload[0];
         let mut r = Reader::new(&payload[1..]);
         let data = r.string("data").map_err(|reason| Error::Malformed { message: msg::name(n), reason })?;
         if n == msg::PING {
             // Replies would pile up while our own rekey holds output (the
             // memory exhaustion OpenSSH fixed in 9.9p2): drop pings then.
+            // Not holding, the PONG is built straight into the transmit
+            // buffer: a server answers every client's probes.
             if !self.output.holding {
-                let mut p = Vec::with_capacity(data.len() + 5);
-                p.put_u8(msg::PONG);
-                p.put_string(data);
-                self.output.send(&p, &mut shared.rng);
+                self.output.send_with(&mut shared.rng, |p, _| {
+                    p.put_u8(msg::PONG);
+                    p.put_string(data);
+                });
             }
         } else if let Some(seq) = data.strip_prefix(PROBE_TAG).and_then(|d| d.try_into().ok()) {
             // The answer to one of our keepalive probes: no event.
-            self.probe_pongs.push(u64::from_be_bytes(seq));
+            return Ok(Handled::ProbeReply(u64::from_be_bytes(seq)));
         } else {
             shared.events.push_back(Event::Pong { data: data.to_vec() });
         }
-        Ok(())
+        Ok(Handled::Done)
     }
 
     /// Sends a keepalive probe as SSH_MSG_PING (only when the peer offers it).
@@ -1426,6 +1426,8 @@ pub(crate) enum Inbound {
     Disconnect { code: DisconnectCode, description: String },
     /// `ssh-userauth` was accepted: authentication may start.
     ServiceAccepted,
+    /// The PONG answering our keepalive probe with this sequence number.
+    ProbeReply(u64),
 }
 
 /// What `handle_packet` did.
@@ -1433,5 +1435,6 @@ enum Handled {
     Done,
     Upper,
     ServiceAccepted,
+    ProbeReply(u64),
     Disconnect { code: DisconnectCode, description: String },
 }

@@ -367,13 +367,19 @@ impl Connection {
             return;
         }
         let t = &mut self.transport;
-        let mut ctx = Ctx {
-            out: &mut t.output,
-            shared: &mut self.shared,
-            session_id: t.session_id.unwrap_or_default(),
-            server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
-        };
-        self.proto.flush_all(&mut ctx);
+        if self.proto.live() > 0 {
+            let mut ctx = Ctx {
+                out: &mut t.output,
+                shared: &mut self.shared,
+                session_id: t.session_id.unwrap_or_default(),
+                server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
+            };
+            self.proto.flush_all(&mut ctx);
+        } else if t.output.can_send_now() {
+            // What flush_all does without channels (this runs after every
+            // packet; an idle connection often has none).
+            t.output.data_blocked = false;
+        }
         self.transport.check_rekey_limits(&mut self.shared);
         self.track_activity();
     }

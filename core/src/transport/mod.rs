@@ -1275,9 +1275,11 @@ impl Transport {
         if self.upper != Upper::Authenticated || self.kex.is_some() || self.output.closed {
             return;
         }
+        // The output's copy of the limits (set with them in finish_kex):
+        // this runs after every packet, and it sits beside the counters.
         let bytes = self.input.bytes_since_kex.max(self.output.bytes_since_kex);
         let packets = self.input.packets_since_kex.max(self.output.packets_since_kex);
-        if bytes >= self.rekey_bytes || packets >= self.config.rekey.packets {
+        if bytes >= self.output.limit_bytes || packets >= self.output.limit_packets {
             self.start_kex(shared);
         }
     }

@@ -202,7 +202,7 @@ impl Connection {
     pub fn stats(&self) -> Stats {
         let mut s = self.shared.stats.clone();
         s.packets_sent = self.transport.output.packets_total;
-        s.probes_sent = self.keepalive.probes_sent;
+        s.probes_sent = self.keepalive.probes_sent();
         s.probes_answered = self.keepalive.probes_answered;
         s.rtt = self.keepalive.rtt;
         s

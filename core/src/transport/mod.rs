@@ -52,18 +52,20 @@ pub(crate) enum Upper {
 }
 
 /// State every layer reads and writes: clock, RNG, events, counters.
+// `repr(C)`: what every packet touches first (see `Connection`).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Shared {
     pub(crate) now: Timestamp,
-    pub(crate) rng: Rng,
     pub(crate) events: VecDeque<Event>,
-    pub(crate) state: State,
     pub(crate) stats: crate::connection::Stats,
     /// Last id handed out for an event that needs an answer.
     pub(crate) next_id: u64,
     /// Data buffers handed back by the application, reused for the next
     /// data events: a bulk transfer then allocates (and faults) nothing.
     pub(crate) spare: Vec<Vec<u8>>,
+    pub(crate) state: State,
+    pub(crate) rng: Rng,
 }
 
 impl Shared {
@@ -102,7 +104,10 @@ const IDLE_READ: usize = 4096;
 const COMPACT_THRESHOLD: usize = 64 * 1024;
 
 /// Inbound bytes and the packet opener.
+// `repr(C)`, in declaration order: all of it is touched by each packet
+// received, the counters also after each packet sent (see `Connection`).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Input {
     /// Storage, initialised once and reused (never zeroed again), so the
     /// adapter can read the socket straight into it; `buf[start..end]` is
@@ -165,29 +170,11 @@ impl Input {
 
 /// Outbound packets: sealed straight into the transmit buffer, or held while
 /// our key exchange runs (RFC 4253 §7.1 allows only kex messages then).
+// `repr(C)`: what each packet sent (and each rekey-limit check) touches
+// first, right after `Input`'s counters (see `Connection`).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Output {
-    buf: Vec<u8>,
-    /// `buf[sent..]` is what the adapter still has to write.
-    sent: usize,
-    sealer: Sealer,
-    /// Between our KEXINIT and our NEWKEYS: only kex messages and DISCONNECT go out.
-    holding: bool,
-    held: VecDeque<Vec<u8>>,
-    /// What `held` counts against the cap: payloads plus `HELD_OVERHEAD` each.
-    held_cost: usize,
-    /// The part of `held_cost` that answers the peer (sent while
-    /// `replying`), as opposed to what our application sent meanwhile.
-    held_replies: usize,
-    /// Set while inbound packets are processed: what is sent then is the
-    /// peer's doing.
-    pub(crate) replying: bool,
-    /// `TransportConfig::max_queued_output` (at least `MIN_QUEUED_OUTPUT`).
-    pub(crate) max_queued: usize,
-    /// Channel data waits because the output reached half of `max_queued`.
-    pub(crate) data_blocked: bool,
-    /// After DISCONNECT (or EOF) nothing more is sent.
-    closed: bool,
     bytes_since_kex: u64,
     packets_since_kex: u64,
     /// Rekey limits of the current keys (set when a kex completes), so bulk
@@ -196,9 +183,30 @@ pub(crate) struct Output {
     limit_packets: u64,
     pub(crate) bytes_total: u64,
     pub(crate) packets_total: u64,
+    buf: Vec<u8>,
+    /// `buf[sent..]` is what the adapter still has to write.
+    sent: usize,
+    sealer: Sealer,
+    /// What `held` counts against the cap: payloads plus `HELD_OVERHEAD` each.
+    held_cost: usize,
+    /// `TransportConfig::max_queued_output` (at least `MIN_QUEUED_OUTPUT`).
+    pub(crate) max_queued: usize,
+    /// Between our KEXINIT and our NEWKEYS: only kex messages and DISCONNECT go out.
+    holding: bool,
+    /// Set while inbound packets are processed: what is sent then is the
+    /// peer's doing.
+    pub(crate) replying: bool,
+    /// Channel data waits because the output reached half of `max_queued`.
+    pub(crate) data_blocked: bool,
+    /// After DISCONNECT (or EOF) nothing more is sent.
+    closed: bool,
     /// Tests: plaintext payloads sent, when logging is on.
     #[cfg(feature = "testing")]
     pub(crate) log: Option<Vec<Vec<u8>>>,
+    /// The part of `held_cost` that answers the peer (sent while
+    /// `replying`), as opposed to what our application sent meanwhile.
+    held_replies: usize,
+    held: VecDeque<Vec<u8>>,
 }
 
 impl Output {
@@ -388,38 +396,41 @@ enum Service {
 }
 
 /// The transport layer of one connection.
+// `repr(C)`: what every packet or keepalive touches comes first, in this
+// order, up to `output` (see `Connection`); the rest is cold once connected.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Transport {
+    kex_deadline: Option<Timestamp>,
+    rekey_deadline: Option<Timestamp>,
+    kex: Option<Box<KexRun>>,
+    pub(crate) peer_ext: PeerExtensions,
     role: Role,
-    config: TransportConfig,
     /// Input is left unprocessed until our output drains (see
     /// `TransportConfig::max_queued_output` and `input_must_wait`).
     output_stopped: bool,
+    first_kex_done: bool,
+    strict: bool,
+    pub(crate) upper: Upper,
+    service: Service,
+    /// Tests: plaintext payloads received, when logging is on.
+    #[cfg(feature = "testing")]
+    pub(crate) log_in: Option<Vec<Vec<u8>>>,
+    pub(crate) input: Input,
+    pub(crate) output: Output,
+    config: TransportConfig,
     host_keys: Vec<HostKey>,
     /// Server: the user-key signature algorithms announced in EXT_INFO.
     server_sig_algs: Vec<crate::keys::SignatureAlgorithm>,
     our_version: String,
     peer_version: Option<String>,
     version_reader: VersionReader,
-    pub(crate) input: Input,
-    pub(crate) output: Output,
-    pub(crate) upper: Upper,
-    kex: Option<Box<KexRun>>,
-    first_kex_done: bool,
-    strict: bool,
     pub(crate) session_id: Option<[u8; 32]>,
     /// Client: the server host key accepted in the first kex (blob).
     host_key_blob: Option<Vec<u8>>,
     negotiated: Option<Negotiated>,
     /// The inbound cipher derived by the current kex, installed on the peer's NEWKEYS.
     pending_in: Option<cipher::PacketCipher>,
-    service: Service,
-    pub(crate) peer_ext: PeerExtensions,
-    /// Tests: plaintext payloads received, when logging is on.
-    #[cfg(feature = "testing")]
-    pub(crate) log_in: Option<Vec<Vec<u8>>>,
-    kex_deadline: Option<Timestamp>,
-    rekey_deadline: Option<Timestamp>,
     rekey_bytes: u64,
 }
 
@@ -651,7 +662,8 @@ impl Transport {
     /// (returned as a range of `self.input.buf`), the peer disconnects, or
     /// more input is needed.
     pub(crate) fn poll(&mut self, shared: &mut Shared) -> Result<Option<Inbound>, Error> {
-        if self.peer_version.is_none() && !self.read_version(shared)? {
+        // (first_kex_done first: it is beside the input, peer_version is not.)
+        if !self.first_kex_done && self.peer_version.is_none() && !self.read_version(shared)? {
             return Ok(None);
         }
         loop {

@@ -126,6 +126,15 @@ pub struct Connection {
     user: Option<String>,
 }
 
+/// The earlier of two optional deadlines (straight-line: `poll_timeout` is
+/// called after every wake).
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 fn new_shared(now: Timestamp, seed: Seed) -> Shared {
     Shared {
         now,
@@ -1083,15 +1092,14 @@ impl Connection {
         Some(event)
     }
 
-    /// When `handle_timeout` should next be called.
+    /// When `handle_timeout` should next be called. Cheap: adapters call
+    /// it after every wake, and it reads only deadlines kept beside what
+    /// every packet touches anyway.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         if self.closed {
             return None;
         }
-        [self.transport.poll_timeout(), self.auth_deadline, self.keepalive.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        earliest(earliest(self.transport.poll_timeout(), self.auth_deadline), self.keepalive.poll_timeout())
     }
 }

@@ -32,8 +32,6 @@ pub struct Stats {
     pub bytes_sent: u64,
     /// Bytes received from the socket.
     pub bytes_received: u64,
-    /// Packets sent.
-    pub packets_sent: u64,
     /// Packets received.
     pub packets_received: u64,
     /// When the last packet was received.
@@ -41,6 +39,8 @@ pub struct Stats {
     /// When the last packet was sent (queued for the socket), as of the
     /// last input or timer (commands carry no timestamp).
     pub last_sent: Option<Timestamp>,
+    /// Packets sent.
+    pub packets_sent: u64,
     /// Completed key re-exchanges (not counting the first).
     pub rekeys: u64,
     /// When the last key exchange completed.
@@ -107,8 +107,9 @@ pub struct Connection {
     /// Packet counters at the last activity check (to notice traffic).
     seen_sent: u64,
     seen_received: u64,
-    /// Server: when authentication must have succeeded.
-    auth_deadline: Option<Timestamp>,
+    /// Server: when authentication must have succeeded
+    /// (`Timestamp::MAX`: no deadline; 8 bytes instead of 16, see above).
+    auth_deadline: Timestamp,
     /// Set once `Event::Closed` has been queued.
     closed: bool,
     /// `shared.now` is the time of the current timed call (not a command).
@@ -160,7 +161,7 @@ impl Connection {
             transport,
             auth,
             proto: ConnectionProtocol::new(Role::Client, config.max_channels),
-            auth_deadline: None,
+            auth_deadline: Timestamp::MAX,
             user: None,
             keepalive,
             seen_sent: 0,
@@ -189,7 +190,7 @@ impl Connection {
             config.max_auth_failures,
             config.banner,
         ));
-        let auth_deadline = config.auth_timeout.map(|d| now + d);
+        let auth_deadline = config.auth_timeout.map_or(Timestamp::MAX, |d| now + d);
         Ok(Connection {
             shared,
             transport,
@@ -229,7 +230,7 @@ impl Connection {
         s.packets_sent = self.transport.output.packets_total;
         s.probes_sent = self.keepalive.probes_sent();
         s.probes_answered = self.keepalive.probes_answered;
-        s.rtt = self.keepalive.rtt;
+        s.rtt = self.keepalive.rtt();
         s
     }
 
@@ -523,7 +524,7 @@ impl Connection {
             Step::Continue => {}
             Step::Authenticated { user, method } => {
                 self.transport.upper = Upper::Authenticated;
-                self.auth_deadline = None;
+                self.auth_deadline = Timestamp::MAX;
                 self.user = Some(user.clone());
                 self.shared.set_state(State::Active);
                 self.shared.events.push_back(Event::Authenticated { user, method });
@@ -601,7 +602,7 @@ impl Connection {
             self.close_with(reason, Some((DisconnectCode::KEY_EXCHANGE_FAILED, desc)));
             return;
         }
-        if self.auth_deadline.is_some_and(|d| d <= now) {
+        if self.auth_deadline != Timestamp::MAX && self.auth_deadline <= now {
             let desc = "authentication timed out";
             self.close_with(CloseReason::AuthTimeout, Some((DisconnectCode::BY_APPLICATION, desc)));
             return;
@@ -1100,6 +1101,49 @@ impl Connection {
         if self.closed {
             return None;
         }
-        earliest(earliest(self.transport.poll_timeout(), self.auth_deadline), self.keepalive.poll_timeout())
+        let auth = (self.auth_deadline != Timestamp::MAX).then_some(self.auth_deadline);
+        earliest(earliest(self.transport.poll_timeout(), auth), self.keepalive.poll_timeout())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, offset_of, size_of};
+
+    /// Each cache line an idle connection's keepalive touches is a likely
+    /// miss (see the comment on `Connection`). If this fails, new state
+    /// went among the hot fields: put it after them, or behind a Box.
+    #[test]
+    fn what_a_keepalive_touches_stays_in_ten_cache_lines() {
+        assert_eq!(align_of::<Connection>(), 64);
+        assert_eq!(offset_of!(Connection, keepalive), 0);
+        assert!(
+            size_of::<Keepalive>() <= 128,
+            "the keepalive machine takes {} bytes",
+            size_of::<Keepalive>()
+        );
+        // The keepalive machine, counters, deadline and flags, then the
+        // clock, the event queue and the per-packet stats: four lines.
+        let shared = offset_of!(Connection, shared);
+        assert!(shared > offset_of!(Connection, has_channels));
+        let head = shared
+            + offset_of!(Shared, stats)
+            + offset_of!(Stats, last_sent)
+            + size_of::<Option<Timestamp>>();
+        assert!(head <= 4 * 64, "the hot head ends at byte {head}");
+        assert!(
+            offset_of!(Shared, now) < offset_of!(Shared, stats)
+                && offset_of!(Shared, events) < offset_of!(Shared, stats)
+        );
+        // The transport's deadlines, flags, input and output: five lines,
+        // six with the packet logs of `testing` builds.
+        assert_eq!(offset_of!(Connection, transport) % 64, 0);
+        let logs = if cfg!(feature = "testing") { 48 } else { 0 };
+        assert!(
+            Transport::HOT_LEN <= 5 * 64 + logs,
+            "the transport's hot part takes {} bytes",
+            Transport::HOT_LEN
+        );
     }
 }

@@ -52,14 +52,37 @@ pub struct Rtt {
     pub min: Option<Duration>,
 }
 
-impl Rtt {
+/// [`Rtt`] in nanoseconds, `u64::MAX` for none: 24 bytes instead of 48,
+/// so that the keepalive machine fits two cache lines.
+#[derive(Clone, Copy, Debug)]
+struct RttNanos {
+    last: u64,
+    smoothed: u64,
+    min: u64,
+}
+
+impl RttNanos {
+    const NONE: u64 = u64::MAX;
+
+    fn new() -> Self {
+        RttNanos { last: Self::NONE, smoothed: Self::NONE, min: Self::NONE }
+    }
+
+    /// The same arithmetic as on `Duration`s, in whole nanoseconds.
     fn sample(&mut self, d: Duration) {
-        self.last = Some(d);
-        self.min = Some(self.min.map_or(d, |m| m.min(d)));
-        self.smoothed = Some(match self.smoothed {
-            None => d,
-            Some(s) => (s * 7 + d) / 8,
-        });
+        let d = u64::try_from(d.as_nanos()).unwrap_or(Self::NONE - 1).min(Self::NONE - 1);
+        self.last = d;
+        self.min = self.min.min(d);
+        self.smoothed = if self.smoothed == Self::NONE {
+            d
+        } else {
+            ((u128::from(self.smoothed) * 7 + u128::from(d)) / 8) as u64
+        };
+    }
+
+    fn get(&self) -> Rtt {
+        let d = |n: u64| (n != Self::NONE).then(|| Duration::from_nanos(n));
+        Rtt { last: d(self.last), smoothed: d(self.smoothed), min: d(self.min) }
     }
 }
 
@@ -122,10 +145,20 @@ fn due(t: Timestamp, now: Timestamp) -> bool {
     t != NEVER && t <= now
 }
 
-/// The keepalive machine of one connection. Everything a timer or a
-/// received packet touches comes first, in declaration order (`repr(C)`):
-/// this runs once an interval on every idle connection, and each cache
-/// line it touches is a likely miss.
+/// An interval in whole microseconds (saturating), as `Timestamp + Duration` counts it.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// `now + micros`, saturating, as `Timestamp + Duration`.
+fn after(now: Timestamp, micros: u64) -> Timestamp {
+    Timestamp::from_micros(now.as_micros().saturating_add(micros))
+}
+
+/// The keepalive machine of one connection, in two cache lines (`repr(C)`;
+/// the first is what every timer and received packet touches): this runs
+/// once an interval on every idle connection, and each line it touches is
+/// a likely cache miss.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Keepalive {
@@ -152,8 +185,17 @@ pub(crate) struct Keepalive {
     sent_since_armed: bool,
     /// A command sent something since the last timed call.
     sent_undated: bool,
-    config: KeepaliveConfig,
-    pub(crate) rtt: Rtt,
+    /// Whether `probe_interval` and `ignore_interval` are configured.
+    probe_on: bool,
+    ignore_on: bool,
+    /// `KeepaliveConfig`'s intervals in microseconds, as `Timestamp +
+    /// Duration` counts them, and its other settings.
+    probe_interval: u64,
+    ignore_interval: u64,
+    ignore_len: (u32, u32),
+    ignore_jitter_permille: u32,
+    probe_count_max: u32,
+    rtt: RttNanos,
     /// Send times of the in-flight probes before `last_seq`, at
     /// `seq % MAX_OUTSTANDING`. Allocated when a probe leaves before the
     /// previous one was answered: over a healthy link it never is.
@@ -175,8 +217,14 @@ impl Keepalive {
             probe_enabled: false,
             sent_since_armed: false,
             sent_undated: false,
-            config,
-            rtt: Rtt::default(),
+            probe_on: config.probe_interval.is_some(),
+            ignore_on: config.ignore_interval.is_some(),
+            probe_interval: config.probe_interval.map_or(0, micros),
+            ignore_interval: config.ignore_interval.map_or(0, micros),
+            ignore_len: config.ignore_len,
+            ignore_jitter_permille: config.ignore_jitter_permille,
+            probe_count_max: config.probe_count_max,
+            rtt: RttNanos::new(),
             earlier: None,
         }
     }
@@ -184,6 +232,11 @@ impl Keepalive {
     /// Keepalive probes sent.
     pub(crate) fn probes_sent(&self) -> u64 {
         self.last_seq
+    }
+
+    /// Round trips measured so far.
+    pub(crate) fn rtt(&self) -> Rtt {
+        self.rtt.get()
     }
 
     /// Never before the first NEWKEYS: strict kex forbids IGNORE before it.
@@ -229,11 +282,11 @@ impl Keepalive {
     /// Arms the IGNORE timer one jittered interval from `now`.
     fn arm_ignore(&mut self, now: Timestamp, rng: &mut Rng) {
         self.sent_since_armed = false;
-        let (Some(interval), true) = (self.config.ignore_interval, self.ignore_enabled) else {
+        if !(self.ignore_on && self.ignore_enabled) {
             return;
-        };
-        let micros = interval.as_micros().min(u128::from(u64::MAX)) as u64;
-        let spread = micros / 1000 * u64::from(self.config.ignore_jitter_permille.min(1000));
+        }
+        let micros = self.ignore_interval;
+        let spread = micros / 1000 * u64::from(self.ignore_jitter_permille.min(1000));
         let delay = micros.saturating_sub(spread) + rng.below(2 * spread + 1);
         self.ignore_deadline = now + Duration::from_micros(delay.max(1));
     }
@@ -241,8 +294,8 @@ impl Keepalive {
     /// Something was received: the peer is alive.
     pub(crate) fn on_received(&mut self, now: Timestamp) {
         self.unanswered = 0;
-        if let (Some(interval), true) = (self.config.probe_interval, self.probe_enabled) {
-            self.probe_deadline = now + interval;
+        if self.probe_on && self.probe_enabled {
+            self.probe_deadline = after(now, self.probe_interval);
         }
     }
 
@@ -274,11 +327,9 @@ impl Keepalive {
     /// output: an IGNORE then would only queue behind it.
     pub(crate) fn on_timeout(&mut self, now: Timestamp, can_send: bool, rng: &mut Rng) -> KeepaliveActions {
         let mut actions = KeepaliveActions::new();
-        if let Some(interval) = self.config.probe_interval
-            && due(self.probe_deadline, now)
-        {
+        if self.probe_on && due(self.probe_deadline, now) {
             self.unanswered = self.unanswered.saturating_add(1);
-            if self.config.probe_count_max > 0 && self.unanswered > self.config.probe_count_max {
+            if self.probe_count_max > 0 && self.unanswered > self.probe_count_max {
                 self.probe_deadline = NEVER;
                 self.ignore_deadline = NEVER;
                 actions.push(KeepaliveAction::Timeout { unanswered: self.unanswered - 1 });
@@ -293,12 +344,12 @@ impl Keepalive {
             self.last_seq += 1;
             self.last_probe_sent = now;
             self.outstanding = (self.outstanding + 1).min(MAX_OUTSTANDING);
-            self.probe_deadline = now + interval;
+            self.probe_deadline = after(now, self.probe_interval);
             actions.push(KeepaliveAction::Probe(self.last_seq));
         }
         if due(self.ignore_deadline, now) {
             if can_send && !self.sent_since_armed {
-                let (lo, hi) = self.config.ignore_len;
+                let (lo, hi) = self.ignore_len;
                 let len =
                     rng.range_inclusive(u64::from(lo.min(hi)), u64::from(hi.max(lo)).min(4096)) as usize;
                 actions.push(KeepaliveAction::Ignore(len));
@@ -351,7 +402,7 @@ mod tests {
         assert_eq!(k.on_timeout(t, true, &mut rng), vec![KeepaliveAction::Probe(1)]);
         k.on_received(Timestamp::from_millis(10_250));
         k.on_probe_reply(1, Timestamp::from_millis(10_250));
-        assert_eq!(k.rtt.last, Some(Duration::from_millis(250)));
+        assert_eq!(k.rtt().last, Some(Duration::from_millis(250)));
         assert_eq!(k.probes_answered, 1);
         assert_eq!(k.poll_timeout(), Some(Timestamp::from_millis(20_250)));
     }
@@ -370,12 +421,12 @@ mod tests {
         }
         // Probe 2 answered 1.5 s after it left; probe 1 is no longer in flight.
         k.on_probe_reply(2, Timestamp::from_millis(3_500));
-        assert_eq!((k.probes_answered, k.rtt.last), (1, Some(Duration::from_millis(1_500))));
+        assert_eq!((k.probes_answered, k.rtt().last), (1, Some(Duration::from_millis(1_500))));
         k.on_probe_reply(1, Timestamp::from_millis(3_600));
         assert_eq!(k.probes_answered, 1, "a reply older than the last answered one counts for nothing");
         k.on_probe_reply(3, Timestamp::from_secs(4));
-        assert_eq!((k.probes_answered, k.rtt.last), (2, Some(Duration::from_secs(1))));
-        assert_eq!(k.rtt.min, Some(Duration::from_secs(1)));
+        assert_eq!((k.probes_answered, k.rtt().last), (2, Some(Duration::from_secs(1))));
+        assert_eq!(k.rtt().min, Some(Duration::from_secs(1)));
         // 70 unanswered probes: only the last 64 are remembered.
         for n in 4..=73 {
             assert_eq!(
@@ -386,7 +437,7 @@ mod tests {
         k.on_probe_reply(9, Timestamp::from_secs(80));
         assert_eq!(k.probes_answered, 2, "probe 9 was forgotten");
         k.on_probe_reply(10, Timestamp::from_secs(80));
-        assert_eq!((k.probes_answered, k.rtt.last), (3, Some(Duration::from_secs(70))));
+        assert_eq!((k.probes_answered, k.rtt().last), (3, Some(Duration::from_secs(70))));
         // A reply naming a probe never sent ends every one in flight.
         k.on_probe_reply(u64::MAX, Timestamp::from_secs(81));
         k.on_probe_reply(73, Timestamp::from_secs(81));

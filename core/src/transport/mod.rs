@@ -669,12 +669,16 @@ impl Transport {
     /// (returned as a range of `self.input.buf`), the peer disconnects, or
     /// more input is needed.
     pub(crate) fn poll(&mut self, shared: &mut Shared) -> Result<Option<Inbound>, Error> {
+        // Nothing buffered: nothing to find (each read ends this way).
+        if self.input.start == self.input.end {
+            return Ok(None);
+        }
         // (first_kex_done first: it is beside the input, peer_version is not.)
         if !self.first_kex_done && self.peer_version.is_none() && !self.read_version(shared)? {
             return Ok(None);
         }
         loop {
-            if self.input.paused || self.output.closed {
+            if self.input.paused || self.output.closed || self.input.start == self.input.end {
                 return Ok(None);
             }
             let (start, end) = (self.input.start, self.input.end);

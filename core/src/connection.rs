@@ -24,25 +24,27 @@ use std::collections::VecDeque;
 const MAX_SPARE: usize = 64;
 
 /// Counters for monitoring.
+// `repr(C)`: what every packet updates comes first (see `Connection`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct Stats {
     /// Bytes written to the socket (as consumed by the adapter).
     pub bytes_sent: u64,
     /// Bytes received from the socket.
     pub bytes_received: u64,
-    /// Packets sent.
-    pub packets_sent: u64,
     /// Packets received.
     pub packets_received: u64,
-    /// Completed key re-exchanges (not counting the first).
-    pub rekeys: u64,
-    /// When the last key exchange completed.
-    pub last_kex: Option<Timestamp>,
     /// When the last packet was received.
     pub last_received: Option<Timestamp>,
     /// When the last packet was sent (queued for the socket), as of the
     /// last input or timer (commands carry no timestamp).
     pub last_sent: Option<Timestamp>,
+    /// Packets sent.
+    pub packets_sent: u64,
+    /// Completed key re-exchanges (not counting the first).
+    pub rekeys: u64,
+    /// When the last key exchange completed.
+    pub last_kex: Option<Timestamp>,
     /// Keepalive probes sent.
     pub probes_sent: u64,
     /// Keepalive probes answered.
@@ -90,26 +92,48 @@ enum Auth {
 
 /// One SSH connection's state machine. It never touches a socket or a
 /// clock: bytes and time go in, bytes, events and deadlines come out.
+//
+// Layout (`repr(C)`, cache-line aligned): an idle connection wakes once a
+// keepalive interval, long after its memory left the caches, so each
+// cache line a keepalive touches is a miss. What every packet touches
+// therefore comes first, in this order, and so does it inside `Shared`,
+// `Stats`, `Keepalive` and `Transport`: about ten lines in all, instead of
+// some thirty spread over the struct.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub struct Connection {
-    shared: Shared,
-    transport: Transport,
-    auth: Auth,
-    /// Global requests and channels, once authenticated.
-    proto: ConnectionProtocol,
-    /// Server: when authentication must have succeeded.
-    auth_deadline: Option<Timestamp>,
-    /// The authenticated user (server: as the client named it).
-    user: Option<String>,
     /// NAT keepalive and liveness probes.
     keepalive: Keepalive,
     /// Packet counters at the last activity check (to notice traffic).
     seen_sent: u64,
     seen_received: u64,
-    /// `shared.now` is the time of the current timed call (not a command).
-    clock_is_current: bool,
+    /// Server: when authentication must have succeeded
+    /// (`Timestamp::MAX`: no deadline; 8 bytes instead of 16, see above).
+    auth_deadline: Timestamp,
     /// Set once `Event::Closed` has been queued.
     closed: bool,
+    /// `shared.now` is the time of the current timed call (not a command).
+    clock_is_current: bool,
+    /// Whether a channel is live (`proto.live() > 0`), updated after each
+    /// call that may open or close one: `after_output` reads it after every
+    /// packet, and the connection protocol's own state is cold when idle.
+    has_channels: bool,
+    shared: Shared,
+    transport: Transport,
+    /// Global requests and channels, once authenticated.
+    proto: ConnectionProtocol,
+    auth: Auth,
+    /// The authenticated user (server: as the client named it).
+    user: Option<String>,
+}
+
+/// The earlier of two optional deadlines (straight-line: `poll_timeout` is
+/// called after every wake).
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 fn new_shared(now: Timestamp, seed: Seed) -> Shared {
@@ -137,11 +161,12 @@ impl Connection {
             transport,
             auth,
             proto: ConnectionProtocol::new(Role::Client, config.max_channels, config.pass_unknown_requests),
-            auth_deadline: None,
+            auth_deadline: Timestamp::MAX,
             user: None,
             keepalive,
             seen_sent: 0,
             clock_is_current: false,
+            has_channels: false,
             seen_received: 0,
             closed: false,
         })
@@ -166,7 +191,7 @@ impl Connection {
             config.max_auth_failures,
             config.banner,
         ));
-        let auth_deadline = config.auth_timeout.map(|d| now + d);
+        let auth_deadline = config.auth_timeout.map_or(Timestamp::MAX, |d| now + d);
         Ok(Connection {
             shared,
             transport,
@@ -177,6 +202,7 @@ impl Connection {
             keepalive,
             seen_sent: 0,
             clock_is_current: false,
+            has_channels: false,
             seen_received: 0,
             closed: false,
         })
@@ -203,9 +229,9 @@ impl Connection {
     pub fn stats(&self) -> Stats {
         let mut s = self.shared.stats.clone();
         s.packets_sent = self.transport.output.packets_total;
-        s.probes_sent = self.keepalive.probes_sent;
+        s.probes_sent = self.keepalive.probes_sent();
         s.probes_answered = self.keepalive.probes_answered;
-        s.rtt = self.keepalive.rtt;
+        s.rtt = self.keepalive.rtt();
         s
     }
 
@@ -317,7 +343,14 @@ impl Connection {
                         (MessageClass::Auth, Auth::Client(a)) => a.handle(payload, &mut ctx)?,
                         (MessageClass::Auth, Auth::Server(a)) => a.handle(payload, &mut ctx)?,
                         (MessageClass::Connection, _) => {
-                            self.proto.handle(payload, &mut ctx)?;
+                            let handled = self.proto.handle(payload, &mut ctx);
+                            self.has_channels = self.proto.live() > 0;
+                            handled?;
+                            // Replies to keepalive@openssh.com probes.
+                            let now = self.shared.now;
+                            for seq in self.proto.answered_probes.drain(..) {
+                                self.keepalive.on_probe_reply(seq, now);
+                            }
                             Step::Continue
                         }
                         _ => {
@@ -339,6 +372,10 @@ impl Connection {
                     }
                     Step::Continue
                 }
+                Inbound::ProbeReply(seq) => {
+                    self.keepalive.on_probe_reply(seq, self.shared.now);
+                    Step::Continue
+                }
                 Inbound::Disconnect { code, description } => {
                     self.close_with(CloseReason::PeerDisconnect { code, description }, None);
                     return Ok(());
@@ -358,14 +395,21 @@ impl Connection {
         if self.closed {
             return;
         }
+        debug_assert_eq!(self.has_channels, self.proto.live() > 0, "has_channels updated");
         let t = &mut self.transport;
-        let mut ctx = Ctx {
-            out: &mut t.output,
-            shared: &mut self.shared,
-            session_id: t.session_id.unwrap_or_default(),
-            server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
-        };
-        self.proto.flush_all(&mut ctx);
+        if self.has_channels {
+            let mut ctx = Ctx {
+                out: &mut t.output,
+                shared: &mut self.shared,
+                session_id: t.session_id.unwrap_or_default(),
+                server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
+            };
+            self.proto.flush_all(&mut ctx);
+        } else if t.output.can_send_now() {
+            // What flush_all does without channels (this runs after every
+            // packet; an idle connection often has none).
+            t.output.data_blocked = false;
+        }
         self.transport.check_rekey_limits(&mut self.shared);
         self.track_activity();
     }
@@ -375,16 +419,15 @@ impl Connection {
     fn track_activity(&mut self) {
         let now = self.shared.now;
         let t = &mut self.transport;
-        if t.first_kex_done() {
+        // Once both are on, the transport's state is not looked at again
+        // (this runs after every packet).
+        if !self.keepalive.fully_enabled() && t.first_kex_done() {
             self.keepalive.enable_ignore(now, &mut self.shared.rng);
             // Probes need an answerable request: PING once the peer offers
             // it, otherwise a global request once authenticated.
             if t.peer_ext.ping || t.upper == Upper::Authenticated {
                 self.keepalive.enable_probes(now);
             }
-        }
-        for seq in t.probe_pongs.drain(..).chain(self.proto.answered_probes.drain(..)) {
-            self.keepalive.on_probe_reply(seq, now);
         }
         if self.shared.stats.packets_received != self.seen_received {
             self.seen_received = self.shared.stats.packets_received;
@@ -471,6 +514,7 @@ impl Connection {
             server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
         };
         let result = f(&mut self.proto, &mut ctx);
+        self.has_channels = self.proto.live() > 0;
         self.after_output();
         result
     }
@@ -481,7 +525,7 @@ impl Connection {
             Step::Continue => {}
             Step::Authenticated { user, method } => {
                 self.transport.upper = Upper::Authenticated;
-                self.auth_deadline = None;
+                self.auth_deadline = Timestamp::MAX;
                 self.user = Some(user.clone());
                 self.shared.set_state(State::Active);
                 self.shared.events.push_back(Event::Authenticated { user, method });
@@ -559,7 +603,7 @@ impl Connection {
             self.close_with(reason, Some((DisconnectCode::KEY_EXCHANGE_FAILED, desc)));
             return;
         }
-        if self.auth_deadline.is_some_and(|d| d <= now) {
+        if self.auth_deadline != Timestamp::MAX && self.auth_deadline <= now {
             let desc = "authentication timed out";
             self.close_with(CloseReason::AuthTimeout, Some((DisconnectCode::BY_APPLICATION, desc)));
             return;
@@ -1050,15 +1094,57 @@ impl Connection {
         Some(event)
     }
 
-    /// When `handle_timeout` should next be called.
+    /// When `handle_timeout` should next be called. Cheap: adapters call
+    /// it after every wake, and it reads only deadlines kept beside what
+    /// every packet touches anyway.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         if self.closed {
             return None;
         }
-        [self.transport.poll_timeout(), self.auth_deadline, self.keepalive.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        let auth = (self.auth_deadline != Timestamp::MAX).then_some(self.auth_deadline);
+        earliest(earliest(self.transport.poll_timeout(), auth), self.keepalive.poll_timeout())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, offset_of, size_of};
+
+    /// Each cache line an idle connection's keepalive touches is a likely
+    /// miss (see the comment on `Connection`). If this fails, new state
+    /// went among the hot fields: put it after them, or behind a Box.
+    #[test]
+    fn what_a_keepalive_touches_stays_in_ten_cache_lines() {
+        assert_eq!(align_of::<Connection>(), 64);
+        assert_eq!(offset_of!(Connection, keepalive), 0);
+        assert!(
+            size_of::<Keepalive>() <= 128,
+            "the keepalive machine takes {} bytes",
+            size_of::<Keepalive>()
+        );
+        // The keepalive machine, counters, deadline and flags, then the
+        // clock, the event queue and the per-packet stats: four lines.
+        let shared = offset_of!(Connection, shared);
+        assert!(shared > offset_of!(Connection, has_channels));
+        let head = shared
+            + offset_of!(Shared, stats)
+            + offset_of!(Stats, last_sent)
+            + size_of::<Option<Timestamp>>();
+        assert!(head <= 4 * 64, "the hot head ends at byte {head}");
+        assert!(
+            offset_of!(Shared, now) < offset_of!(Shared, stats)
+                && offset_of!(Shared, events) < offset_of!(Shared, stats)
+        );
+        // The transport's deadlines, flags, input and output: five lines,
+        // six with the packet logs of `testing` builds.
+        assert_eq!(offset_of!(Connection, transport) % 64, 0);
+        let logs = if cfg!(feature = "testing") { 48 } else { 0 };
+        assert!(
+            Transport::HOT_LEN <= 5 * 64 + logs,
+            "the transport's hot part takes {} bytes",
+            Transport::HOT_LEN
+        );
     }
 }

@@ -7,8 +7,6 @@
 //! packet received resets the count; after `probe_count_max` unanswered
 //! probes the connection closes with `KeepaliveTimeout`.
 
-use std::collections::VecDeque;
-
 use crate::rng::Rng;
 use crate::time::{Duration, Timestamp};
 
@@ -54,14 +52,37 @@ pub struct Rtt {
     pub min: Option<Duration>,
 }
 
-impl Rtt {
+/// [`Rtt`] in nanoseconds, `u64::MAX` for none: 24 bytes instead of 48,
+/// so that the keepalive machine fits two cache lines.
+#[derive(Clone, Copy, Debug)]
+struct RttNanos {
+    last: u64,
+    smoothed: u64,
+    min: u64,
+}
+
+impl RttNanos {
+    const NONE: u64 = u64::MAX;
+
+    fn new() -> Self {
+        RttNanos { last: Self::NONE, smoothed: Self::NONE, min: Self::NONE }
+    }
+
+    /// The same arithmetic as on `Duration`s, in whole nanoseconds.
     fn sample(&mut self, d: Duration) {
-        self.last = Some(d);
-        self.min = Some(self.min.map_or(d, |m| m.min(d)));
-        self.smoothed = Some(match self.smoothed {
-            None => d,
-            Some(s) => (s * 7 + d) / 8,
-        });
+        let d = u64::try_from(d.as_nanos()).unwrap_or(Self::NONE - 1).min(Self::NONE - 1);
+        self.last = d;
+        self.min = self.min.min(d);
+        self.smoothed = if self.smoothed == Self::NONE {
+            d
+        } else {
+            ((u128::from(self.smoothed) * 7 + u128::from(d)) / 8) as u64
+        };
+    }
+
+    fn get(&self) -> Rtt {
+        let d = |n: u64| (n != Self::NONE).then(|| Duration::from_nanos(n));
+        Rtt { last: d(self.last), smoothed: d(self.smoothed), min: d(self.min) }
     }
 }
 
@@ -108,51 +129,114 @@ impl PartialEq<Vec<KeepaliveAction>> for KeepaliveActions {
     }
 }
 
-/// The keepalive machine of one connection.
+/// Probes in flight whose send times are kept: a peer that answers
+/// nothing must not grow anything. A reply to an older probe gives no
+/// RTT sample (nor would it be counted).
+const MAX_OUTSTANDING: u32 = 64;
+
+/// No deadline: later than every real one.
+const NEVER: Timestamp = Timestamp::MAX;
+
+fn deadline(t: Timestamp) -> Option<Timestamp> {
+    (t != NEVER).then_some(t)
+}
+
+fn due(t: Timestamp, now: Timestamp) -> bool {
+    t != NEVER && t <= now
+}
+
+/// An interval in whole microseconds (saturating), as `Timestamp + Duration` counts it.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// `now + micros`, saturating, as `Timestamp + Duration`.
+fn after(now: Timestamp, micros: u64) -> Timestamp {
+    Timestamp::from_micros(now.as_micros().saturating_add(micros))
+}
+
+/// The keepalive machine of one connection, in two cache lines (`repr(C)`;
+/// the first is what every timer and received packet touches): this runs
+/// once an interval on every idle connection, and each line it touches is
+/// a likely cache miss.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Keepalive {
-    config: KeepaliveConfig,
+    /// `NEVER` when off.
+    probe_deadline: Timestamp,
+    ignore_deadline: Timestamp,
+    /// When the last packet other than an IGNORE went out.
+    last_sent: Timestamp,
+    /// Probes are numbered from 1: this is the last one sent, and how many.
+    last_seq: u64,
+    /// When probe `last_seq` left.
+    last_probe_sent: Timestamp,
+    pub(crate) probes_answered: u64,
+    unanswered: u32,
+    /// Probes `last_seq - outstanding + 1 ..= last_seq` are in flight.
+    outstanding: u32,
     /// Whether IGNOREs and probes may be sent yet (after the first kex;
     /// probes also wait for a way to be answered).
     ignore_enabled: bool,
     probe_enabled: bool,
-    ignore_deadline: Option<Timestamp>,
     /// Something was sent since the IGNORE timer was armed. Commands carry
     /// no timestamp, so rather than re-arming from a stale clock the timer
     /// checks this when it fires: an IGNORE only follows a whole idle interval.
     sent_since_armed: bool,
-    /// When the last packet other than an IGNORE went out.
-    last_sent: Timestamp,
     /// A command sent something since the last timed call.
     sent_undated: bool,
-    probe_deadline: Option<Timestamp>,
-    unanswered: u32,
-    next_seq: u64,
-    /// Probes in flight, oldest first, with when they left.
-    outstanding: VecDeque<(u64, Timestamp)>,
-    pub(crate) probes_sent: u64,
-    pub(crate) probes_answered: u64,
-    pub(crate) rtt: Rtt,
+    /// Whether `probe_interval` and `ignore_interval` are configured.
+    probe_on: bool,
+    ignore_on: bool,
+    /// `KeepaliveConfig`'s intervals in microseconds, as `Timestamp +
+    /// Duration` counts them, and its other settings.
+    probe_interval: u64,
+    ignore_interval: u64,
+    ignore_len: (u32, u32),
+    ignore_jitter_permille: u32,
+    probe_count_max: u32,
+    rtt: RttNanos,
+    /// Send times of the in-flight probes before `last_seq`, at
+    /// `seq % MAX_OUTSTANDING`. Allocated when a probe leaves before the
+    /// previous one was answered: over a healthy link it never is.
+    earlier: Option<Box<[Timestamp; MAX_OUTSTANDING as usize]>>,
 }
 
 impl Keepalive {
     pub(crate) fn new(config: KeepaliveConfig) -> Self {
         Keepalive {
-            config,
+            probe_deadline: NEVER,
+            ignore_deadline: NEVER,
+            last_sent: Timestamp::ZERO,
+            last_seq: 0,
+            last_probe_sent: Timestamp::ZERO,
+            probes_answered: 0,
+            unanswered: 0,
+            outstanding: 0,
             ignore_enabled: false,
             probe_enabled: false,
-            ignore_deadline: None,
             sent_since_armed: false,
-            last_sent: Timestamp::ZERO,
             sent_undated: false,
-            probe_deadline: None,
-            unanswered: 0,
-            next_seq: 0,
-            outstanding: VecDeque::new(),
-            probes_sent: 0,
-            probes_answered: 0,
-            rtt: Rtt::default(),
+            probe_on: config.probe_interval.is_some(),
+            ignore_on: config.ignore_interval.is_some(),
+            probe_interval: config.probe_interval.map_or(0, micros),
+            ignore_interval: config.ignore_interval.map_or(0, micros),
+            ignore_len: config.ignore_len,
+            ignore_jitter_permille: config.ignore_jitter_permille,
+            probe_count_max: config.probe_count_max,
+            rtt: RttNanos::new(),
+            earlier: None,
         }
+    }
+
+    /// Keepalive probes sent.
+    pub(crate) fn probes_sent(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Round trips measured so far.
+    pub(crate) fn rtt(&self) -> Rtt {
+        self.rtt.get()
     }
 
     /// Never before the first NEWKEYS: strict kex forbids IGNORE before it.
@@ -161,6 +245,11 @@ impl Keepalive {
             self.ignore_enabled = true;
             self.arm_ignore(now, rng);
         }
+    }
+
+    /// Whether IGNOREs and probes are both enabled: nothing left to enable.
+    pub(crate) fn fully_enabled(&self) -> bool {
+        self.ignore_enabled && self.probe_enabled
     }
 
     /// Probes need an answerable request: after authentication (global
@@ -193,68 +282,74 @@ impl Keepalive {
     /// Arms the IGNORE timer one jittered interval from `now`.
     fn arm_ignore(&mut self, now: Timestamp, rng: &mut Rng) {
         self.sent_since_armed = false;
-        let (Some(interval), true) = (self.config.ignore_interval, self.ignore_enabled) else {
+        if !(self.ignore_on && self.ignore_enabled) {
             return;
-        };
-        let micros = interval.as_micros().min(u128::from(u64::MAX)) as u64;
-        let spread = micros / 1000 * u64::from(self.config.ignore_jitter_permille.min(1000));
+        }
+        let micros = self.ignore_interval;
+        let spread = micros / 1000 * u64::from(self.ignore_jitter_permille.min(1000));
         let delay = micros.saturating_sub(spread) + rng.below(2 * spread + 1);
-        self.ignore_deadline = Some(now + Duration::from_micros(delay.max(1)));
+        self.ignore_deadline = now + Duration::from_micros(delay.max(1));
     }
 
     /// Something was received: the peer is alive.
     pub(crate) fn on_received(&mut self, now: Timestamp) {
         self.unanswered = 0;
-        if let (Some(interval), true) = (self.config.probe_interval, self.probe_enabled) {
-            self.probe_deadline = Some(now + interval);
+        if self.probe_on && self.probe_enabled {
+            self.probe_deadline = after(now, self.probe_interval);
         }
     }
 
-    /// The reply to probe `seq` arrived: an RTT sample.
+    /// The reply to probe `seq` arrived: an RTT sample. Replies come in
+    /// order, so the probes before `seq` are no longer in flight either.
     pub(crate) fn on_probe_reply(&mut self, seq: u64, now: Timestamp) {
-        while let Some(&(s, sent)) = self.outstanding.front() {
-            if s > seq {
-                break;
-            }
-            self.outstanding.pop_front();
-            if s == seq {
-                self.probes_answered += 1;
-                self.rtt.sample(now - sent);
-            }
+        let oldest = self.last_seq + 1 - u64::from(self.outstanding);
+        if seq < oldest {
+            return;
         }
+        if seq <= self.last_seq {
+            // `earlier` exists once two probes were in flight together.
+            let sent = match &self.earlier {
+                Some(earlier) if seq != self.last_seq => earlier[(seq % u64::from(MAX_OUTSTANDING)) as usize],
+                _ => self.last_probe_sent,
+            };
+            self.probes_answered += 1;
+            self.rtt.sample(now - sent);
+        }
+        // In flight now: those after `seq` (none if it was never sent).
+        self.outstanding = self.last_seq.saturating_sub(seq) as u32;
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Timestamp> {
-        [self.ignore_deadline, self.probe_deadline].into_iter().flatten().min()
+        deadline(self.ignore_deadline.min(self.probe_deadline))
     }
 
     /// Fires due timers. `can_send` is false while a key exchange holds
     /// output: an IGNORE then would only queue behind it.
     pub(crate) fn on_timeout(&mut self, now: Timestamp, can_send: bool, rng: &mut Rng) -> KeepaliveActions {
         let mut actions = KeepaliveActions::new();
-        if let (Some(d), Some(interval)) = (self.probe_deadline, self.config.probe_interval)
-            && d <= now
-        {
+        if self.probe_on && due(self.probe_deadline, now) {
             self.unanswered = self.unanswered.saturating_add(1);
-            if self.config.probe_count_max > 0 && self.unanswered > self.config.probe_count_max {
-                self.probe_deadline = None;
-                self.ignore_deadline = None;
+            if self.probe_count_max > 0 && self.unanswered > self.probe_count_max {
+                self.probe_deadline = NEVER;
+                self.ignore_deadline = NEVER;
                 actions.push(KeepaliveAction::Timeout { unanswered: self.unanswered - 1 });
                 return actions;
             }
-            self.next_seq += 1;
-            self.outstanding.push_back((self.next_seq, now));
-            // A peer that answers nothing must not grow this without bound.
-            if self.outstanding.len() > 64 {
-                self.outstanding.pop_front();
+            if self.outstanding > 0 {
+                // The previous probe is still in flight: keep its send time.
+                let earlier =
+                    self.earlier.get_or_insert_with(|| Box::new([Timestamp::ZERO; MAX_OUTSTANDING as usize]));
+                earlier[(self.last_seq % u64::from(MAX_OUTSTANDING)) as usize] = self.last_probe_sent;
             }
-            self.probes_sent += 1;
-            self.probe_deadline = Some(now + interval);
-            actions.push(KeepaliveAction::Probe(self.next_seq));
+            self.last_seq += 1;
+            self.last_probe_sent = now;
+            self.outstanding = (self.outstanding + 1).min(MAX_OUTSTANDING);
+            self.probe_deadline = after(now, self.probe_interval);
+            actions.push(KeepaliveAction::Probe(self.last_seq));
         }
-        if self.ignore_deadline.is_some_and(|d| d <= now) {
+        if due(self.ignore_deadline, now) {
             if can_send && !self.sent_since_armed {
-                let (lo, hi) = self.config.ignore_len;
+                let (lo, hi) = self.ignore_len;
                 let len =
                     rng.range_inclusive(u64::from(lo.min(hi)), u64::from(hi.max(lo)).min(4096)) as usize;
                 actions.push(KeepaliveAction::Ignore(len));
@@ -263,7 +358,7 @@ impl Keepalive {
             // (never in the past); in a key exchange, one interval from now.
             let base = if can_send && self.sent_since_armed { self.last_sent } else { now };
             self.arm_ignore(base, rng);
-            if self.ignore_deadline.is_some_and(|d| d <= now) {
+            if due(self.ignore_deadline, now) {
                 self.arm_ignore(now, rng);
             }
         }
@@ -307,9 +402,47 @@ mod tests {
         assert_eq!(k.on_timeout(t, true, &mut rng), vec![KeepaliveAction::Probe(1)]);
         k.on_received(Timestamp::from_millis(10_250));
         k.on_probe_reply(1, Timestamp::from_millis(10_250));
-        assert_eq!(k.rtt.last, Some(Duration::from_millis(250)));
+        assert_eq!(k.rtt().last, Some(Duration::from_millis(250)));
         assert_eq!(k.probes_answered, 1);
         assert_eq!(k.poll_timeout(), Some(Timestamp::from_millis(20_250)));
+    }
+
+    #[test]
+    fn late_replies_give_the_rtt_of_their_own_probe() {
+        let mut rng = Rng::from_u64(1);
+        // count_max 0: never closes, probes only measure round trips.
+        let mut k = Keepalive::new(cfg(1, 0));
+        k.enable_probes(Timestamp::ZERO);
+        for n in 1..=3 {
+            assert_eq!(
+                k.on_timeout(Timestamp::from_secs(n), true, &mut rng),
+                vec![KeepaliveAction::Probe(n)]
+            );
+        }
+        // Probe 2 answered 1.5 s after it left; probe 1 is no longer in flight.
+        k.on_probe_reply(2, Timestamp::from_millis(3_500));
+        assert_eq!((k.probes_answered, k.rtt().last), (1, Some(Duration::from_millis(1_500))));
+        k.on_probe_reply(1, Timestamp::from_millis(3_600));
+        assert_eq!(k.probes_answered, 1, "a reply older than the last answered one counts for nothing");
+        k.on_probe_reply(3, Timestamp::from_secs(4));
+        assert_eq!((k.probes_answered, k.rtt().last), (2, Some(Duration::from_secs(1))));
+        assert_eq!(k.rtt().min, Some(Duration::from_secs(1)));
+        // 70 unanswered probes: only the last 64 are remembered.
+        for n in 4..=73 {
+            assert_eq!(
+                k.on_timeout(Timestamp::from_secs(n), true, &mut rng),
+                vec![KeepaliveAction::Probe(n)]
+            );
+        }
+        k.on_probe_reply(9, Timestamp::from_secs(80));
+        assert_eq!(k.probes_answered, 2, "probe 9 was forgotten");
+        k.on_probe_reply(10, Timestamp::from_secs(80));
+        assert_eq!((k.probes_answered, k.rtt().last), (3, Some(Duration::from_secs(70))));
+        // A reply naming a probe never sent ends every one in flight.
+        k.on_probe_reply(u64::MAX, Timestamp::from_secs(81));
+        k.on_probe_reply(73, Timestamp::from_secs(81));
+        assert_eq!(k.probes_answered, 3);
+        assert_eq!(k.probes_sent(), 73);
     }
 
     #[test]

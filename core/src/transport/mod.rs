@@ -53,18 +53,20 @@ pub(crate) enum Upper {
 }
 
 /// State every layer reads and writes: clock, RNG, events, counters.
+// `repr(C)`: what every packet touches first (see `Connection`).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Shared {
     pub(crate) now: Timestamp,
-    pub(crate) rng: Rng,
     pub(crate) events: VecDeque<Event>,
-    pub(crate) state: State,
     pub(crate) stats: crate::connection::Stats,
     /// Last id handed out for an event that needs an answer.
     pub(crate) next_id: u64,
     /// Data buffers handed back by the application, reused for the next
     /// data events: a bulk transfer then allocates (and faults) nothing.
     pub(crate) spare: Vec<Vec<u8>>,
+    pub(crate) state: State,
+    pub(crate) rng: Rng,
 }
 
 impl Shared {
@@ -104,7 +106,10 @@ const IDLE_READ: usize = 4096;
 const COMPACT_THRESHOLD: usize = 64 * 1024;
 
 /// Inbound bytes and the packet opener.
+// `repr(C)`, in declaration order: all of it is touched by each packet
+// received, the counters also after each packet sent (see `Connection`).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Input {
     /// Storage, initialised once and reused (never zeroed again), so the
     /// adapter can read the socket straight into it; `buf[start..end]` is
@@ -167,29 +172,11 @@ impl Input {
 
 /// Outbound packets: sealed straight into the transmit buffer, or held while
 /// our key exchange runs (RFC 4253 §7.1 allows only kex messages then).
+// `repr(C)`: what each packet sent (and each rekey-limit check) touches
+// first, right after `Input`'s counters (see `Connection`).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Output {
-    buf: Vec<u8>,
-    /// `buf[sent..]` is what the adapter still has to write.
-    sent: usize,
-    sealer: Sealer,
-    /// Between our KEXINIT and our NEWKEYS: only kex messages and DISCONNECT go out.
-    holding: bool,
-    held: VecDeque<Vec<u8>>,
-    /// What `held` counts against the cap: payloads plus `HELD_OVERHEAD` each.
-    held_cost: usize,
-    /// The part of `held_cost` that answers the peer (sent while
-    /// `replying`), as opposed to what our application sent meanwhile.
-    held_replies: usize,
-    /// Set while inbound packets are processed: what is sent then is the
-    /// peer's doing.
-    pub(crate) replying: bool,
-    /// `TransportConfig::max_queued_output` (at least `MIN_QUEUED_OUTPUT`).
-    pub(crate) max_queued: usize,
-    /// Channel data waits because the output reached half of `max_queued`.
-    pub(crate) data_blocked: bool,
-    /// After DISCONNECT (or EOF) nothing more is sent.
-    closed: bool,
     bytes_since_kex: u64,
     packets_since_kex: u64,
     /// Rekey limits of the current keys (set when a kex completes), so bulk
@@ -198,9 +185,30 @@ pub(crate) struct Output {
     limit_packets: u64,
     pub(crate) bytes_total: u64,
     pub(crate) packets_total: u64,
+    buf: Vec<u8>,
+    /// `buf[sent..]` is what the adapter still has to write.
+    sent: usize,
+    sealer: Sealer,
+    /// What `held` counts against the cap: payloads plus `HELD_OVERHEAD` each.
+    held_cost: usize,
+    /// `TransportConfig::max_queued_output` (at least `MIN_QUEUED_OUTPUT`).
+    pub(crate) max_queued: usize,
+    /// Between our KEXINIT and our NEWKEYS: only kex messages and DISCONNECT go out.
+    holding: bool,
+    /// Set while inbound packets are processed: what is sent then is the
+    /// peer's doing.
+    pub(crate) replying: bool,
+    /// Channel data waits because the output reached half of `max_queued`.
+    pub(crate) data_blocked: bool,
+    /// After DISCONNECT (or EOF) nothing more is sent.
+    closed: bool,
     /// Tests: plaintext payloads sent, when logging is on.
     #[cfg(feature = "testing")]
     pub(crate) log: Option<Vec<Vec<u8>>>,
+    /// The part of `held_cost` that answers the peer (sent while
+    /// `replying`), as opposed to what our application sent meanwhile.
+    held_replies: usize,
+    held: VecDeque<Vec<u8>>,
 }
 
 impl Output {
@@ -390,44 +398,52 @@ enum Service {
 }
 
 /// The transport layer of one connection.
+// `repr(C)`: what every packet or keepalive touches comes first, in this
+// order, up to `output` (see `Connection`): five cache lines, aligned (the
+// log fields of `testing` builds add one); the rest is cold once connected.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct Transport {
+    kex_deadline: Option<Timestamp>,
+    rekey_deadline: Option<Timestamp>,
+    kex: Option<Box<KexRun>>,
+    pub(crate) peer_ext: PeerExtensions,
     role: Role,
-    config: TransportConfig,
     /// Input is left unprocessed until our output drains (see
     /// `TransportConfig::max_queued_output` and `input_must_wait`).
     output_stopped: bool,
+    first_kex_done: bool,
+    strict: bool,
+    pub(crate) upper: Upper,
+    service: Service,
+    /// Tests: plaintext payloads received, when logging is on.
+    #[cfg(feature = "testing")]
+    pub(crate) log_in: Option<Vec<Vec<u8>>>,
+    pub(crate) input: Input,
+    pub(crate) output: Output,
+    config: TransportConfig,
     host_keys: Vec<HostKey>,
     /// Server: the user-key signature algorithms announced in EXT_INFO.
     server_sig_algs: Vec<crate::keys::SignatureAlgorithm>,
     our_version: String,
     peer_version: Option<String>,
     version_reader: VersionReader,
-    pub(crate) input: Input,
-    pub(crate) output: Output,
-    pub(crate) upper: Upper,
-    kex: Option<Box<KexRun>>,
-    first_kex_done: bool,
-    strict: bool,
     pub(crate) session_id: Option<[u8; 32]>,
     /// Client: the server host key accepted in the first kex (blob).
     host_key_blob: Option<Vec<u8>>,
     negotiated: Option<Negotiated>,
     /// The inbound cipher derived by the current kex, installed on the peer's NEWKEYS.
     pending_in: Option<cipher::PacketCipher>,
-    service: Service,
-    pub(crate) peer_ext: PeerExtensions,
-    /// PONGs answering our keepalive probes (sequence numbers).
-    pub(crate) probe_pongs: Vec<u64>,
-    /// Tests: plaintext payloads received, when logging is on.
-    #[cfg(feature = "testing")]
-    pub(crate) log_in: Option<Vec<Vec<u8>>>,
-    kex_deadline: Option<Timestamp>,
-    rekey_deadline: Option<Timestamp>,
     rekey_bytes: u64,
 }
 
 impl Transport {
+    /// Bytes from the start through `output.closed`, the last of the
+    /// fields every packet touches (see the layout comment above).
+    #[cfg(test)]
+    pub(crate) const HOT_LEN: usize =
+        std::mem::offset_of!(Transport, output) + std::mem::offset_of!(Output, closed) + 1;
+
     pub(crate) fn new(
         role: Role,
         config: TransportConfig,
@@ -505,7 +521,6 @@ impl Transport {
             pending_in: None,
             service: Service::None,
             peer_ext: PeerExtensions::default(),
-            probe_pongs: Vec::new(),
             #[cfg(feature = "testing")]
             log_in: None,
             kex_deadline: config.kex_timeout.map(|d| shared.now + d),
@@ -657,11 +672,16 @@ impl Transport {
     /// (returned as a range of `self.input.buf`), the peer disconnects, or
     /// more input is needed.
     pub(crate) fn poll(&mut self, shared: &mut Shared) -> Result<Option<Inbound>, Error> {
-        if self.peer_version.is_none() && !self.read_version(shared)? {
+        // Nothing buffered: nothing to find (each read ends this way).
+        if self.input.start == self.input.end {
+            return Ok(None);
+        }
+        // (first_kex_done first: it is beside the input, peer_version is not.)
+        if !self.first_kex_done && self.peer_version.is_none() && !self.read_version(shared)? {
             return Ok(None);
         }
         loop {
-            if self.input.paused || self.output.closed {
+            if self.input.paused || self.output.closed || self.input.start == self.input.end {
                 return Ok(None);
             }
             let (start, end) = (self.input.start, self.input.end);
@@ -686,6 +706,7 @@ impl Transport {
             match result? {
                 Handled::Done => {}
                 Handled::ServiceAccepted => return Ok(Some(Inbound::ServiceAccepted)),
+                Handled::ProbeReply(seq) => return Ok(Some(Inbound::ProbeReply(seq))),
                 Handled::Upper => return Ok(Some(Inbound::Upper(range))),
                 Handled::Disconnect { code, description } => {
                     return Ok(Some(Inbound::Disconnect { code, description }));
@@ -716,7 +737,7 @@ impl Transport {
             MessageClass::Kex => self.handle_kex(payload, seq, shared)?,
             MessageClass::Service => return self.handle_service(payload, shared),
             MessageClass::ExtInfo => self.handle_ext_info(payload, shared)?,
-            MessageClass::Ping => self.handle_ping(payload, shared)?,
+            MessageClass::Ping => return self.handle_ping(payload, shared),
             MessageClass::Auth | MessageClass::Connection => return Ok(Handled::Upper),
             MessageClass::Unknown => {
                 let mut p = Vec::with_capacity(5);
@@ -871,26 +892,26 @@ impl Transport {
         Ok(())
     }
 
-    fn handle_ping(&mut self, payload: &[u8], shared: &mut Shared) -> Result<(), Error> {
+    fn handle_ping(&mut self, payload: &[u8], shared: &mut Shared) -> Result<Handled, Error> {
         if payload[0] == msg::PING {
             let data = msg::parse::<msg::Ping>(payload)?.data;
             // Replies would pile up while our own rekey holds output (the
             // memory exhaustion OpenSSH fixed in 9.9p2): drop pings then.
+            // Not holding, the PONG is built straight into the transmit
+            // buffer: a server answers every client's probes.
             if !self.output.holding {
-                let mut p = Vec::with_capacity(data.len() + 5);
-                msg::Pong { data }.encode(&mut p);
-                self.output.send(&p, &mut shared.rng);
+                self.output.send_with(&mut shared.rng, |p, _| msg::Pong { data }.encode(p));
             }
-            return Ok(());
+            return Ok(Handled::Done);
         }
         let data = msg::parse::<msg::Pong>(payload)?.data;
         if let Some(seq) = data.strip_prefix(PROBE_TAG).and_then(|d| d.try_into().ok()) {
             // The answer to one of our keepalive probes: no event.
-            self.probe_pongs.push(u64::from_be_bytes(seq));
+            return Ok(Handled::ProbeReply(u64::from_be_bytes(seq)));
         } else {
             shared.events.push_back(Event::Pong { data: data.to_vec() });
         }
-        Ok(())
+        Ok(Handled::Done)
     }
 
     /// Sends a keepalive probe as SSH_MSG_PING (only when the peer offers it).
@@ -1263,9 +1284,11 @@ impl Transport {
         if self.upper != Upper::Authenticated || self.kex.is_some() || self.output.closed {
             return;
         }
+        // The output's copy of the limits (set with them in finish_kex):
+        // this runs after every packet, and it sits beside the counters.
         let bytes = self.input.bytes_since_kex.max(self.output.bytes_since_kex);
         let packets = self.input.packets_since_kex.max(self.output.packets_since_kex);
-        if bytes >= self.rekey_bytes || packets >= self.config.rekey.packets {
+        if bytes >= self.output.limit_bytes || packets >= self.output.limit_packets {
             self.start_kex(shared);
         }
     }
@@ -1400,6 +1423,8 @@ pub(crate) enum Inbound {
     Disconnect { code: DisconnectCode, description: String },
     /// `ssh-userauth` was accepted: authentication may start.
     ServiceAccepted,
+    /// The PONG answering our keepalive probe with this sequence number.
+    ProbeReply(u64),
 }
 
 /// What `handle_packet` did.
@@ -1407,5 +1432,6 @@ enum Handled {
     Done,
     Upper,
     ServiceAccepted,
+    ProbeReply(u64),
     Disconnect { code: DisconnectCode, description: String },
 }

@@ -7,8 +7,8 @@ use crate::auth::client::{ClientAuth, Ctx, Step};
 use crate::auth::server::ServerAuth;
 use crate::auth::{Prompt, Secret};
 use crate::channel::{
-    ChannelId, ChannelInfo, ChannelKind, ChannelOptions, ChannelRequest, ConnectionProtocol, OpenFailure,
-    ReplyTo,
+    ChannelId, ChannelInfo, ChannelKind, ChannelOptions, ChannelRequest, ConnectionProtocol, GlobalRequest,
+    OpenFailure, ReplyTo,
 };
 use crate::config::{ClientConfig, ServerConfig};
 use crate::error::{CloseReason, DisconnectCode, Error};
@@ -45,7 +45,9 @@ pub struct Stats {
     pub rekeys: u64,
     /// When the last key exchange completed.
     pub last_kex: Option<Timestamp>,
-    /// Keepalive probes sent.
+    /// Keepalive probes due. A probe due while our output is backed up (the
+    /// peer reads nothing) is not written, but counts here and as
+    /// unanswered, so that a peer which never reads times out.
     pub probes_sent: u64,
     /// Keepalive probes answered.
     pub probes_answered: u64,
@@ -753,18 +755,19 @@ impl Connection {
     /// `Event::GlobalReply` with the returned id; for port 0 its data holds
     /// the bound port (see [`crate::channel::bound_port`]).
     pub fn request_remote_forward(&mut self, address: &str, port: u32) -> Result<u64, Error> {
-        let mut data = Vec::with_capacity(address.len() + 8);
-        crate::wire::Writer::put_str(&mut data, address);
-        crate::wire::Writer::put_u32(&mut data, port);
-        self.global_request("tcpip-forward", true, &data)
+        self.send_global(GlobalRequest::TcpipForward { address: address.into(), port })
     }
 
     /// Stops a remote forwarding set up with `request_remote_forward`.
     pub fn cancel_remote_forward(&mut self, address: &str, port: u32) -> Result<u64, Error> {
-        let mut data = Vec::with_capacity(address.len() + 8);
-        crate::wire::Writer::put_str(&mut data, address);
-        crate::wire::Writer::put_u32(&mut data, port);
-        self.global_request("cancel-tcpip-forward", true, &data)
+        self.send_global(GlobalRequest::CancelTcpipForward { address: address.into(), port })
+    }
+
+    /// A typed global request with want-reply.
+    fn send_global(&mut self, request: GlobalRequest) -> Result<u64, Error> {
+        let mut data = Vec::new();
+        request.encode_data(&mut data);
+        self.global_request(request.name(), true, &data)
     }
 
     /// Server: grants `Event::GlobalRequest { id, .. }`. For `tcpip-forward`

@@ -18,7 +18,9 @@ pub struct KeepaliveConfig {
     /// Random jitter on `ignore_interval`, in thousandths (100: ±10%), so
     /// idle connections do not all wake together and the timing leaks less.
     pub ignore_jitter_permille: u32,
-    /// Shortest and longest random IGNORE payload, in bytes.
+    /// Shortest and longest random IGNORE payload, in bytes (either order;
+    /// longer than `MAX_IGNORE_LEN` is cut to it, so that a misconfigured
+    /// range cannot make every keepalive a bulk transfer).
     pub ignore_len: (u32, u32),
     /// Probe after this long without receiving anything
     /// (ServerAliveInterval / ClientAliveInterval).
@@ -28,6 +30,9 @@ pub struct KeepaliveConfig {
     /// then only measure round trips (sshd's ClientAliveCountMax 0).
     pub probe_count_max: u32,
 }
+
+/// The longest IGNORE payload a keepalive sends, whatever `ignore_len` says.
+pub const MAX_IGNORE_LEN: u64 = 4096;
 
 impl Default for KeepaliveConfig {
     fn default() -> Self {
@@ -350,8 +355,10 @@ impl Keepalive {
         if due(self.ignore_deadline, now) {
             if can_send && !self.sent_since_armed {
                 let (lo, hi) = self.ignore_len;
-                let len =
-                    rng.range_inclusive(u64::from(lo.min(hi)), u64::from(hi.max(lo)).min(4096)) as usize;
+                let len = rng.range_inclusive(
+                    u64::from(lo.min(hi)).min(MAX_IGNORE_LEN),
+                    u64::from(hi.max(lo)).min(MAX_IGNORE_LEN),
+                ) as usize;
                 actions.push(KeepaliveAction::Ignore(len));
             }
             // Busy: the next IGNORE is due one interval after the last send
@@ -375,6 +382,32 @@ mod tests {
             probe_interval: Some(Duration::from_secs(probe)),
             probe_count_max: count,
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ignore_lengths_stay_in_the_configured_range() {
+        for (range, lo, hi) in
+            [((16, 128), 16, 128), ((200, 40), 40, 200), ((7, 7), 7, 7), ((0, 9000), 0, 4096)]
+        {
+            let mut rng = Rng::from_u64(5);
+            let mut k = Keepalive::new(KeepaliveConfig {
+                ignore_interval: Some(Duration::from_secs(1)),
+                ignore_len: range,
+                ..Default::default()
+            });
+            k.enable_ignore(Timestamp::ZERO, &mut rng);
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..400 {
+                let t = k.poll_timeout().unwrap();
+                for &a in k.on_timeout(t, true, &mut rng).iter() {
+                    if let KeepaliveAction::Ignore(len) = a {
+                        assert!((lo..=hi).contains(&len), "{range:?}: length {len}");
+                        seen.insert(len);
+                    }
+                }
+            }
+            assert!(seen.len() > (hi - lo).min(50) / 2, "{range:?}: lengths vary: {seen:?}");
         }
     }
 

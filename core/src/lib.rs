@@ -65,7 +65,7 @@ pub use config::{ClientConfig, RekeyLimits, ServerConfig, TransportConfig};
 pub use connection::{Connection, Stats};
 pub use error::{CloseReason, DisconnectCode, Error};
 pub use event::{Event, HostKeyCheck, State};
-pub use keepalive::{KeepaliveConfig, Rtt};
+pub use keepalive::{KeepaliveConfig, MAX_IGNORE_LEN, Rtt};
 pub use keys::{KeyError, SignatureAlgorithm, load_private_key};
 pub use pool::{
     Acquire, ConnectionId, Lease, LeaseId, Pool, PoolConfig, PoolEvent, PoolKey, PoolStats, WaiterId,

@@ -1,15 +1,12 @@
 //! A throwaway asyncssh server on 127.0.0.1: `tests/peers/asyncssh_server.py`
 //! run by the Python of the virtualenv `tests/setup.sh` makes. It logs in
-//! [`TEST_USER`] but, being a library server and not a login daemon, runs
+//! [`TEST_USER`](crate::TEST_USER) but, being a library server and not a login daemon, runs
 //! commands as the user running the tests.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
+use crate::python_server::{Launch, PythonServer};
 use crate::sshd::KeyKind;
-use crate::{TEST_PASSWORD, TEST_USER, TempDir, run};
 
 /// The virtualenv's Python (see tests/setup.sh); `SANSH_ASYNCSSH_PYTHON`
 /// overrides it.
@@ -43,70 +40,31 @@ impl Default for AsyncSshOptions {
 pub struct AsyncSsh {
     /// The port on 127.0.0.1.
     pub port: u16,
-    child: Child,
-    dir: TempDir,
-    host_keys: Vec<(KeyKind, PathBuf)>,
+    server: PythonServer,
 }
 
 impl AsyncSsh {
     /// Generates host keys, authorizes `client_public_key` (and
-    /// [`TEST_PASSWORD`]) for [`TEST_USER`], starts the server and waits for
+    /// [`TEST_PASSWORD`](crate::TEST_PASSWORD)) for [`TEST_USER`](crate::TEST_USER), starts the server and waits for
     /// it to report its port. Panics (failing the test) when it cannot start.
     pub fn start(opts: AsyncSshOptions, client_public_key: &str) -> AsyncSsh {
         let python = std::env::var_os("SANSH_ASYNCSSH_PYTHON")
             .map_or_else(|| PathBuf::from(VENV_PYTHON), PathBuf::from);
-        assert!(python.exists(), "{} not found: run tests/setup.sh (it installs asyncssh)", python.display());
-        let dir = TempDir::new("asyncssh");
-        let mut host_keys = Vec::new();
-        for kind in &opts.host_keys {
-            let path = dir.path().join(format!("host_{kind:?}").to_lowercase());
-            run(Command::new("ssh-keygen")
-                .args(["-q", "-N", "", "-C", "sansh-test-asyncssh", "-f"])
-                .arg(&path)
-                .args(kind.keygen_args()));
-            host_keys.push((*kind, path));
-        }
-        let authorized = dir.path().join("authorized_keys");
-        std::fs::write(&authorized, format!("{}\n", client_public_key.trim()))
-            .expect("write authorized_keys");
-        let log = dir.path().join("asyncssh.log");
-        let mut cmd = Command::new(&python);
-        cmd.arg(server_script()).arg("--authorized-keys").arg(&authorized);
-        cmd.args(["--user", TEST_USER, "--password", TEST_PASSWORD, "--log-level", "INFO"]);
-        for (_, path) in &host_keys {
-            cmd.arg("--host-key").arg(path);
-        }
+        let mut args = Vec::new();
         if let Some(k) = opts.keepalive_secs {
-            cmd.args(["--keepalive-interval", &k.to_string()]);
-            cmd.args(["--keepalive-count-max", &opts.keepalive_count_max.to_string()]);
+            args.extend(["--keepalive-interval".to_string(), k.to_string()]);
+            args.extend(["--keepalive-count-max".to_string(), opts.keepalive_count_max.to_string()]);
         }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("create asyncssh.log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", python.display()));
-        // The script binds port 0 and says which port it got: no race.
-        let stdout = child.stdout.take().expect("stdout pipe");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
+        let server = PythonServer::start(Launch {
+            name: "asyncssh",
+            python,
+            script: server_script(),
+            host_keys: &opts.host_keys,
+            client_public_key,
+            log_level: "INFO",
+            args,
         });
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-        let port = line.strip_prefix("LISTENING ").and_then(|p| p.trim().parse::<u16>().ok());
-        match port {
-            Some(port) => AsyncSsh { port, child, dir, host_keys },
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the asyncssh server did not start (said {line:?}):\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-        }
+        AsyncSsh { port: server.port, server }
     }
 
     /// `127.0.0.1:port`.
@@ -116,30 +74,11 @@ impl AsyncSsh {
 
     /// The public host key of `kind`.
     pub fn host_public_key(&self, kind: KeyKind) -> ssh_key::PublicKey {
-        let (_, path) =
-            self.host_keys.iter().find(|(k, _)| *k == kind).expect("asyncssh has this host key kind");
-        let text = std::fs::read_to_string(path.with_extension("pub")).expect("read .pub");
-        ssh_key::PublicKey::from_openssh(text.trim()).expect("parse host .pub")
+        self.server.host_public_key(kind)
     }
 
     /// The server's log so far (asyncssh at INFO).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("asyncssh.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for AsyncSsh {
-    fn drop(&mut self) {
-        // SIGTERM lets the script kill the commands it started (each in its
-        // own session); SIGKILL if it does not go.
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.log()
     }
 }

@@ -10,6 +10,7 @@ pub mod driver;
 pub mod dropbear;
 pub mod paramiko;
 pub mod peer;
+mod python_server;
 pub mod sshd;
 
 use std::net::TcpListener;

@@ -11,6 +11,7 @@ pub mod dropbear;
 pub mod paramiko;
 pub mod peer;
 mod python_server;
+pub mod ssh_agent;
 pub mod sshd;
 
 use std::net::TcpListener;

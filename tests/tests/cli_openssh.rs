@@ -8,6 +8,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use sansh_interop::cli::Sansh;
+use sansh_interop::ssh_agent::SshAgent;
 use sansh_interop::sshd::{Sshd, SshdOptions};
 use sansh_interop::{TEST_PASSWORD, TEST_USER, TempDir, ensure_test_user, free_port, keygen};
 use sha2::{Digest, Sha256};
@@ -617,48 +618,6 @@ fn local_forward_backs_off_when_accept_runs_out_of_descriptors() {
 }
 
 // ---- ssh(1) / ssh_config(5) options: each shown by its effect on sshd ----
-
-/// `ssh-agent -D -a SOCK`, killed on drop.
-struct SshAgent {
-    child: Child,
-    socket: std::path::PathBuf,
-}
-
-impl SshAgent {
-    fn start(socket: &std::path::Path) -> SshAgent {
-        let child = std::process::Command::new("ssh-agent")
-            .arg("-D")
-            .arg("-a")
-            .arg(socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start ssh-agent (openssh-client; tests/setup.sh installs it)");
-        let mut agent = SshAgent { child, socket: socket.to_owned() };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            if let Ok(Some(status)) = agent.child.try_wait() {
-                panic!("ssh-agent exited at once: {status}");
-            }
-            assert!(Instant::now() < deadline, "ssh-agent did not create {}", socket.display());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        agent
-    }
-
-    fn add(&self, key: &std::path::Path) {
-        sansh_interop::run(
-            std::process::Command::new("ssh-add").env("SSH_AUTH_SOCK", &self.socket).arg("-q").arg(key),
-        );
-    }
-}
-
-impl Drop for SshAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// How many lines of sshd's log contain `what`.
 fn log_count(sshd: &Sshd, what: &str) -> usize {

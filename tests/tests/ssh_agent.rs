@@ -6,66 +6,25 @@
 //! test binary exists (the tokio runtime is built afterwards), and every
 //! case runs in turn against the same agent, whose keys `ssh-add` changes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
 use sansh::CloseReason;
 use sansh::tokio::{Client, ClientError, ClientOptions, HostKeyPolicy};
+use sansh_interop::ssh_agent::SshAgent;
 use sansh_interop::sshd::{Sshd, SshdOptions};
-use sansh_interop::{TEST_USER, TempDir, ensure_test_user, keygen, run};
+use sansh_interop::{TEST_USER, TempDir, ensure_test_user, keygen};
 
-/// `ssh-agent -D -a SOCK`, killed on drop.
-struct SshAgent {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl SshAgent {
-    fn start(socket: &Path) -> SshAgent {
-        let child = Command::new("ssh-agent")
-            .arg("-D")
-            .arg("-a")
-            .arg(socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start ssh-agent (openssh-client; tests/setup.sh installs it)");
-        let mut agent = SshAgent { child, socket: socket.to_owned() };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            if let Ok(Some(status)) = agent.child.try_wait() {
-                panic!("ssh-agent exited at once: {status}");
-            }
-            assert!(Instant::now() < deadline, "ssh-agent did not create {}", socket.display());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        agent
+/// Replaces the agent's keys with `keys`.
+fn hold(agent: &SshAgent, keys: &[&Path]) {
+    agent.ssh_add(&["-q", "-D"], &[]);
+    if !keys.is_empty() {
+        agent.ssh_add(&["-q"], keys);
     }
-
-    fn ssh_add(&self, args: &[&str], keys: &[&Path]) -> String {
-        run(Command::new("ssh-add").env("SSH_AUTH_SOCK", &self.socket).args(args).args(keys))
-    }
-
-    /// Replaces the agent's keys with `keys`.
-    fn hold(&self, keys: &[&Path]) {
-        self.ssh_add(&["-q", "-D"], &[]);
-        if !keys.is_empty() {
-            self.ssh_add(&["-q"], keys);
-        }
-        // What the agent now lists, as `ssh-add -l` prints it (one per key).
-        let listed = Command::new("ssh-add").env("SSH_AUTH_SOCK", &self.socket).arg("-l").output().unwrap();
-        let listed =
-            String::from_utf8_lossy(&listed.stdout).lines().filter(|l| l.contains("SHA256:")).count();
-        assert_eq!(listed, keys.len(), "ssh-add did not load the keys");
-    }
-}
-
-impl Drop for SshAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    // What the agent now lists, as `ssh-add -l` prints it (one per key).
+    let listed = Command::new("ssh-add").env("SSH_AUTH_SOCK", &agent.socket).arg("-l").output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).lines().filter(|l| l.contains("SHA256:")).count();
+    assert_eq!(listed, keys.len(), "ssh-add did not load the keys");
 }
 
 fn fingerprint(public_line: &str) -> String {
@@ -123,7 +82,7 @@ fn agent_keys_authenticate_against_sshd() {
     rt.block_on(async {
         // Each key type alone in the agent: it signs, sshd accepts that key.
         for (name, (path, public), alg) in &keys {
-            agent.hold(&[path]);
+            hold(&agent, &[path]);
             let before = accepted_lines(&sshd).len();
             let client = Client::connect("127.0.0.1", sshd.port, agent_only(&known_hosts))
                 .await
@@ -146,7 +105,7 @@ fn agent_keys_authenticate_against_sshd() {
         // RSA restricted to rsa-sha2-256: the agent must be asked for SHA-256
         // (flag SSH_AGENT_RSA_SHA2_256), or sshd would refuse the signature.
         let (rsa_path, rsa_public) = &keys[1].1;
-        agent.hold(&[rsa_path]);
+        hold(&agent, &[rsa_path]);
         let sshd_256 = Sshd::start(SshdOptions {
             config: vec!["PubkeyAcceptedAlgorithms rsa-sha2-256".into()],
             ..SshdOptions::default()
@@ -169,7 +128,7 @@ fn agent_keys_authenticate_against_sshd() {
 
         // A refused agent key first, then an accepted one: we fall through.
         let (ecdsa_path, ecdsa_public) = &keys[2].1;
-        agent.hold(&[&unknown, ecdsa_path]);
+        hold(&agent, &[&unknown, ecdsa_path]);
         let before = accepted_lines(&sshd).len();
         let client = Client::connect("127.0.0.1", sshd.port, agent_only(&known_hosts))
             .await
@@ -180,7 +139,7 @@ fn agent_keys_authenticate_against_sshd() {
         assert!(accepted[before].contains(&fingerprint(ecdsa_public)), "{}", accepted[before]);
 
         // Only keys sshd does not know: authentication fails, naming each key.
-        agent.hold(&[&unknown, &unknown_rsa]);
+        hold(&agent, &[&unknown, &unknown_rsa]);
         let err = Client::connect("127.0.0.1", sshd.port, agent_only(&known_hosts)).await.unwrap_err();
         let ClientError::Closed(CloseReason::AuthFailed { offered, attempts }) = &err else {
             panic!("expected an authentication failure, got {err}");
@@ -196,7 +155,7 @@ fn agent_keys_authenticate_against_sshd() {
         eprintln!("ok: unknown agent keys: {text}");
 
         // An empty agent: nothing to try, and the error says what the server offers.
-        agent.hold(&[]);
+        hold(&agent, &[]);
         let err = Client::connect("127.0.0.1", sshd.port, agent_only(&known_hosts)).await.unwrap_err();
         assert!(
             matches!(&err, ClientError::Closed(CloseReason::AuthFailed { attempts, .. }) if attempts.is_empty()),

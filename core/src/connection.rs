@@ -8,7 +8,7 @@ use crate::auth::server::ServerAuth;
 use crate::auth::{Prompt, Secret};
 use crate::channel::{
     ChannelId, ChannelInfo, ChannelKind, ChannelOptions, ChannelRequest, ConnectionProtocol, GlobalRequest,
-    OpenFailure, ReplyTo,
+    OpenFailure, ReplyTo, WriteData,
 };
 use crate::config::{ClientConfig, ServerConfig};
 use crate::error::{CloseReason, DisconnectCode, Error};
@@ -858,7 +858,7 @@ impl Connection {
     /// the window opens. Returns the bytes queued (apply backpressure while
     /// it is large; `Event::ChannelWritable` says when it drained).
     pub fn channel_write(&mut self, channel: ChannelId, data: &[u8]) -> Result<usize, Error> {
-        self.proto_command(|p, ctx| p.write(channel, None, data, ctx))
+        self.proto_command(|p, ctx| p.write(channel, None, WriteData::Borrowed(data), ctx))
     }
 
     /// Writes extended data (`code` 1: stderr), queued like `channel_write`.
@@ -868,7 +868,23 @@ impl Connection {
         code: u32,
         data: &[u8],
     ) -> Result<usize, Error> {
-        self.proto_command(|p, ctx| p.write(channel, Some(code), data, ctx))
+        self.proto_command(|p, ctx| p.write(channel, Some(code), WriteData::Borrowed(data), ctx))
+    }
+
+    /// `channel_write` for data the caller owns: what has to wait for the
+    /// peer's window is queued without a copy.
+    pub fn channel_write_owned(&mut self, channel: ChannelId, data: Vec<u8>) -> Result<usize, Error> {
+        self.proto_command(|p, ctx| p.write(channel, None, WriteData::Owned(data), ctx))
+    }
+
+    /// `channel_write_extended` for data the caller owns (no copy while it waits).
+    pub fn channel_write_extended_owned(
+        &mut self,
+        channel: ChannelId,
+        code: u32,
+        data: Vec<u8>,
+    ) -> Result<usize, Error> {
+        self.proto_command(|p, ctx| p.write(channel, Some(code), WriteData::Owned(data), ctx))
     }
 
     /// Sends EOF once the queued data is out.

@@ -85,6 +85,23 @@ enum ChannelState {
 
 /// Data waiting for window: a run of bytes for the normal (None) or an
 /// extended (Some(code)) stream.
+/// Data the application writes to a channel.
+#[derive(Debug)]
+pub(crate) enum WriteData<'a> {
+    Borrowed(&'a [u8]),
+    /// Kept as it is when it has to wait for the window: no copy.
+    Owned(Vec<u8>),
+}
+
+impl WriteData<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            WriteData::Borrowed(d) => d,
+            WriteData::Owned(v) => v,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Segment {
     code: Option<u32>,
@@ -880,7 +897,7 @@ impl ConnectionProtocol {
         &mut self,
         id: ChannelId,
         code: Option<u32>,
-        data: &[u8],
+        data: WriteData<'_>,
         ctx: &mut Ctx<'_>,
     ) -> Result<usize, Error> {
         let ch = self.channel(id)?;
@@ -890,18 +907,24 @@ impl ConnectionProtocol {
         if ch.eof_wanted || ch.close_wanted || ch.close_sent {
             return Err(Error::InvalidState { what: "write after EOF or close" });
         }
-        if data.is_empty() {
+        let len = data.bytes().len();
+        if len == 0 {
             return Ok(ch.queued);
         }
         // Fast path: nothing queued, so send straight from the caller's buffer.
-        let mut data = data;
+        let mut sent = 0;
         if ch.queue.is_empty() && ch.state == ChannelState::Open && ctx.out.can_send_now() && !ch.close_sent {
-            let sent = send_data(ch, code, data, ctx);
-            data = &data[sent..];
+            sent = send_data(ch, code, data.bytes(), ctx);
         }
-        if !data.is_empty() {
-            ch.queue.push_back(Outbound::Data(Segment { code, bytes: data.to_vec(), sent: 0 }));
-            ch.queued += data.len();
+        if sent < len {
+            // What the window does not take yet waits; an owned buffer is
+            // queued as it is, a borrowed one is copied.
+            let segment = match data {
+                WriteData::Borrowed(d) => Segment { code, bytes: d[sent..].to_vec(), sent: 0 },
+                WriteData::Owned(bytes) => Segment { code, bytes, sent },
+            };
+            ch.queue.push_back(Outbound::Data(segment));
+            ch.queued += len - sent;
         }
         Ok(ch.queued)
     }

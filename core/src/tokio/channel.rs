@@ -354,6 +354,35 @@ fn poll_write_stream(
     Poll::Ready(Ok(n))
 }
 
+/// Like `poll_write_stream` for a buffer the caller hands over: taken whole
+/// (no copy when nothing else waits) once the stream is under `WRITE_LIMIT`.
+fn poll_write_stream_owned(
+    state: &ChanRef,
+    shared: &TaskShared,
+    stream: Stream,
+    cx: &mut Context<'_>,
+    data: &mut Option<Vec<u8>>,
+) -> Poll<io::Result<()>> {
+    let mut s = lock(state);
+    if s.closed.is_some() || s.close_sent || s.want_close || s.want_eof {
+        return Poll::Ready(Err(closed_error(&s)));
+    }
+    if s.out.len() + s.out_stderr.len() + s.core_pending >= WRITE_LIMIT {
+        s.write_waker = Some(cx.waker().clone());
+        return Poll::Pending;
+    }
+    let Some(bytes) = data.take() else { return Poll::Ready(Ok(())) };
+    let buf = stream.buf(&mut s);
+    if buf.is_empty() {
+        *buf = bytes;
+    } else {
+        buf.extend_from_slice(&bytes);
+    }
+    drop(s);
+    shared.notify.notify_one();
+    Poll::Ready(Ok(()))
+}
+
 /// `poll_flush` of both writers: ready once the stream is handed to the core.
 fn poll_flush_stream(state: &ChanRef, stream: Stream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
     let mut s = lock(state);
@@ -365,6 +394,16 @@ fn poll_flush_stream(state: &ChanRef, stream: Stream, cx: &mut Context<'_>) -> P
     }
     s.write_waker = Some(cx.waker().clone());
     Poll::Pending
+}
+
+impl Channel {
+    /// Writes a buffer the caller owns to the channel's stdin/stdout stream,
+    /// taking it whole (`*data` becomes `None`) when there is room: saves
+    /// `poll_write`'s copy for callers that already hold owned chunks. The
+    /// stream may then exceed its limit by that one buffer.
+    pub fn poll_write_owned(&self, cx: &mut Context<'_>, data: &mut Option<Vec<u8>>) -> Poll<io::Result<()>> {
+        poll_write_stream_owned(&self.state, &self.shared, Stream::Stdout, cx, data)
+    }
 }
 
 impl AsyncWrite for Channel {

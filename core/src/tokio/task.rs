@@ -412,7 +412,7 @@ impl<H: Hooks> Task<H> {
             }
             if !s.out.is_empty() && !s.close_sent {
                 let data = std::mem::take(&mut s.out);
-                match self.conn.channel_write(id, &data) {
+                match self.conn.channel_write_owned(id, data) {
                     Ok(pending) => s.core_pending = pending,
                     Err(e) => tracing::debug!("{id}: write dropped: {e}"),
                 }
@@ -425,7 +425,7 @@ impl<H: Hooks> Task<H> {
             }
             if !s.out_stderr.is_empty() && !s.close_sent {
                 let data = std::mem::take(&mut s.out_stderr);
-                match self.conn.channel_write_extended(id, 1, &data) {
+                match self.conn.channel_write_extended_owned(id, 1, data) {
                     Ok(pending) => s.core_pending = pending,
                     Err(e) => tracing::debug!("{id}: stderr write dropped: {e}"),
                 }

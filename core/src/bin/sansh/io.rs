@@ -300,6 +300,10 @@ impl Drop for Sink {
     }
 }
 
+/// Smallest and largest read from standard input.
+const STDIN_MIN_READ: usize = 16 * 1024;
+const STDIN_MAX_READ: usize = 256 * 1024;
+
 /// Reads standard input on a thread of its own; the receiver ends (None)
 /// at end of input. The thread may stay blocked in `read` after the session
 /// ends: the process exits without waiting for it.
@@ -310,11 +314,20 @@ pub fn stdin_reader() -> tokio::sync::mpsc::Receiver<io::Result<Vec<u8>>> {
         .spawn(move || {
             let stdin = io::stdin();
             let mut input = stdin.lock();
+            // Reads grow while they fill the buffer (a file or a fast pipe:
+            // fewer, larger chunks, fewer wake-ups of the session) and
+            // shrink back for a terminal's keystrokes.
+            let mut size = STDIN_MIN_READ;
             loop {
-                let mut buf = vec![0u8; 64 * 1024];
+                let mut buf = vec![0u8; size];
                 match input.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
+                        size = if n == size {
+                            (size * 2).min(STDIN_MAX_READ)
+                        } else {
+                            (n * 2).max(STDIN_MIN_READ)
+                        };
                         buf.truncate(n);
                         if tx.blocking_send(Ok(buf)).is_err() {
                             break;

@@ -192,6 +192,26 @@ impl Pump {
                     Poll::Pending => {}
                 }
             }
+            // A whole chunk is handed over as it is (no copy).
+            if let Some((buf, 0)) = &mut self.pending_in {
+                let mut whole = Some(std::mem::take(buf));
+                match self.ch.poll_write_owned(cx, &mut whole) {
+                    Poll::Ready(Ok(())) => {
+                        self.pending_in = None;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(_)) => {
+                        self.pending_in = None;
+                        self.parked = self.stdin.take();
+                        progress = true;
+                    }
+                    Poll::Pending => {
+                        if let Some((buf, _)) = &mut self.pending_in {
+                            *buf = whole.take().unwrap_or_default();
+                        }
+                    }
+                }
+            }
             if let Some((buf, off)) = &mut self.pending_in {
                 match Pin::new(&mut self.ch).poll_write(cx, &buf[*off..]) {
                     Poll::Ready(Ok(n)) => {

@@ -378,7 +378,10 @@ async fn server_keepalive_probes_are_answered(kind: PeerKind) {
     let dir = TempDir::new("peer-kh");
     let client = connect(&peer, &dir).await;
     let before = client.stats().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    // With an interval of 1 s, sshd's probes were seen to come up to 2 s apart
+    // (its client-alive clock is coarse); 6.5 s covers three of them and is
+    // twice the time after which a client that never answers is dropped.
+    tokio::time::sleep(Duration::from_millis(6500)).await;
     let after = client.stats().await.unwrap();
     assert_eq!(client.close_reason(), None, "{}", peer.log());
     // The peer did probe (we sent nothing, so whatever arrived is its probes).

@@ -1,5 +1,6 @@
 //! Downloads a command's output through the tokio adapter, counting bytes:
-//! the library's bulk-read path (`read_chunk` + `recycle`) on its own, to
+//! the library's bulk-read path (`read_chunk`, slices of the receive
+//! buffer without a copy) on its own, to
 //! profile or time by hand. The side-by-side benchmarks
 //! (`tests/bench/run.sh`, which builds and runs `tests/bench/compare.py`)
 //! measure the `sansh` CLI's downloads instead, not this example.
@@ -31,7 +32,6 @@ async fn main() {
     let mut total = 0u64;
     while let Some(chunk) = ch.read_chunk().await.expect("read") {
         total += chunk.len() as u64;
-        ch.recycle(chunk);
     }
     println!("{total}");
 }

@@ -20,9 +20,6 @@ use crate::transport::{Inbound, Negotiated, PeerExtensions, Role, Shared, Transp
 use crate::wire::{MessageClass, msg};
 use std::collections::VecDeque;
 
-/// Spare data buffers kept for reuse (a window's worth of 32 KiB packets).
-const MAX_SPARE: usize = 64;
-
 /// Counters for monitoring.
 // `repr(C)`: what every packet updates comes first (see `Connection`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -146,7 +143,6 @@ fn new_shared(now: Timestamp, seed: Seed) -> Shared {
         state: State::Connecting,
         stats: Stats::default(),
         next_id: 0,
-        spare: Vec::new(),
     }
 }
 
@@ -288,12 +284,25 @@ impl Connection {
 
     /// Zero-copy input: a buffer of at least `min` bytes to read the socket
     /// into directly (saving the copy `handle_input` makes). Report what
-    /// was read with `commit_received`.
+    /// was read with `commit_received`. The slice is initialised memory,
+    /// zeroed once each time the storage is (re)allocated; adapters that
+    /// can fill uninitialised memory use [`Connection::receive_bytes`].
     pub fn receive_buffer(&mut self, min: usize) -> &mut [u8] {
-        self.transport.input.space(min)
+        self.transport.receive_space(min)
     }
 
-    /// `n` bytes were read into the start of the `receive_buffer` slice:
+    /// Zero-copy input without zeroing: the receive buffer itself, with
+    /// room for at least `min` more bytes. Append what the socket gives
+    /// (for instance with tokio's `try_read_buf`, or `BufMut` methods),
+    /// leave what it holds alone, then report the `n` bytes appended with
+    /// `commit_received`. Channel data is later handed out as slices of
+    /// this storage (`Event::ChannelData`), without a copy.
+    pub fn receive_bytes(&mut self, min: usize) -> &mut bytes::BytesMut {
+        self.transport.receive_bytes(min)
+    }
+
+    /// `n` bytes were read into the start of the `receive_buffer` slice
+    /// (or appended to `receive_bytes`):
     /// process them, exactly as `handle_input` would.
     pub fn commit_received(&mut self, now: Timestamp, n: usize) -> Result<(), Error> {
         if self.closed {
@@ -334,6 +343,20 @@ impl Connection {
             let step = match inbound {
                 Inbound::Upper(range) => {
                     let t = &mut self.transport;
+                    let n = t.input.buf[range.start];
+                    if n == msg::CHANNEL_DATA || n == msg::CHANNEL_EXTENDED_DATA {
+                        // Handed out as a slice of the receive buffer: the
+                        // packet's bytes leave the buffer, nothing is copied.
+                        let packet = t.input.take_processed();
+                        let mut ctx = Ctx {
+                            out: &mut t.output,
+                            shared: &mut self.shared,
+                            session_id: t.session_id.unwrap_or_default(),
+                            server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
+                        };
+                        self.proto.handle_data(packet, range, &mut ctx)?;
+                        continue;
+                    }
                     let payload = &t.input.buf[range];
                     let mut ctx = Ctx {
                         out: &mut t.output,
@@ -905,15 +928,6 @@ impl Connection {
             p.consumed(channel, n, ctx);
             Ok(())
         })
-    }
-
-    /// Gives back the buffer of a data event the application is done with,
-    /// to be reused for later data (optional; saves an allocation per packet).
-    pub fn recycle(&mut self, mut buffer: Vec<u8>) {
-        if self.shared.spare.len() < MAX_SPARE && (1024..=256 * 1024).contains(&buffer.capacity()) {
-            buffer.clear();
-            self.shared.spare.push(buffer);
-        }
     }
 
     /// Flow-control state of a channel.

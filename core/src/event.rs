@@ -1,6 +1,8 @@
 //! Events: what a connection reports to its application. Events own their
 //! data (no lifetimes), so they cross into C and Python unchanged.
 
+use bytes::Bytes;
+
 use crate::auth::{AuthAttempt, AuthMethod, Prompt, Secret};
 use crate::channel::{ChannelId, ChannelKind, ChannelRequest, ExitStatus, GlobalRequest, OpenFailure};
 use crate::error::CloseReason;
@@ -95,10 +97,13 @@ pub enum Event {
     ChannelOpened { channel: ChannelId },
     /// Our channel open was refused; `unsent` bytes written meanwhile are dropped.
     ChannelOpenFailed { channel: ChannelId, reason: OpenFailure, description: String, unsent: usize },
-    /// Data arrived on a channel.
-    ChannelData { channel: ChannelId, data: Vec<u8> },
-    /// Extended data arrived (code 1 is stderr).
-    ChannelExtendedData { channel: ChannelId, code: u32, data: Vec<u8> },
+    /// Data arrived on a channel. `data` is a slice of the connection's
+    /// receive buffer, decrypted in place and not copied: holding it keeps
+    /// that buffer's chunk (up to about one socket read, 256 KiB with the
+    /// tokio adapter) allocated. Copy (`data.to_vec()`) what you keep long.
+    ChannelData { channel: ChannelId, data: Bytes },
+    /// Extended data arrived (code 1 is stderr); `data` as for `ChannelData`.
+    ChannelExtendedData { channel: ChannelId, code: u32, data: Bytes },
     /// The peer will send no more data on the channel.
     ChannelEof { channel: ChannelId },
     /// Both sides closed the channel: its number may be reused. `unsent`

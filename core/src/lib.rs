@@ -57,6 +57,8 @@ pub mod testing;
 pub mod tokio;
 
 pub use auth::{AuthAttempt, AuthMethod, AuthOutcome, Credential, Prompt, Secret};
+/// Channel data (`Event::ChannelData`): the `bytes` crate's shared buffer.
+pub use bytes::Bytes;
 pub use channel::{
     ChannelId, ChannelInfo, ChannelKind, ChannelOptions, ChannelRequest, ExitStatus, GlobalRequest,
     OpenFailure, Pty,

@@ -12,6 +12,8 @@ mod types;
 
 use std::collections::VecDeque;
 
+use bytes::{Buf, BytesMut};
+
 pub use types::{
     ChannelId, ChannelKind, ChannelOptions, ChannelRequest, ExitStatus, GlobalRequest, OpenFailure, Pty, tty,
 };
@@ -365,6 +367,61 @@ impl ConnectionProtocol {
 
     // ------------------------------------------------------------ inbound
 
+    /// Handles CHANNEL_DATA or CHANNEL_EXTENDED_DATA at `range` of
+    /// `packet` (bytes taken from the receive buffer): the data goes out
+    /// in the event as a slice of `packet`, without a copy.
+    pub(crate) fn handle_data(
+        &mut self,
+        mut packet: BytesMut,
+        range: std::ops::Range<usize>,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Error> {
+        let payload = &packet[range];
+        let n = payload[0];
+        let name = msg::name(n);
+        // Borrowed from the payload: parsed, then sliced out of `packet`.
+        let (id, code, data) = if n == msg::CHANNEL_DATA {
+            let d = msg::parse::<msg::ChannelData>(payload)?;
+            (d.recipient, None, d.data)
+        } else {
+            let d = msg::parse::<msg::ChannelExtendedData>(payload)?;
+            (d.recipient, Some(d.code), d.data)
+        };
+        let len = data.len();
+        // Where the data sits in `packet` (it is a subslice of it).
+        let offset = data.as_ptr() as usize - packet.as_ptr() as usize;
+        let ch = self.open_channel(id, name)?;
+        if ch.eof_received {
+            return Err(violation(id, format!("{name} after the peer's EOF")));
+        }
+        if len > ch.max_packet as usize {
+            return Err(violation(
+                id,
+                format!("{name} of {len} bytes exceeds the maximum packet of {}", ch.max_packet),
+            ));
+        }
+        if len > ch.local_window as usize {
+            return Err(violation(
+                id,
+                format!("{name} of {len} bytes exceeds the window of {}", ch.local_window),
+            ));
+        }
+        ch.local_window -= len as u32;
+        if ch.close_sent || len == 0 {
+            // Data in flight when we closed: accepted and dropped (RFC 4254 §5.3).
+            return Ok(());
+        }
+        let channel = ChannelId(id);
+        packet.advance(offset);
+        packet.truncate(len);
+        let data = packet.freeze();
+        ctx.shared.events.push_back(match code {
+            None => Event::ChannelData { channel, data },
+            Some(code) => Event::ChannelExtendedData { channel, code, data },
+        });
+        Ok(())
+    }
+
     /// Handles a connection-protocol message.
     pub(crate) fn handle(&mut self, payload: &[u8], ctx: &mut Ctx<'_>) -> Result<(), Error> {
         let n = payload[0];
@@ -440,48 +497,9 @@ impl ConnectionProtocol {
                 Ok(())
             }
             msg::CHANNEL_DATA | msg::CHANNEL_EXTENDED_DATA => {
-                let name = msg::name(n);
-                // Borrowed from the payload: the only copy is into the event.
-                let (id, code, data) = if n == msg::CHANNEL_DATA {
-                    let d = msg::parse::<msg::ChannelData>(payload)?;
-                    (d.recipient, None, d.data)
-                } else {
-                    let d = msg::parse::<msg::ChannelExtendedData>(payload)?;
-                    (d.recipient, Some(d.code), d.data)
-                };
-                let ch = self.open_channel(id, name)?;
-                if ch.eof_received {
-                    return Err(violation(id, format!("{name} after the peer's EOF")));
-                }
-                let len = data.len();
-                if len > ch.max_packet as usize {
-                    return Err(violation(
-                        id,
-                        format!("{name} of {len} bytes exceeds the maximum packet of {}", ch.max_packet),
-                    ));
-                }
-                if len > ch.local_window as usize {
-                    return Err(violation(
-                        id,
-                        format!("{name} of {len} bytes exceeds the window of {}", ch.local_window),
-                    ));
-                }
-                ch.local_window -= len as u32;
-                if ch.close_sent || len == 0 {
-                    // Data in flight when we closed: accepted and dropped (RFC 4254 §5.3).
-                    return Ok(());
-                }
-                let channel = ChannelId(id);
-                let data = {
-                    let mut buf = ctx.shared.spare.pop().unwrap_or_default();
-                    buf.extend_from_slice(data);
-                    buf
-                };
-                ctx.shared.events.push_back(match code {
-                    None => Event::ChannelData { channel, data },
-                    Some(code) => Event::ChannelExtendedData { channel, code, data },
-                });
-                Ok(())
+                // `Connection` routes data to `handle_data` with its packet;
+                // anything else (tests) pays a copy.
+                self.handle_data(BytesMut::from(payload), 0..payload.len(), ctx)
             }
             msg::CHANNEL_EOF => {
                 let id = msg::parse::<msg::ChannelEof>(payload)?.recipient;

@@ -1149,8 +1149,9 @@ struct Asked {
     passwords: Vec<u64>,
     changes: Vec<u64>,
     kbd: Vec<(u64, usize)>,
-    /// Data buffers to hand back with `recycle`.
-    buffers: Vec<Vec<u8>>,
+    /// Data events' buffers the application holds on to (each keeps a
+    /// chunk of the receive buffer allocated), dropped by a command.
+    buffers: Vec<crate::Bytes>,
 }
 
 /// The application: answers events like a simple client or server would.
@@ -1476,8 +1477,9 @@ fn command(conn: &mut Connection, b: &mut Bytes<'_>, app: &mut App, w: &mut Watc
             let _ = cmd!(w, conn, conn.disconnect(DisconnectCode::BY_APPLICATION, "bye"));
         }
         17 => {
-            let buffer = a.buffers.pop().unwrap_or_else(|| Vec::with_capacity(usize::from(b.u16())));
-            conn.recycle(buffer);
+            // Done with a held data buffer (this once recycled it).
+            let _ = b.u16();
+            drop(a.buffers.pop());
         }
         18 => {
             let id = pick(&mut a.host_keys, b.u8(), 1);

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,6 +34,12 @@ pub struct ChannelStderr {
     shared: Arc<TaskShared>,
 }
 
+/// Data read from a channel is granted back to the peer by the task; a
+/// reader wakes it for that once this much is consumed, or when it has
+/// emptied the queue (so the peer is never kept waiting), not per chunk:
+/// a bulk download otherwise woke the task for every 32 KiB packet.
+const GRANT_BATCH: usize = 256 * 1024;
+
 fn closed_error(s: &ChanState) -> io::Error {
     match &s.closed {
         Some(Some(reason)) => io::Error::new(io::ErrorKind::ConnectionAborted, reason.to_string()),
@@ -40,29 +47,19 @@ fn closed_error(s: &ChanState) -> io::Error {
     }
 }
 
-/// Copies from queued chunks into `buf`; returns the bytes taken. Emptied
-/// chunks go to `spent`, for the connection to reuse.
-fn take_chunks(
-    chunks: &mut std::collections::VecDeque<Vec<u8>>,
-    offset: &mut usize,
-    spent: &mut Vec<Vec<u8>>,
-    buf: &mut ReadBuf<'_>,
-) -> usize {
+/// Copies from queued chunks into `buf`; returns the bytes taken. A chunk
+/// read in part is advanced past what was taken.
+fn take_chunks(chunks: &mut std::collections::VecDeque<Bytes>, buf: &mut ReadBuf<'_>) -> usize {
     let mut n = 0;
     while buf.remaining() > 0 {
-        let Some(front) = chunks.front() else { break };
-        let avail = &front[*offset..];
-        let k = avail.len().min(buf.remaining());
-        buf.put_slice(&avail[..k]);
+        let Some(front) = chunks.front_mut() else { break };
+        let k = front.len().min(buf.remaining());
+        buf.put_slice(&front[..k]);
         n += k;
-        *offset += k;
-        if *offset == front.len() {
-            if let Some(done) = chunks.pop_front()
-                && spent.len() < 16
-            {
-                spent.push(done);
-            }
-            *offset = 0;
+        if k == front.len() {
+            chunks.pop_front();
+        } else {
+            front.advance(k);
         }
     }
     n
@@ -187,8 +184,10 @@ impl Channel {
     }
 
     /// The next chunk of data as the connection received it, without a copy
-    /// (the fast path for bulk readers); `None` at EOF.
-    pub async fn read_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+    /// (the fast path for bulk readers): a slice of the connection's receive
+    /// buffer, which stays allocated while the chunk is held (see
+    /// [`crate::Event::ChannelData`]). `None` at EOF.
+    pub async fn read_chunk(&mut self) -> io::Result<Option<Bytes>> {
         self.next_chunk().await
     }
 
@@ -205,17 +204,16 @@ impl Channel {
     }
 
     /// `read_chunk` through `&self` (see `write_all_shared`).
-    pub(crate) async fn next_chunk(&self) -> io::Result<Option<Vec<u8>>> {
+    pub(crate) async fn next_chunk(&self) -> io::Result<Option<Bytes>> {
         poll_fn(|cx| {
             let mut s = lock(&self.state);
-            if let Some(mut chunk) = s.stdout.pop_front() {
-                if s.stdout_offset > 0 {
-                    chunk.drain(..s.stdout_offset);
-                    s.stdout_offset = 0;
-                }
+            if let Some(chunk) = s.stdout.pop_front() {
                 s.consumed += chunk.len();
+                let grant = s.consumed >= GRANT_BATCH || s.stdout.is_empty();
                 drop(s);
-                self.shared.notify.notify_one();
+                if grant {
+                    self.shared.notify.notify_one();
+                }
                 return Poll::Ready(Ok(Some(chunk)));
             }
             if s.eof {
@@ -229,16 +227,6 @@ impl Channel {
             Poll::Pending
         })
         .await
-    }
-
-    /// Hands a chunk from `read_chunk` back once used, so the connection
-    /// reuses its memory for later data (optional; saves an allocation and
-    /// page faults per packet in bulk transfers).
-    pub fn recycle(&self, chunk: Vec<u8>) {
-        let mut s = lock(&self.state);
-        if s.spent.len() < 16 {
-            s.spent.push(chunk);
-        }
     }
 
     /// Closes the channel (after what was written).
@@ -296,10 +284,12 @@ impl AsyncRead for Channel {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let mut s = lock(&self.state);
         let s = &mut *s;
-        let n = take_chunks(&mut s.stdout, &mut s.stdout_offset, &mut s.spent, buf);
+        let n = take_chunks(&mut s.stdout, buf);
         if n > 0 {
             s.consumed += n;
-            self.shared.notify.notify_one();
+            if s.consumed >= GRANT_BATCH || s.stdout.is_empty() {
+                self.shared.notify.notify_one();
+            }
             return Poll::Ready(Ok(()));
         }
         if s.eof {
@@ -439,10 +429,12 @@ impl AsyncRead for ChannelStderr {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let mut s = lock(&self.state);
         let s = &mut *s;
-        let n = take_chunks(&mut s.stderr, &mut s.stderr_offset, &mut s.spent, buf);
+        let n = take_chunks(&mut s.stderr, buf);
         if n > 0 {
             s.consumed += n;
-            self.shared.notify.notify_one();
+            if s.consumed >= GRANT_BATCH || s.stderr.is_empty() {
+                self.shared.notify.notify_one();
+            }
             return Poll::Ready(Ok(()));
         }
         if s.eof {

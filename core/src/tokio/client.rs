@@ -636,12 +636,7 @@ pub(crate) async fn collect_output(
     let stdout = async {
         let mut buf = Vec::new();
         while let Some(chunk) = ch.next_chunk().await? {
-            if buf.is_empty() {
-                buf = chunk;
-            } else {
-                buf.extend_from_slice(&chunk);
-                ch.recycle(chunk);
-            }
+            buf.extend_from_slice(&chunk);
         }
         Ok::<_, std::io::Error>(buf)
     };

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -29,11 +30,10 @@ pub(crate) fn channel_options() -> ChannelOptions {
 /// A channel's state shared between the task and its [`super::Channel`] handle.
 #[derive(Debug, Default)]
 pub(crate) struct ChanState {
-    // Inbound, filled by the task.
-    pub(crate) stdout: VecDeque<Vec<u8>>,
-    pub(crate) stdout_offset: usize,
-    pub(crate) stderr: VecDeque<Vec<u8>>,
-    pub(crate) stderr_offset: usize,
+    // Inbound, filled by the task: the events' data as they came, slices
+    // of the connection's receive buffer (a partly read chunk is advanced).
+    pub(crate) stdout: VecDeque<Bytes>,
+    pub(crate) stderr: VecDeque<Bytes>,
     /// A stderr reader exists; without one, stderr is granted back and
     /// dropped (so a stdout-only reader never stalls on an unread stderr).
     pub(crate) stderr_wanted: bool,
@@ -45,8 +45,6 @@ pub(crate) struct ChanState {
     pub(crate) exit_waker: Option<Waker>,
     /// Bytes readers took since the task last granted window.
     pub(crate) consumed: usize,
-    /// Chunks readers finished with, for the connection to reuse.
-    pub(crate) spent: Vec<Vec<u8>>,
     // Outbound, filled by the handle.
     pub(crate) out: Vec<u8>,
     /// Extended data (stderr) to send, for servers.
@@ -268,9 +266,11 @@ impl<H: Hooks> Task<H> {
             if !self.conn.wants_input() {
                 return;
             }
-            let buf = self.conn.receive_buffer(self.read_size);
-            let offered = buf.len();
-            match self.stream.try_read(buf) {
+            // Straight into the connection's receive buffer, without
+            // zeroing it first; channel data leaves it as slices.
+            let buf = self.conn.receive_bytes(self.read_size);
+            let offered = buf.capacity() - buf.len();
+            match self.stream.try_read_buf(buf) {
                 Ok(0) => {
                     let now = self.now();
                     self.conn.handle_eof(now);
@@ -406,9 +406,6 @@ impl<H: Hooks> Task<H> {
             if s.consumed > 0 {
                 let n = std::mem::take(&mut s.consumed);
                 let _ = self.conn.channel_consumed(id, n);
-            }
-            for buf in s.spent.drain(..) {
-                self.conn.recycle(buf);
             }
             if !s.out.is_empty() && !s.close_sent {
                 let data = std::mem::take(&mut s.out);

@@ -15,6 +15,8 @@ pub(crate) mod version;
 use std::collections::VecDeque;
 use std::ops::Range;
 
+use bytes::{Buf, BytesMut};
+
 pub use cipher::{CipherAlgorithm, MacAlgorithm};
 pub use hostkey::{HostKey, HostKeyAlgorithm};
 pub use kex::{KexAlgorithm, Negotiated};
@@ -62,9 +64,6 @@ pub(crate) struct Shared {
     pub(crate) stats: crate::connection::Stats,
     /// Last id handed out for an event that needs an answer.
     pub(crate) next_id: u64,
-    /// Data buffers handed back by the application, reused for the next
-    /// data events: a bulk transfer then allocates (and faults) nothing.
-    pub(crate) spare: Vec<Vec<u8>>,
     pub(crate) state: State,
     pub(crate) rng: Rng,
 }
@@ -111,10 +110,14 @@ const COMPACT_THRESHOLD: usize = 64 * 1024;
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Input {
-    /// Storage, initialised once and reused (never zeroed again), so the
-    /// adapter can read the socket straight into it; `buf[start..end]` is
-    /// received and not processed yet.
-    pub(crate) buf: Vec<u8>,
+    /// Storage the adapter reads the socket straight into (`space`, or
+    /// `spare` without zeroing); `buf[start..end]` is received and not
+    /// processed yet, `buf[..start]` processed (dropped at the next
+    /// `make_room`), `buf[end..]` initialised room for more. Packets are
+    /// decrypted in place, and channel data leaves as a frozen slice of
+    /// it (`take_processed`): the allocation is shared with those slices
+    /// and freed when the last one goes.
+    pub(crate) buf: BytesMut,
     start: usize,
     end: usize,
     opener: Opener,
@@ -124,41 +127,141 @@ pub(crate) struct Input {
     packets_since_kex: u64,
 }
 
+/// Handles on the receive storages allocated lately (at most
+/// `SPARE_STORAGES`, each an empty view of its storage's front): a
+/// storage whose slices have all been dropped is taken again through its
+/// handle (`try_reclaim` succeeds once the handle is the only reference),
+/// so a bulk transfer cycles through a few allocations instead of
+/// allocating (and page-faulting) one per read. Kept out of `Input`,
+/// whose fields every packet touches.
+#[derive(Debug, Default)]
+pub(crate) struct Spare {
+    handles: Vec<BytesMut>,
+    /// Small reads in a row: after `IDLE_READS` the connection is idle
+    /// and the storages go (a bulk transfer's reads only dip that low now
+    /// and then, and freeing would re-fault them).
+    small_reads: u32,
+}
+
+/// See `Spare::small_reads`.
+const IDLE_READS: u32 = 8;
+
+/// Receive storages kept for reuse (see `Spare`): more than a 2 MiB
+/// window's worth of the tokio adapter's (1 MiB) storages, so that a
+/// reader holding a window of data does not force new allocations.
+const SPARE_STORAGES: usize = 6;
+
+/// Receive storages are allocated in multiples of this (so that storages
+/// allocated for the same read size can stand in for each other).
+const STORAGE_ROUND: usize = 64 * 1024;
+
 impl Input {
-    /// Makes room for `n` more bytes after `end`, moving unprocessed bytes to
-    /// the front or growing the storage as needed.
-    fn make_room(&mut self, n: usize) {
+    /// Makes room for `n` more bytes after `end`: drops the processed
+    /// prefix (a pointer move); if the storage has no room left, goes on
+    /// in another one, copying the unprocessed bytes (at most a packet)
+    /// there (reads over `IDLE_READ`; small ones just `reserve`): a
+    /// storage of `Spare` that nothing references any more, or a new one
+    /// with room for four reads of `n` (which replaces the oldest handle
+    /// in `Spare`; that storage is then freed with its last slice). So the
+    /// storage in use stays within `max(4n, end + n)` rounded up
+    /// (unprocessed input is bounded, see `check_paused_limit`; `n` is the
+    /// adapter's read size), plus the `SPARE_STORAGES` kept for reuse.
+    /// Leaves `buf.len() == end`.
+    fn make_room(&mut self, n: usize, spare: &mut Spare) {
+        self.rewind(n, spare);
+        if self.start > 0 {
+            self.buf.advance(self.start);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        self.buf.truncate(self.end);
+        if self.buf.capacity() - self.end >= n {
+            return;
+        }
+        if n <= IDLE_READ {
+            // Small reads (handshake, interactive, idle): in place when
+            // nothing handed out holds the storage, else a small new one.
+            self.buf.reserve(n);
+            return;
+        }
+        // The same size for every storage of a transfer (the read size is
+        // steady), so that any free one will do: four reads' worth, as
+        // reads take whatever room is left (at least `n`).
+        let size = (4 * n).max(self.end + n).next_multiple_of(STORAGE_ROUND);
+        let handles = &mut spare.handles;
+        let mut next = match handles.iter_mut().position(|s| s.try_reclaim(size)) {
+            Some(i) => {
+                let mut next = std::mem::take(&mut handles[i]);
+                handles[i] = next.split_to(0);
+                next
+            }
+            None => {
+                let mut next = BytesMut::with_capacity(size);
+                if handles.len() >= SPARE_STORAGES {
+                    handles.remove(0);
+                }
+                handles.push(next.split_to(0));
+                next
+            }
+        };
+        next.extend_from_slice(&self.buf);
+        self.buf = next;
+    }
+
+    /// With everything processed, starts over at the front of the storage
+    /// (it is all ours: what was handed out has been split off).
+    fn rewind(&mut self, n: usize, spare: &mut Spare) {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
             // Idle after a burst (the adapter reads small again): give the
             // storage back, so idle connections stay small. Not during bulk
             // reads, where freeing would only re-fault the pages.
-            if self.buf.len() > SHRINK_ABOVE && n <= IDLE_READ {
-                self.buf = Vec::new();
+            if n <= IDLE_READ && self.buf.capacity() > SHRINK_ABOVE {
+                self.buf = BytesMut::new();
             }
-        }
-        if self.buf.len() - self.end < n && self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.buf.len() - self.end < n {
-            let want = (self.end + n).max(self.buf.len() * 2).max(1024);
-            self.buf.resize(want, 0);
+            if n > IDLE_READ {
+                spare.small_reads = 0;
+            } else if !spare.handles.is_empty() {
+                spare.small_reads += 1;
+                if spare.small_reads >= IDLE_READS {
+                    *spare = Spare::default();
+                }
+            }
         }
     }
 
-    fn append(&mut self, bytes: &[u8]) {
-        self.make_room(bytes.len());
-        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+    fn append(&mut self, bytes: &[u8], spare: &mut Spare) {
+        self.rewind(bytes.len(), spare);
+        if self.buf.len() - self.end < bytes.len() {
+            self.make_room(bytes.len(), spare);
+            self.buf.extend_from_slice(bytes);
+        } else {
+            self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        }
         self.end += bytes.len();
     }
 
     /// Space for at least `min` bytes, to be filled and then committed.
-    pub(crate) fn space(&mut self, min: usize) -> &mut [u8] {
-        self.make_room(min.max(1));
-        &mut self.buf[self.end..]
+    /// Initialised (zeroed) once per allocation, then reused.
+    fn space(&mut self, min: usize, spare: &mut Spare) -> &mut [u8] {
+        let min = min.max(1);
+        self.rewind(min, spare);
+        if self.buf.len() - self.end < min {
+            self.make_room(min, spare);
+            let cap = self.buf.capacity();
+            self.buf.resize(cap, 0);
+        }
+        let end = self.end;
+        &mut self.buf[end..]
+    }
+
+    /// The storage itself, with room for at least `min` more bytes after
+    /// what it holds, for the adapter to append to (`BufMut`: tokio's
+    /// `try_read_buf` fills spare capacity without zeroing it).
+    fn spare(&mut self, min: usize, spare: &mut Spare) -> &mut BytesMut {
+        self.make_room(min.max(1), spare);
+        &mut self.buf
     }
 
     fn commit(&mut self, n: usize) {
@@ -167,6 +270,17 @@ impl Input {
 
     fn buffered(&self) -> usize {
         self.end - self.start
+    }
+
+    /// Detaches the processed bytes (`buf[..start]`, which end with the
+    /// packet just opened) from the storage, for its channel data to be
+    /// handed out without a copy. Ranges into the storage stay valid in
+    /// the returned chunk.
+    pub(crate) fn take_processed(&mut self) -> BytesMut {
+        let chunk = self.buf.split_to(self.start);
+        self.end -= self.start;
+        self.start = 0;
+        chunk
     }
 }
 
@@ -435,6 +549,7 @@ pub(crate) struct Transport {
     /// The inbound cipher derived by the current kex, installed on the peer's NEWKEYS.
     pending_in: Option<cipher::PacketCipher>,
     rekey_bytes: u64,
+    spare: Spare,
 }
 
 impl Transport {
@@ -482,7 +597,7 @@ impl Transport {
             peer_version: None,
             version_reader: VersionReader::new(role == Role::Client),
             input: Input {
-                buf: Vec::new(),
+                buf: BytesMut::new(),
                 start: 0,
                 end: 0,
                 opener: Opener::new(max_packet_len),
@@ -526,6 +641,7 @@ impl Transport {
             kex_deadline: config.kex_timeout.map(|d| shared.now + d),
             rekey_deadline: None,
             rekey_bytes: u64::MAX,
+            spare: Spare::default(),
             config,
             host_keys,
             server_sig_algs,
@@ -641,11 +757,21 @@ impl Transport {
 
     /// Appends received bytes. They are processed by [`Transport::poll`].
     pub(crate) fn receive(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.input.append(bytes);
+        self.input.append(bytes, &mut self.spare);
         self.check_paused_limit()
     }
 
-    /// Counts `n` bytes the adapter wrote into `input.space()`.
+    /// Room for at least `min` received bytes (see `Input::space`).
+    pub(crate) fn receive_space(&mut self, min: usize) -> &mut [u8] {
+        self.input.space(min, &mut self.spare)
+    }
+
+    /// The receive storage with room for `min` more bytes (see `Input::spare`).
+    pub(crate) fn receive_bytes(&mut self, min: usize) -> &mut BytesMut {
+        self.input.spare(min, &mut self.spare)
+    }
+
+    /// Counts `n` bytes the adapter wrote into `receive_space()` (or appended).
     pub(crate) fn commit_received(&mut self, n: usize) -> Result<(), Error> {
         self.input.commit(n);
         self.check_paused_limit()
@@ -1395,7 +1521,8 @@ impl Transport {
         self.output.held_replies = 0;
         // Nothing more is processed: what the peer sent is dropped with
         // the connection (an overflowing input must not stay allocated).
-        self.input.buf = Vec::new();
+        self.input.buf = BytesMut::new();
+        self.spare = Spare::default();
         self.input.start = 0;
         self.input.end = 0;
         self.input.paused = true;
@@ -1434,4 +1561,92 @@ enum Handled {
     ServiceAccepted,
     ProbeReply(u64),
     Disconnect { code: DisconnectCode, description: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn input() -> Input {
+        Input {
+            buf: BytesMut::new(),
+            start: 0,
+            end: 0,
+            opener: Opener::new(256 * 1024),
+            paused: false,
+            bytes_since_kex: 0,
+            packets_since_kex: 0,
+        }
+    }
+
+    /// Plaintext packets of `len` payload bytes each (payload byte `i`
+    /// of packet `k` is `k + i`).
+    fn packets(count: usize, len: usize) -> Vec<u8> {
+        let (mut sealer, mut rng, mut tx) = (Sealer::new(), Rng::from_u64(5), Vec::new());
+        for k in 0..count {
+            let start = Sealer::begin(&mut tx);
+            tx.extend((0..len).map(|i| (k + i) as u8));
+            sealer.finish(&mut tx, start, &mut rng);
+        }
+        tx
+    }
+
+    /// Reads `wire` in `read`-byte pieces through `spare` (or `space`) and
+    /// takes every packet out as a chunk, as channel data is; `keep` says
+    /// which chunks the application holds on to. Returns the chunks kept
+    /// and the largest capacity the storage reached.
+    fn stream(wire: &[u8], read: usize, zeroed: bool, keep: impl Fn(usize) -> bool) -> (Vec<Bytes>, usize) {
+        let (mut input, mut spare) = (input(), Spare::default());
+        let (mut kept, mut max_cap, mut k) = (Vec::new(), 0, 0);
+        for piece in wire.chunks(read) {
+            if zeroed {
+                input.space(piece.len(), &mut spare)[..piece.len()].copy_from_slice(piece);
+            } else {
+                input.spare(piece.len(), &mut spare).extend_from_slice(piece);
+            }
+            input.commit(piece.len());
+            max_cap = max_cap.max(input.buf.capacity());
+            loop {
+                let (start, end) = (input.start, input.end);
+                let Some(opened) = input.opener.poll(&mut input.buf[start..end]).unwrap() else { break };
+                input.start += opened.consumed;
+                let range = start + opened.payload.start..start + opened.payload.end;
+                let mut chunk = input.take_processed();
+                chunk.advance(range.start);
+                chunk.truncate(range.len());
+                let chunk = chunk.freeze();
+                assert!(chunk.iter().enumerate().all(|(i, &b)| b == (k + i) as u8), "packet {k} intact");
+                if keep(k) {
+                    kept.push(chunk);
+                }
+                k += 1;
+            }
+        }
+        assert_eq!(input.buffered(), 0);
+        (kept, max_cap)
+    }
+
+    /// Packets leave the receive buffer as slices (no copy), and the
+    /// storage stays near one read plus a packet whatever the application
+    /// holds: a held slice pins only its own chunk, later reads go to new
+    /// storage. Both ways of reading, 4 MiB in reads that cut packets.
+    #[test]
+    fn receive_storage_stays_bounded_while_slices_are_held() {
+        let len = 32 * 1024;
+        let wire = packets(128, len);
+        let read = 256 * 1024 + 777;
+        let bound = 4 * (read + len + 64);
+        for zeroed in [false, true] {
+            // Nothing held: the storage is reused.
+            let (kept, cap) = stream(&wire, read, zeroed, |_| false);
+            assert!(kept.is_empty() && cap <= bound, "capacity {cap} over {bound}");
+            // Every 7th held, then all of them.
+            for keep_every in [7, 1] {
+                let (kept, cap) = stream(&wire, read, zeroed, |k| k % keep_every == 0);
+                assert_eq!(kept.len(), 128usize.div_ceil(keep_every));
+                assert!(cap <= bound, "capacity {cap} over {bound} (zeroed {zeroed}, every {keep_every})");
+            }
+        }
+    }
 }

@@ -1,13 +1,16 @@
 //! Local standard streams on threads of their own, moving owned buffers:
-//! the remote's stdout chunks (from `Channel::read_chunk`) are written
-//! without another copy and handed back for the connection to reuse, and
-//! stdin arrives as owned buffers. Blocking writes to a slow pipe or
+//! the remote's stdout chunks (from `Channel::read_chunk`: slices of the
+//! connection's receive buffer) are written without another copy and
+//! dropped once written, which frees that buffer; stdin arrives as owned
+//! buffers. Blocking writes to a slow pipe or
 //! terminal never stall the connection's task.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex};
+
+use sansh::Bytes;
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
@@ -29,7 +32,7 @@ const BATCH: usize = 256 << 10;
 /// Chunks the writer thread has not taken yet.
 #[derive(Debug, Default)]
 struct Queue {
-    chunks: Vec<Vec<u8>>,
+    chunks: Vec<Bytes>,
     bytes: usize,
     /// The sender is gone: write what is queued, then stop.
     closed: bool,
@@ -68,19 +71,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// without the thread.
 #[derive(Debug)]
 pub struct Sink {
-    spent: mpsc::Receiver<Vec<u8>>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     inline: Option<Mutex<Inline>>,
 }
 
-/// The descriptor of an inline sink and its written buffers.
+/// The descriptor of an inline sink.
 #[derive(Debug)]
 struct Inline {
     /// None once a write failed (the rest is dropped; the error is kept).
     file: Option<std::fs::File>,
-    recycle: bool,
-    spent: Vec<Vec<u8>>,
 }
 
 /// Whether writes to `f` complete without waiting for a reader.
@@ -93,7 +93,7 @@ fn never_stalls(f: &std::fs::File) -> bool {
 
 /// Writes every chunk, in order, with as few `writev` calls as the
 /// descriptor allows.
-fn write_all_chunks(f: &mut std::fs::File, chunks: &[Vec<u8>]) -> io::Result<()> {
+fn write_all_chunks(f: &mut std::fs::File, chunks: &[Bytes]) -> io::Result<()> {
     let (mut i, mut off) = (0, 0);
     while i < chunks.len() {
         let slices: Vec<IoSlice<'_>> = std::iter::once(&chunks[i][off..])
@@ -118,10 +118,8 @@ fn write_all_chunks(f: &mut std::fs::File, chunks: &[Vec<u8>]) -> io::Result<()>
 }
 
 impl Sink {
-    /// Starts the thread. With `recycle`, written buffers come back through
-    /// [`Sink::spent`].
-    pub fn new(target: Target, recycle: bool) -> Sink {
-        let (spent_tx, spent) = mpsc::channel();
+    /// Starts the thread (or writes inline, see above).
+    pub fn new(target: Target) -> Sink {
         let shared = Arc::new(Shared::default());
         let sh = shared.clone();
         // A duplicate of the descriptor as a plain File: unbuffered writes,
@@ -134,9 +132,8 @@ impl Sink {
         if let Ok(f) = &file
             && never_stalls(f)
         {
-            let inline = Inline { file: file.ok(), recycle, spent: Vec::new() };
-            let spent = mpsc::channel().1;
-            return Sink { spent, shared, thread: None, inline: Some(Mutex::new(inline)) };
+            let inline = Inline { file: file.ok() };
+            return Sink { shared, thread: None, inline: Some(Mutex::new(inline)) };
         }
         let thread = std::thread::Builder::new()
             .name(format!("sansh-{target:?}").to_lowercase())
@@ -168,21 +165,18 @@ impl Sink {
                         file = None;
                         *lock(&sh.error) = Some(e);
                     }
-                    let written: usize = batch.iter().map(Vec::len).sum();
+                    let written: usize = batch.iter().map(Bytes::len).sum();
+                    // Written: the connection's buffers they pin go now.
+                    batch.clear();
                     sh.in_flight.fetch_sub(written, Ordering::AcqRel);
                     sh.wake();
-                    for chunk in batch.drain(..) {
-                        if recycle {
-                            let _ = spent_tx.send(chunk);
-                        }
-                    }
                     if closed && lock(&sh.queue).chunks.is_empty() {
                         break;
                     }
                 }
             })
             .expect("spawn a writer thread");
-        Sink { spent, shared, thread: Some(thread), inline: None }
+        Sink { shared, thread: Some(thread), inline: None }
     }
 
     /// Inline sinks: writes what is queued now.
@@ -202,11 +196,9 @@ impl Sink {
             inl.file = None;
             *lock(&self.shared.error) = Some(e);
         }
-        let written: usize = batch.iter().map(Vec::len).sum();
+        let written: usize = batch.iter().map(Bytes::len).sum();
+        drop(batch);
         self.shared.in_flight.fetch_sub(written, Ordering::AcqRel);
-        if inl.recycle {
-            inl.spent.extend(batch);
-        }
     }
 
     fn take_error(&self) -> Option<io::Error> {
@@ -234,7 +226,7 @@ impl Sink {
 
     /// Queues a chunk (after `poll_ready`); wakes the writer once a batch
     /// is queued.
-    pub fn send(&self, chunk: Vec<u8>) {
+    pub fn send(&self, chunk: Bytes) {
         if chunk.is_empty() {
             return;
         }
@@ -261,14 +253,6 @@ impl Sink {
         let q = lock(&self.shared.queue);
         if q.sleeping && !q.chunks.is_empty() {
             self.shared.more.notify_one();
-        }
-    }
-
-    /// A written buffer to reuse.
-    pub fn spent(&self) -> Option<Vec<u8>> {
-        match &self.inline {
-            Some(inline) => lock(inline).spent.pop(),
-            None => self.spent.try_recv().ok(),
         }
     }
 

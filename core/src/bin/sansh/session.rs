@@ -8,7 +8,7 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 
 use sansh::tokio::{Channel, ChannelStderr, Client, ClientError};
-use sansh::{ExitStatus, Pty};
+use sansh::{Bytes, ExitStatus, Pty};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
@@ -71,8 +71,8 @@ struct Pump {
     pending_in: Option<(Vec<u8>, usize)>,
     out: Sink,
     err_out: Sink,
-    out_pending: Option<Vec<u8>>,
-    err_pending: Option<Vec<u8>>,
+    out_pending: Option<Bytes>,
+    err_pending: Option<Bytes>,
     /// Where remote stderr is read into (then copied out: it is small).
     err_buf: Box<[u8]>,
     stdout_done: bool,
@@ -101,9 +101,6 @@ impl Pump {
             let mut progress = false;
 
             // Remote stdout → local stdout, chunk by chunk without copying.
-            while let Some(buf) = self.out.spent() {
-                self.ch.recycle(buf);
-            }
             if !self.stdout_done && self.out_pending.is_none() {
                 // read_chunk keeps its waker in the channel's state, so a fresh
                 // future per poll loses no wake-up.
@@ -144,7 +141,7 @@ impl Pump {
                         if rb.filled().is_empty() {
                             self.err = None;
                         } else {
-                            self.err_pending = Some(rb.filled().to_vec());
+                            self.err_pending = Some(Bytes::copy_from_slice(rb.filled()));
                         }
                         progress = true;
                     }
@@ -357,8 +354,8 @@ pub async fn run(client: &Client, spec: SessionSpec) -> Ended {
         parked: None,
         eof_on_stdin_end: !spec.raw,
         pending_in: None,
-        out: Sink::new(Target::Stdout, true),
-        err_out: Sink::new(Target::Stderr, false),
+        out: Sink::new(Target::Stdout),
+        err_out: Sink::new(Target::Stderr),
         out_pending: None,
         err_pending: None,
         err_buf: vec![0u8; 16 * 1024].into_boxed_slice(),

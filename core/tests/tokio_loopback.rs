@@ -217,3 +217,27 @@ async fn a_local_forward_releases_its_port_when_its_connection_ends() {
     released_within(fwd.local_addr(), limit).await;
     assert!(client.close_reason().is_some());
 }
+
+/// After a bulk transfer the adapter may hold reads until 128 KiB are
+/// buffered (SO_RCVLOWAT, tokio/low_water.rs). A few bytes that follow a
+/// pause must still arrive, and promptly: the fallback read takes them
+/// within milliseconds. (The timeout only keeps a broken fallback from
+/// hanging the suite; the pause is what would otherwise never end.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_after_a_bulk_transfer_and_a_pause_arrive() {
+    let addr = server().await;
+    let client = Client::connect("127.0.0.1", addr.port(), options()).await.unwrap();
+    let cmd = "head -c 67108864 /dev/zero; sleep 0.5; printf tail; sleep 0.5; head -c 100000 /dev/zero; sleep 0.5; printf end";
+    let out =
+        tokio::time::timeout(Duration::from_secs(60), client.exec(cmd)).await.expect("no hang").unwrap();
+    assert_eq!(out.stdout.len(), 67_108_864 + 4 + 100_000 + 3);
+    assert_eq!(&out.stdout[67_108_864..67_108_868], b"tail");
+    assert!(out.stdout.ends_with(b"end"));
+    assert_eq!(out.exit, Some(ExitStatus::Code(0)));
+    // Small exchanges right after it are not held back either.
+    let start = std::time::Instant::now();
+    for _ in 0..20 {
+        assert_eq!(client.exec("echo hi").await.unwrap().stdout, b"hi\n");
+    }
+    eprintln!("20 execs after the transfer: {:?}", start.elapsed());
+}

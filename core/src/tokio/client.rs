@@ -385,6 +385,7 @@ impl Client {
             requests: HashMap::new(),
             globals: HashMap::new(),
             read_size: super::task::MIN_READ,
+            low_water: super::low_water::LowWater::new(),
         };
         tokio::spawn(task.run());
         let client = Client { cmds: cmd_tx, shared, closed: closed_rx, forwards, banners };

@@ -24,6 +24,7 @@ mod channel;
 mod client;
 mod forward;
 mod hostkey;
+mod low_water;
 mod pool;
 mod proxy;
 mod reconnect;

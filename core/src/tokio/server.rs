@@ -320,6 +320,7 @@ pub async fn serve(stream: TcpStream, options: ServerOptions) -> Result<(), crat
         requests: HashMap::new(),
         globals: HashMap::new(),
         read_size: super::task::MIN_READ,
+        low_water: super::low_water::LowWater::new(),
     };
     task.run().await;
     Ok(())

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::ClientError;
+use super::low_water::LowWater;
 use crate::{
     ChannelId, ChannelKind, ChannelOptions, ChannelRequest, CloseReason, Connection, DisconnectCode, Event,
     ExitStatus, Stats, Timestamp,
@@ -182,12 +183,16 @@ pub(crate) struct Task<H: Hooks> {
     pub(crate) globals: HashMap<u64, (GlobalReplyTx, Option<OnGlobalSuccess>)>,
     /// How much to read at once (adapts between MIN_READ and MAX_READ).
     pub(crate) read_size: usize,
+    /// The socket's receive low-water mark during bulk transfers.
+    pub(crate) low_water: LowWater,
 }
 
 /// Socket read sizes: small while idle (little memory per connection),
 /// large for bulk transfers (few system calls).
 pub(crate) const MIN_READ: usize = 1024;
 const MAX_READ: usize = 256 * 1024;
+// A read under the low-water mark takes at least the mark at once.
+const _: () = assert!(MAX_READ >= 2 * super::low_water::MARK);
 
 /// Reads shorter than this are protocol chatter (kex, auth, requests,
 /// replies), not bulk data: each is ACKed at once. A peer that has not set
@@ -240,9 +245,18 @@ impl<H: Hooks> Task<H> {
                 },
                 () = self.shared.notify.notified() => {}
                 r = self.stream.readable(), if want_read => match r {
-                    Ok(()) => self.read_some(),
+                    Ok(()) => {
+                        let got = self.read_some();
+                        self.low_water.after_read(&self.stream, got, false);
+                    }
                     Err(e) => self.eof(&e),
                 },
+                // Under the low-water mark, bytes short of it never make the
+                // socket readable: read them anyway once they are overdue.
+                () = sleep_until(self.low_water.fallback_at()), if want_read => {
+                    let got = self.read_some();
+                    self.low_water.after_read(&self.stream, got, true);
+                }
                 r = self.stream.writable(), if want_write => if let Err(e) = r { self.eof(&e) },
                 () = sleep_until(deadline), if deadline.is_some() && !self.conn.is_closed() => {
                     let now = self.now();
@@ -261,10 +275,12 @@ impl<H: Hooks> Task<H> {
         self.conn.handle_eof(now);
     }
 
-    fn read_some(&mut self) {
+    /// Reads what the socket has (up to 16 reads); returns the bytes read.
+    fn read_some(&mut self) -> usize {
+        let mut total = 0;
         for _ in 0..16 {
             if !self.conn.wants_input() {
-                return;
+                return total;
             }
             // Straight into the connection's receive buffer, without
             // zeroing it first; channel data leaves it as slices.
@@ -274,16 +290,17 @@ impl<H: Hooks> Task<H> {
                 Ok(0) => {
                     let now = self.now();
                     self.conn.handle_eof(now);
-                    return;
+                    return total;
                 }
                 Ok(n) => {
+                    total += n;
                     if n < QUICKACK_BELOW {
                         quickack(&self.stream);
                     }
                     let now = self.now();
                     if let Err(e) = self.conn.commit_received(now, n) {
                         tracing::warn!("protocol error from peer: {e}");
-                        return;
+                        return total;
                     }
                     // Hand data to readers between reads, so a fast link
                     // cannot pile up more than the window in events.
@@ -294,16 +311,17 @@ impl<H: Hooks> Task<H> {
                     // shrinks back.
                     self.read_size = (n * 2).clamp(MIN_READ, MAX_READ);
                     if n < offered {
-                        return;
+                        return total;
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return total,
                 Err(e) => {
                     self.eof(&e);
-                    return;
+                    return total;
                 }
             }
         }
+        total
     }
 
     /// Writes what the socket takes now. Returns true when nothing is left.

@@ -1,8 +1,9 @@
-//! The one socket option the tokio adapter of `sansh` needs that neither the
-//! standard library, tokio nor socket2 offers: `SO_RCVLOWAT`, the receive
-//! low-water mark. It lives in its own crate so that `sansh` itself keeps
-//! `#![forbid(unsafe_code)]`; the single `unsafe` block here is a plain
-//! `setsockopt` on a borrowed descriptor.
+//! The socket options the tokio adapter of `sansh` needs that neither the
+//! standard library, tokio nor socket2 offers: setting `SO_RCVLOWAT` (the
+//! receive low-water mark) and reading `SO_RCVBUF`. It lives in its own
+//! crate so that `sansh` itself keeps `#![forbid(unsafe_code)]`; the only
+//! `unsafe` here is one `setsockopt` and one `getsockopt` of an int on a
+//! borrowed descriptor.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -18,7 +19,19 @@ use std::os::fd::{AsFd, AsRawFd};
 /// receive buffer for it since 4.18).
 #[cfg(unix)]
 pub fn set_recv_low_water(socket: &impl AsFd, bytes: usize) -> io::Result<()> {
-    let value: libc::c_int = bytes.clamp(1, i32::MAX as usize) as libc::c_int;
+    set_int(socket, libc::SO_RCVLOWAT, bytes.clamp(1, i32::MAX as usize) as libc::c_int)
+}
+
+/// The socket's receive buffer size (`SO_RCVBUF`, as the kernel reports
+/// it: on Linux twice the payload it holds), which autotuning grows.
+#[cfg(unix)]
+pub fn recv_buffer_size(socket: &impl AsFd) -> io::Result<usize> {
+    get_int(socket, libc::SO_RCVBUF).map(|v| v.max(0) as usize)
+}
+
+/// `setsockopt(SOL_SOCKET, option)` with an int.
+#[cfg(unix)]
+fn set_int(socket: &impl AsFd, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
     let fd = socket.as_fd().as_raw_fd();
     // SAFETY: `fd` is borrowed from a live descriptor for the duration of
     // the call; the option value points to a c_int on our stack whose size
@@ -27,7 +40,7 @@ pub fn set_recv_low_water(socket: &impl AsFd, bytes: usize) -> io::Result<()> {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
+            option,
             (&value as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -35,25 +48,18 @@ pub fn set_recv_low_water(socket: &impl AsFd, bytes: usize) -> io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
-/// The socket's receive buffer size (`SO_RCVBUF`, as the kernel reports
-/// it: on Linux twice the payload it holds), which autotuning grows.
+/// `getsockopt(SOL_SOCKET, option)` of an int.
 #[cfg(unix)]
-pub fn recv_buffer_size(socket: &impl AsFd) -> io::Result<usize> {
+fn get_int(socket: &impl AsFd, option: libc::c_int) -> io::Result<libc::c_int> {
     let mut value: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     let fd = socket.as_fd().as_raw_fd();
     // SAFETY: `fd` is borrowed from a live descriptor for the call; the
     // kernel writes at most `len` bytes into `value` and the length into `len`.
     let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
+        libc::getsockopt(fd, libc::SOL_SOCKET, option, (&mut value as *mut libc::c_int).cast(), &mut len)
     };
-    if rc == 0 { Ok(value.max(0) as usize) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
 }
 
 /// Elsewhere: not supported (the adapter then never asks).
@@ -75,20 +81,7 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
 
     fn get(socket: &TcpStream) -> libc::c_int {
-        let mut value: libc::c_int = 0;
-        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: as above, with `value` and `len` written by the kernel.
-        let rc = unsafe {
-            libc::getsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVLOWAT,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
-        value
+        get_int(socket, libc::SO_RCVLOWAT).unwrap()
     }
 
     #[test]
@@ -122,6 +115,6 @@ mod tests {
         set_recv_low_water(&client, 0).unwrap();
         assert_eq!(get(&client), 1);
         assert!(recv_buffer_size(&client).unwrap() > 0);
-        let _ = server.flush();
+        drop(server);
     }
 }

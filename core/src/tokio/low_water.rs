@@ -64,7 +64,6 @@ impl LowWater {
         if (self.disabled && !self.on) || (got == 0 && !fallback) {
             return;
         }
-        self.last_read = Instant::now();
         if fallback || got < BULK_READ {
             // The mark was not reached in time, or the data came in small
             // pieces: back to waking for every byte.
@@ -72,11 +71,21 @@ impl LowWater {
             if self.on {
                 self.set(stream, false);
             }
-            return;
+        } else {
+            self.streak = self.streak.saturating_add(1);
         }
-        self.streak = self.streak.saturating_add(1);
-        if !self.on && !self.disabled && self.streak >= STREAK && Self::buffer_holds_mark(stream) {
-            self.set(stream, true);
+        if !self.on && self.streak >= STREAK {
+            if Self::buffer_holds_mark(stream) {
+                self.set(stream, true);
+            } else {
+                // Ask the kernel again after another streak, not every read.
+                self.streak = 0;
+            }
+        }
+        if self.on {
+            // The clock is read only while the fallback needs it (also if
+            // clearing failed: the next fallback retries a WAIT later).
+            self.last_read = Instant::now();
         }
     }
 

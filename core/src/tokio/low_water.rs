@@ -94,7 +94,7 @@ impl LowWater {
     /// a while autotuning has grown the buffer well past it. Wait for that
     /// rather than shrink the peer's window.
     fn buffer_holds_mark(stream: &TcpStream) -> bool {
-        sansh_sys::recv_buffer_size(stream).is_ok_and(|size| size >= 4 * MARK)
+        socket2::SockRef::from(stream).recv_buffer_size().is_ok_and(|size| size >= 4 * MARK)
     }
 
     fn set(&mut self, stream: &TcpStream, on: bool) {

@@ -8,6 +8,9 @@ the peer measured in the same run, so a busy machine shifts both sides:
   download     `head -c 1G /dev/zero` from a private sshd, stdout to
                /dev/null: client CPU seconds per GiB (user + system, from
                wait4) and throughput, per cipher;
+  upload       1 GiB into `cat > /dev/null` on the same sshd, the client's
+               stdin a pipe from `head -c 1G /dev/zero` (a process of its
+               own: wait4 counts only the client's CPU), the same figures;
   connect      TCP connect + key exchange + authentication + `true`;
   pooled       `true` on an open connection: `sansh --repeat 200` (p50)
                against `ssh -S sock host true` over a ControlMaster (and
@@ -17,7 +20,7 @@ the peer measured in the same run, so a busy machine shifts both sides:
                (examples/idle_connections.rs), beside asyncssh's client.
 
 Run from the repository root (tests/bench/run.sh builds first):
-    python3 tests/bench/compare.py [--runs 5] [--quick]
+    python3 tests/bench/compare.py [--runs 5] [--quick] [--only SECTION ...]
 """
 
 from __future__ import annotations
@@ -106,10 +109,11 @@ class Sshd:
         self.proc.wait()
 
 
-def timed(argv: list[str], env: dict[str, str], stdout=subprocess.DEVNULL) -> tuple[float, float, str]:
+def timed(argv: list[str], env: dict[str, str], stdout=subprocess.DEVNULL,
+          stdin=subprocess.DEVNULL) -> tuple[float, float, str]:
     """Runs argv; returns (wall seconds, client CPU seconds, stderr)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env)
     # wait4 gives this child's own rusage (not its exited children's).
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
@@ -119,6 +123,21 @@ def timed(argv: list[str], env: dict[str, str], stdout=subprocess.DEVNULL) -> tu
     if code != 0:
         sys.exit(f"{argv[0]} failed ({code}): {' '.join(argv)}\n{stderr}")
     return wall, usage.ru_utime + usage.ru_stime, stderr
+
+
+def timed_upload(argv: list[str], env: dict[str, str], size: str) -> tuple[float, float, str]:
+    """Runs argv with `head -c SIZE /dev/zero` piped into its stdin; the
+    producer is a sibling, not a child, so the client's wait4 rusage leaves
+    its CPU out. head must end cleanly: the client read all of it."""
+    feed = subprocess.Popen(["head", "-c", size, "/dev/zero"], stdout=subprocess.PIPE)
+    try:
+        result = timed(argv, env, stdin=feed.stdout)
+    finally:
+        feed.stdout.close()
+        code = feed.wait()
+    if code != 0:
+        sys.exit(f"the upload's producer failed ({code}): {argv[0]} stopped reading its stdin")
+    return result
 
 
 def med(xs: list[float]) -> float:
@@ -139,8 +158,9 @@ def parse_ms(text: str, key: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5, help="runs per figure (medians; at least 5)")
-    ap.add_argument("--quick", action="store_true", help="64 MiB downloads, 100 idle connections (smoke test)")
-    sections = ("downloads", "connect", "pooled", "memory")
+    ap.add_argument("--quick", action="store_true",
+                    help="64 MiB downloads and uploads, 100 idle connections (smoke test)")
+    sections = ("downloads", "uploads", "connect", "pooled", "memory")
     ap.add_argument("--only", choices=sections, action="append",
                     help="run only this section (repeatable); default: all")
     args = ap.parse_args()
@@ -176,23 +196,27 @@ def main() -> None:
         print(f"sshd: {subprocess.run(['ssh', '-V'], capture_output=True, text=True).stderr.strip()}, "
               f"port {sshd.port}; {args.runs} runs per figure", flush=True)
 
-        # Downloads, interleaved so drift hits both clients alike.
-        for cipher in CIPHERS if "downloads" in want else ():
-            cpu = {"ssh": [], "sansh": []}
-            rate = {"ssh": [], "sansh": []}
-            for _ in range(args.runs):
-                for name, argv in (("ssh", ssh), ("sansh", sansh)):
-                    wall, secs, _ = timed([*argv, "-c", cipher, target, f"head -c {size} /dev/zero"], env)
-                    cpu[name].append(secs / gib)
-                    rate[name].append(gib * 1024 / wall)
-            short = cipher.split("@")[0]
-            rows.append((f"download {size}, {short}: client CPU s/GiB",
-                         f"{med(cpu['sansh']):.2f}", f"{med(cpu['ssh']):.2f} (ssh)",
-                         ratio(med(cpu["sansh"]), med(cpu["ssh"]))))
-            rows.append((f"download {size}, {short}: MiB/s",
-                         f"{med(rate['sansh']):.0f}", f"{med(rate['ssh']):.0f} (ssh)",
-                         ratio(med(rate["sansh"]), med(rate["ssh"]))))
-            print(f"  {rows[-2]}\n  {rows[-1]}", flush=True)
+        # Downloads and uploads, interleaved so drift hits both clients alike.
+        transfers = (("download", "downloads", f"head -c {size} /dev/zero"),
+                     ("upload", "uploads", "cat > /dev/null"))
+        for what, section, command in transfers:
+            for cipher in CIPHERS if section in want else ():
+                cpu = {"ssh": [], "sansh": []}
+                rate = {"ssh": [], "sansh": []}
+                for _ in range(args.runs):
+                    for name, argv in (("ssh", ssh), ("sansh", sansh)):
+                        run = [*argv, "-c", cipher, target, command]
+                        wall, secs, _ = timed_upload(run, env, size) if what == "upload" else timed(run, env)
+                        cpu[name].append(secs / gib)
+                        rate[name].append(gib * 1024 / wall)
+                short = cipher.split("@")[0]
+                rows.append((f"{what} {size}, {short}: client CPU s/GiB",
+                             f"{med(cpu['sansh']):.2f}", f"{med(cpu['ssh']):.2f} (ssh)",
+                             ratio(med(cpu["sansh"]), med(cpu["ssh"]))))
+                rows.append((f"{what} {size}, {short}: MiB/s",
+                             f"{med(rate['sansh']):.0f}", f"{med(rate['ssh']):.0f} (ssh)",
+                             ratio(med(rate["sansh"]), med(rate["ssh"]))))
+                print(f"  {rows[-2]}\n  {rows[-1]}", flush=True)
 
         # Connect + kex + auth + `true`.
         lat = {"ssh": [], "sansh": []}

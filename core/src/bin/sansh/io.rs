@@ -5,7 +5,7 @@
 //! buffers. Blocking writes to a slow pipe or
 //! terminal never stall the connection's task.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -291,35 +291,45 @@ const STDIN_MAX_READ: usize = 256 * 1024;
 /// Reads standard input on a thread of its own; the receiver ends (None)
 /// at end of input. The thread may stay blocked in `read` after the session
 /// ends: the process exits without waiting for it.
+///
+/// Each read goes into the spare capacity of a fresh `Vec` (rustix's
+/// `read` with `spare_capacity`, which marks only the bytes read as
+/// initialised): nothing is zeroed first. `vec![0u8; size]` cost a 256 KiB
+/// memset per read, ~3.5% of an upload's client CPU.
 pub fn stdin_reader() -> tokio::sync::mpsc::Receiver<io::Result<Vec<u8>>> {
+    use rustix::io::Errno;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     std::thread::Builder::new()
         .name("sansh-stdin".into())
         .spawn(move || {
+            // Descriptor 0 read directly; holding std's lock keeps anything
+            // else from reading it through std's buffer meanwhile.
             let stdin = io::stdin();
-            let mut input = stdin.lock();
+            let input = stdin.lock();
             // Reads grow while they fill the buffer (a file or a fast pipe:
             // fewer, larger chunks, fewer wake-ups of the session) and
             // shrink back for a terminal's keystrokes.
             let mut size = STDIN_MIN_READ;
             loop {
-                let mut buf = vec![0u8; size];
-                match input.read(&mut buf) {
-                    Ok(0) => break,
+                let mut buf = Vec::with_capacity(size);
+                // One read(2): it returns what is available (a keystroke
+                // goes out at once); `buf.len()` becomes the count read.
+                match rustix::io::read(&input, rustix::buffer::spare_capacity(&mut buf)) {
+                    // A closed descriptor 0 is end of input, as for std's Stdin.
+                    Ok(0) | Err(Errno::BADF) => break,
                     Ok(n) => {
-                        size = if n == size {
+                        size = if n >= size {
                             (size * 2).min(STDIN_MAX_READ)
                         } else {
                             (n * 2).max(STDIN_MIN_READ)
                         };
-                        buf.truncate(n);
                         if tx.blocking_send(Ok(buf)).is_err() {
                             break;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(Errno::INTR) => continue,
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
+                        let _ = tx.blocking_send(Err(e.into()));
                         break;
                     }
                 }

@@ -5,6 +5,7 @@
 //! never pass by skipping.
 
 pub mod asyncssh;
+pub mod authorized_keys;
 pub mod cli;
 pub mod driver;
 pub mod dropbear;

@@ -14,6 +14,7 @@ pub mod peer;
 mod python_server;
 pub mod ssh_agent;
 pub mod sshd;
+pub mod tinyssh;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

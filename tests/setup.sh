@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real SSH peers the interop tests start on 127.0.0.1: OpenSSH's
-# sshd, dropbear, and asyncssh and paramiko (Python) in their own virtualenv.
+# sshd, dropbear, TinySSH's tinysshd (run by ucspi-tcp's tcpserver), and
+# asyncssh and paramiko (Python) in their own virtualenv.
 # Idempotent; needs root (CI and the dev machines run as root). Any failure
 # stops the script with a non-zero status.
 set -euo pipefail
@@ -17,6 +18,9 @@ need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 [ -x /usr/sbin/dropbear ] && [ -x /usr/bin/dropbearkey ] || need+=(dropbear-bin)
+[ -x /usr/sbin/tinysshd ] && [ -x /usr/sbin/tinysshd-makekey ] && [ -x /usr/sbin/tinysshd-printkey ] \
+  || need+=(tinysshd)
+[ -x /usr/bin/tcpserver ] || need+=(ucspi-tcp)
 [ -x /usr/bin/python3 ] || need+=(python3)
 # Debian's python3 is externally managed (PEP 668): asyncssh goes into a venv.
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
@@ -42,5 +46,7 @@ fi
 
 echo "setup: sshd $(ssh -V 2>&1)"
 echo "setup: $(/usr/sbin/dropbear -V 2>&1 | head -n1)"
+# tinysshd has no version flag; dpkg knows (20230101-1 on Debian 12).
+echo "setup: tinysshd $(dpkg-query -W -f='${Version}' tinysshd), ucspi-tcp $(dpkg-query -W -f='${Version}' ucspi-tcp)"
 echo "setup: asyncssh $("$VENV/bin/python" -c 'import asyncssh; print(asyncssh.__version__)')"
 echo "setup: paramiko $("$VENV/bin/python" -c 'import paramiko; print(paramiko.__version__)')"

@@ -2,18 +2,15 @@
 //!
 //! dropbear reads public keys only from `~user/.ssh/authorized_keys`, so the
 //! client keys of running instances go into the dedicated test account's
-//! file ([`crate::TEST_USER`], created by the tests, never a real user's),
-//! each line tagged with its owner and removed again on drop.
+//! file, each line tagged and removed again on drop ([`crate::authorized_keys`]).
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::sshd::KeyKind;
-use crate::{TEST_USER, TempDir, free_port, run};
+use crate::{TempDir, authorized_keys, free_port, run};
 
 /// Where Debian's dropbear-bin puts the server.
 pub const DROPBEAR: &str = "/usr/sbin/dropbear";
@@ -64,7 +61,7 @@ impl KeyKind {
 
 impl Dropbear {
     /// Generates host keys, authorizes `client_public_key` for
-    /// [`TEST_USER`], starts `dropbear -F` and waits until it accepts
+    /// [`crate::TEST_USER`], starts `dropbear -F` and waits until it accepts
     /// connections. Panics (failing the test) when dropbear is missing or
     /// does not start. The test user must exist ([`crate::ensure_test_user`]).
     pub fn start(opts: DropbearOptions, client_public_key: &str) -> Dropbear {
@@ -85,7 +82,7 @@ impl Dropbear {
                 .to_owned();
             host_keys.push((*kind, line));
         }
-        let key_tag = authorized_keys::add(client_public_key);
+        let key_tag = authorized_keys::add("dropbear", client_public_key);
         let log = dir.path().join("dropbear.log");
         let mut last_log = String::new();
         // A port picked free can be taken before dropbear binds it: retry then.
@@ -160,85 +157,6 @@ impl Drop for Dropbear {
         let _ = self.child.kill();
         let _ = self.child.wait();
         authorized_keys::remove(&self.key_tag);
-    }
-}
-
-/// The test user's `~/.ssh/authorized_keys`, shared by the dropbear
-/// instances of every test thread: a line per instance, tagged
-/// `sansh-dropbear-<pid>-<n>`.
-mod authorized_keys {
-    use super::*;
-
-    /// Serialises the read-modify-write of the file within this process.
-    static LOCK: Mutex<()> = Mutex::new(());
-
-    /// (home, uid, gid) of the test user, from /etc/passwd.
-    fn test_user_account() -> (PathBuf, u32, u32) {
-        let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
-        passwd
-            .lines()
-            .find_map(|line| {
-                let f: Vec<&str> = line.split(':').collect();
-                if f.len() < 6 || f[0] != TEST_USER {
-                    return None;
-                }
-                Some((PathBuf::from(f[5]), f[2].parse().ok()?, f[3].parse().ok()?))
-            })
-            .unwrap_or_else(|| panic!("no {TEST_USER} in /etc/passwd: call ensure_test_user() first"))
-    }
-
-    /// Whether the process that tagged a line is gone (its line is stale:
-    /// it died without running its destructors).
-    fn stale(line: &str) -> bool {
-        let Some(rest) = line.split_whitespace().last().and_then(|c| c.strip_prefix("sansh-dropbear-"))
-        else {
-            return false;
-        };
-        let pid = rest.split('-').next().unwrap_or("");
-        !Path::new("/proc").join(pid).exists()
-    }
-
-    /// Rewrites the file with `edit` applied to its lines. dropbear reads
-    /// it as the user, so it belongs to the user (mode 600 in a 700 dir);
-    /// the new file is renamed into place so readers never see half of it.
-    fn rewrite(edit: impl FnOnce(&mut Vec<String>)) {
-        let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let (home, uid, gid) = test_user_account();
-        let ssh_dir = home.join(".ssh");
-        std::fs::create_dir_all(&ssh_dir).expect("create ~/.ssh of the test user");
-        std::os::unix::fs::chown(&ssh_dir, Some(uid), Some(gid)).expect("chown ~/.ssh");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&ssh_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod ~/.ssh");
-        let path = ssh_dir.join("authorized_keys");
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let mut lines: Vec<String> = text.lines().filter(|l| !stale(l)).map(str::to_owned).collect();
-        edit(&mut lines);
-        let tmp = ssh_dir.join(format!("authorized_keys.tmp-{}", std::process::id()));
-        let mut body = lines.join("\n");
-        if !body.is_empty() {
-            body.push('\n');
-        }
-        std::fs::write(&tmp, body).expect("write authorized_keys");
-        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).expect("chown authorized_keys");
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-            .expect("chmod authorized_keys");
-        std::fs::rename(&tmp, &path).expect("rename authorized_keys into place");
-    }
-
-    /// Adds `public_key_line` (its comment replaced by a tag); returns the tag.
-    pub(super) fn add(public_key_line: &str) -> String {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let tag = format!("sansh-dropbear-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        let mut fields = public_key_line.split_whitespace();
-        let (algorithm, blob) = (fields.next().expect("key type"), fields.next().expect("key blob"));
-        let line = format!("{algorithm} {blob} {tag}");
-        rewrite(|lines| lines.push(line));
-        tag
-    }
-
-    /// Removes the line tagged `tag`.
-    pub(super) fn remove(tag: &str) {
-        rewrite(|lines| lines.retain(|l| l.split_whitespace().last() != Some(tag)));
     }
 }
 

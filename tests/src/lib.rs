@@ -5,6 +5,7 @@
 //! never pass by skipping.
 
 pub mod asyncssh;
+pub mod authorized_keys;
 pub mod cli;
 pub mod driver;
 pub mod dropbear;
@@ -13,6 +14,7 @@ pub mod peer;
 mod python_server;
 pub mod ssh_agent;
 pub mod sshd;
+pub mod tinyssh;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

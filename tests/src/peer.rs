@@ -1,9 +1,12 @@
 //! One face for every real server the interop suites run against, so a test
-//! is written once and run per peer: OpenSSH's sshd, dropbear, asyncssh.
+//! is written once and run per peer: OpenSSH's sshd, dropbear, asyncssh,
+//! tinysshd.
 //!
-//! Each peer runs on 127.0.0.1 with fresh host keys, lets [`TEST_USER`] in
-//! with [`TEST_PASSWORD`] or with the fresh key at [`Peer::client_key`], and
-//! allows exec, PTYs, `-L` and `-R`.
+//! Each peer runs on 127.0.0.1 with fresh host keys and lets [`TEST_USER`]
+//! in with the fresh key at [`Peer::client_key`] and, where
+//! [`PeerKind::password_auth`], with [`TEST_PASSWORD`]. What else a peer
+//! allows (several sessions per connection, `-L` and `-R`, host key kinds,
+//! ciphers, probing idle clients) is in the capabilities of [`PeerKind`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +16,7 @@ use sansh::CipherAlgorithm;
 use crate::asyncssh::{AsyncSsh, AsyncSshOptions};
 use crate::dropbear::{Dropbear, DropbearOptions};
 use crate::sshd::{KeyKind, Sshd, SshdOptions};
+use crate::tinyssh::TinySsh;
 use crate::{TEST_PASSWORD, TEST_USER, TempDir, ensure_test_user, keygen};
 
 /// Which server.
@@ -24,6 +28,10 @@ pub enum PeerKind {
     Dropbear,
     /// asyncssh (Python).
     AsyncSsh,
+    /// TinySSH's tinysshd (Debian's 20230101) behind ucspi-tcp's tcpserver.
+    /// It lacks most of what the others have, by design: see the
+    /// capabilities below.
+    TinySsh,
 }
 
 impl PeerKind {
@@ -35,8 +43,57 @@ impl PeerKind {
             PeerKind::Dropbear => {
                 &[CipherAlgorithm::ChaCha20Poly1305, CipherAlgorithm::Aes128Ctr, CipherAlgorithm::Aes256Ctr]
             }
+            // tinysshd 20230101 offers chacha20-poly1305@openssh.com only.
+            PeerKind::TinySsh => &[CipherAlgorithm::ChaCha20Poly1305],
             PeerKind::OpenSsh | PeerKind::AsyncSsh => &CipherAlgorithm::ALL,
         }
+    }
+
+    /// The host key kinds this peer can serve ([`PeerOptions::host_keys`]
+    /// must be among them).
+    pub fn host_key_kinds(self) -> &'static [KeyKind] {
+        match self {
+            // tinysshd signs with ssh-ed25519 only.
+            PeerKind::TinySsh => &[KeyKind::Ed25519],
+            PeerKind::OpenSsh | PeerKind::Dropbear | PeerKind::AsyncSsh => &KeyKind::ALL,
+        }
+    }
+
+    /// Whether it offers password authentication (else publickey only).
+    pub fn password_auth(self) -> bool {
+        // tinysshd: publickey only, from ~/.ssh/authorized_keys.
+        self != PeerKind::TinySsh
+    }
+
+    /// Whether one connection can carry several session channels, one after
+    /// the other and side by side. tinysshd accepts a single `session`
+    /// channel per connection ("only one 'session' channel allowed") and
+    /// ends the connection when that channel closes.
+    pub fn multiple_sessions(self) -> bool {
+        self != PeerKind::TinySsh
+    }
+
+    /// Whether it does port forwarding: direct-tcpip channels (`-L`) and
+    /// tcpip-forward requests (`-R`). tinysshd does neither: it refuses the
+    /// channel and answers the global request with UNIMPLEMENTED.
+    pub fn port_forwarding(self) -> bool {
+        self != PeerKind::TinySsh
+    }
+
+    /// Whether a PTY works (pty-req, window-change). tinysshd 20230101 has
+    /// both, but its parent process closes the PTY's master right after the
+    /// fork, racing the child's login_tty: the child mostly dies with 111
+    /// (TIOCSCTTY: EIO) or SIGHUP before the command runs, with OpenSSH's
+    /// `ssh -tt` too (the same trace is described in a comment on mosh
+    /// issue #819).
+    pub fn pty(self) -> bool {
+        self != PeerKind::TinySsh
+    }
+
+    /// Whether it can probe an idle client ([`PeerOptions::server_keepalive_secs`]).
+    /// tinysshd has no such option.
+    pub fn server_keepalive(self) -> bool {
+        self != PeerKind::TinySsh
     }
 }
 
@@ -61,6 +118,7 @@ enum Server {
     OpenSsh(Sshd),
     Dropbear(Dropbear),
     AsyncSsh(AsyncSsh),
+    TinySsh(TinySsh),
 }
 
 /// A running peer, stopped on drop.
@@ -80,8 +138,16 @@ impl Peer {
         Peer::start_with(kind, PeerOptions::default())
     }
 
-    /// Starts `kind`; panics (failing the test) when it cannot.
+    /// Starts `kind`; panics (failing the test) when it cannot, or when the
+    /// options ask for what it lacks.
     pub fn start_with(kind: PeerKind, opts: PeerOptions) -> Peer {
+        for k in &opts.host_keys {
+            assert!(kind.host_key_kinds().contains(k), "{kind:?} cannot serve a {k:?} host key");
+        }
+        assert!(
+            opts.server_keepalive_secs.is_none() || kind.server_keepalive(),
+            "{kind:?} cannot probe idle clients"
+        );
         ensure_test_user();
         let dir = TempDir::new("peer-client");
         let (_, public) = keygen(dir.path(), "id_ed25519", &["-t", "ed25519"], "");
@@ -108,6 +174,8 @@ impl Peer {
                 },
                 &public,
             )),
+            // Its only host key kind (checked above) and no keepalive.
+            PeerKind::TinySsh => Server::TinySsh(TinySsh::start(&public)),
         };
         Peer { kind, server, client_key: dir.path().join("id_ed25519"), _dir: dir }
     }
@@ -118,6 +186,7 @@ impl Peer {
             Server::OpenSsh(s) => s.port,
             Server::Dropbear(s) => s.port,
             Server::AsyncSsh(s) => s.port,
+            Server::TinySsh(s) => s.port,
         }
     }
 
@@ -131,7 +200,7 @@ impl Peer {
         TEST_USER
     }
 
-    /// Its password.
+    /// Its password (which only peers with [`PeerKind::password_auth`] take).
     pub fn password(&self) -> &'static str {
         TEST_PASSWORD
     }
@@ -147,6 +216,7 @@ impl Peer {
             Server::OpenSsh(s) => s.host_public_key(kind),
             Server::Dropbear(s) => s.host_public_key(kind),
             Server::AsyncSsh(s) => s.host_public_key(kind),
+            Server::TinySsh(s) => s.host_public_key(kind),
         }
     }
 
@@ -156,6 +226,7 @@ impl Peer {
             Server::OpenSsh(s) => s.log(),
             Server::Dropbear(s) => s.log(),
             Server::AsyncSsh(s) => s.log(),
+            Server::TinySsh(s) => s.log(),
         }
     }
 }

@@ -1,11 +1,14 @@
 //! The tokio adapter against every real peer (OpenSSH sshd, dropbear,
-//! asyncssh) on 127.0.0.1: each test is written once and run per peer (the
-//! modules at the bottom). Exec and exit codes, exit signals, sessions side
+//! asyncssh, tinysshd) on 127.0.0.1: each test is written once and run per
+//! peer (the modules at the bottom) where the peer's capabilities
+//! ([`PeerKind`]) allow. Exec and exit codes, exit signals, sessions side
 //! by side, stdin, PTY size and resize, -L and -R, keepalive both ways,
 //! ciphers, kex and host key algorithms, publickey and password
 //! authentication. Where a peer lacks something or gets it wrong (dropbear
 //! 2022.83: no AES-GCM, no rsa-sha2-512, no cancel-tcpip-forward, sessions
-//! closed before their command starts), the test checks what it does.
+//! closed before their command starts; tinysshd: one session per
+//! connection, ed25519 and chacha20-poly1305 only), the test checks what it
+//! does.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -31,8 +34,9 @@ async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what}: no result within {secs} s"))
 }
 
-/// Options that log in with the password and trust only the peer's host
-/// keys of `kinds`, recorded for `port` (the peer's, or a proxy's).
+/// Options that log in with the password (with the client key where the
+/// peer takes no password) and trust only the peer's host keys of `kinds`,
+/// recorded for `port` (the peer's, or a proxy's).
 fn options(peer: &Peer, port: u16, kinds: &[KeyKind], dir: &TempDir) -> ClientOptions {
     let known_hosts = dir.path().join("known_hosts");
     let lines: String = kinds
@@ -43,7 +47,11 @@ fn options(peer: &Peer, port: u16, kinds: &[KeyKind], dir: &TempDir) -> ClientOp
         .collect();
     std::fs::write(&known_hosts, lines).unwrap();
     let mut o = ClientOptions::new(peer.user());
-    o.config.credentials.push(Credential::Password(peer.password().into()));
+    if peer.kind.password_auth() {
+        o.config.credentials.push(Credential::Password(peer.password().into()));
+    } else {
+        o.identity_files.push(peer.client_key().to_path_buf());
+    }
     o.host_key_policy = HostKeyPolicy::Strict { known_hosts };
     o.use_agent = false;
     o
@@ -57,6 +65,22 @@ async fn connect(peer: &Peer, dir: &TempDir) -> Client {
     }
 }
 
+/// The client to run the next command on: `client` again, or a new
+/// connection where the peer ends a connection with its one session.
+async fn for_next_command(peer: &Peer, dir: &TempDir, client: Client) -> Client {
+    if peer.kind.multiple_sessions() {
+        return client;
+    }
+    within(10, "the peer ends the connection with its session", client.closed()).await;
+    connect(peer, dir).await
+}
+
+/// Fails a test that needs `ok` (a capability of `kind`) when run against a
+/// peer without it, rather than letting it pass or fail for another reason.
+fn needs(kind: PeerKind, ok: bool, what: &str) {
+    assert!(ok, "{kind:?} lacks {what}: leave this test out of its list");
+}
+
 async fn exec_exit_codes_and_signals(kind: PeerKind) {
     let peer = Peer::start(kind);
     let dir = TempDir::new("peer-kh");
@@ -68,8 +92,10 @@ async fn exec_exit_codes_and_signals(kind: PeerKind) {
         "{}",
         peer.log()
     );
+    let client = for_next_command(&peer, &dir, client).await;
     let out = within(20, "exec", client.exec("true")).await.unwrap();
     assert_eq!(out.exit, Some(ExitStatus::Code(0)));
+    let client = for_next_command(&peer, &dir, client).await;
     // Every peer reports death by signal as exit-signal (RFC 4254 6.10).
     let out = within(20, "exec", client.exec("kill -TERM $$")).await.unwrap();
     assert!(
@@ -99,6 +125,25 @@ async fn sessions_side_by_side(kind: PeerKind) {
     let peer = Peer::start(kind);
     let dir = TempDir::new("peer-kh");
     let client = connect(&peer, &dir).await;
+    if !kind.multiple_sessions() {
+        // tinysshd: a second session is refused with its reason, and the
+        // first one carries on.
+        let first = within(10, "open", client.open_session()).await.unwrap();
+        within(10, "exec", first.exec("cat")).await.unwrap();
+        let second = within(10, "second open", client.open_session()).await;
+        let err = second.err().unwrap_or_else(|| panic!("a second session opened\n{}", peer.log()));
+        assert!(err.to_string().contains("only one 'session' channel allowed"), "{err}");
+        let data = test_data(300_000);
+        let (mut reader, mut writer) = tokio::io::split(first);
+        let send = async {
+            writer.write_all(&data).await.unwrap();
+            writer.shutdown().await.unwrap();
+        };
+        let mut back = Vec::new();
+        within(30, "cat", async { tokio::join!(send, reader.read_to_end(&mut back)) }).await.1.unwrap();
+        assert!(back == data, "cat changed the data");
+        return;
+    }
     // Every session starts its command before any command ends: see
     // `an_idle_session_outlives_other_commands` for why dropbear needs that.
     let mut sessions = Vec::new();
@@ -127,6 +172,7 @@ async fn sessions_side_by_side(kind: PeerKind) {
 }
 
 async fn an_idle_session_outlives_other_commands(kind: PeerKind) {
+    needs(kind, kind.multiple_sessions(), "several sessions per connection");
     let peer = Peer::start(kind);
     let dir = TempDir::new("peer-kh");
     let client = connect(&peer, &dir).await;
@@ -149,6 +195,7 @@ async fn an_idle_session_outlives_other_commands(kind: PeerKind) {
 }
 
 async fn parallel_execs_finish_or_fail_but_never_hang(kind: PeerKind) {
+    needs(kind, kind.multiple_sessions(), "several sessions per connection");
     let peer = Peer::start(kind);
     let dir = TempDir::new("peer-kh");
     let mut client = connect(&peer, &dir).await;
@@ -193,9 +240,11 @@ async fn publickey_and_password_authentication(kind: PeerKind) {
     let client = within(30, "connect", Client::connect("127.0.0.1", peer.port(), o)).await.unwrap();
     assert_eq!(within(20, "exec", client.exec("echo key")).await.unwrap().stdout, b"key\n");
     client.disconnect();
-    // A wrong password: refused.
+    // A wrong password: refused (by tinysshd, which takes none, without
+    // asking it: publickey is all it offers).
     let mut o = options(&peer, peer.port(), &[KeyKind::Ed25519], &dir);
     o.config.credentials = vec![Credential::Password("not the password".into())];
+    o.identity_files.clear();
     let err = within(30, "connect", Client::connect("127.0.0.1", peer.port(), o)).await.unwrap_err();
     assert!(matches!(err, ClientError::Closed(CloseReason::AuthFailed { .. })), "{err}\n{}", peer.log());
     // An unknown host key: refused before authentication.
@@ -234,6 +283,7 @@ async fn stdin_streams_through_cat_and_sha256sum(kind: PeerKind) {
     assert_eq!(back.len(), data.len(), "{}", peer.log());
     assert!(back == data, "cat changed the data");
     assert_eq!(within(10, "exit", ch.wait()).await.unwrap(), Some(ExitStatus::Code(0)));
+    let client = for_next_command(&peer, &dir, client).await;
     // `sha256sum`: stdin then EOF, a digest back.
     let out = within(60, "sha256sum", client.exec_with_input("sha256sum", &data)).await.unwrap();
     let expected = format!("{:x}", Sha256::digest(&data));
@@ -252,6 +302,7 @@ async fn read_until(ch: &mut sansh::tokio::Channel, out: &mut Vec<u8>, needle: &
 }
 
 async fn pty_size_and_resize(kind: PeerKind) {
+    needs(kind, kind.pty(), "a working PTY");
     let peer = Peer::start(kind);
     let dir = TempDir::new("peer-kh");
     let client = connect(&peer, &dir).await;
@@ -286,6 +337,7 @@ async fn echo_round_trip(port: u16, len: usize) {
 }
 
 async fn local_forward_carries_data_both_ways(kind: PeerKind) {
+    needs(kind, kind.port_forwarding(), "port forwarding");
     let peer = Peer::start(kind);
     let dir = TempDir::new("peer-kh");
     let client = connect(&peer, &dir).await;
@@ -307,6 +359,7 @@ async fn wait_not_listening(port: u16) {
 }
 
 async fn remote_forward_carries_data_both_ways(kind: PeerKind) {
+    needs(kind, kind.port_forwarding(), "port forwarding");
     let peer = Peer::start(kind);
     let dir = TempDir::new("peer-kh");
     let client = connect(&peer, &dir).await;
@@ -371,6 +424,7 @@ async fn keepalive_detects_a_black_holed_link(kind: PeerKind) {
 }
 
 async fn server_keepalive_probes_are_answered(kind: PeerKind) {
+    needs(kind, kind.server_keepalive(), "probes of idle clients");
     // The peer probes every second and hangs up after 2 (OpenSSH, asyncssh)
     // or 3 (dropbear) unanswered probes: an idle client must answer them.
     let peer =
@@ -404,7 +458,8 @@ async fn ciphers_and_kex_methods(kind: PeerKind) {
             assert!(String::from_utf8_lossy(&out.stdout).starts_with(&expected), "{}", cipher.name());
             client.disconnect();
         } else {
-            // dropbear has no AES-GCM: negotiation fails, saying what it offers.
+            // dropbear has no AES-GCM, tinysshd nothing but chacha20-poly1305:
+            // negotiation fails, saying what it offers.
             match result {
                 Err(ClientError::Closed(CloseReason::Error(Error::NoCommonAlgorithm { server, .. }))) => {
                     assert!(!server.contains(cipher.name()), "{server}");
@@ -425,12 +480,13 @@ async fn ciphers_and_kex_methods(kind: PeerKind) {
     }
 }
 
-/// Which of our host key algorithms each peer signs with, given keys of every kind.
+/// Which of our host key algorithms each peer signs with, given keys of
+/// every kind it can serve.
 fn host_key_algorithm_supported(kind: PeerKind, alg: HostKeyAlgorithm) -> bool {
     match (kind, alg) {
         // dropbear 2022.83 signs with RSA as rsa-sha2-256 or ssh-rsa only.
         (PeerKind::Dropbear, HostKeyAlgorithm::RsaSha512) => false,
-        _ => true,
+        _ => kind.host_key_kinds().contains(&key_kind(alg)),
     }
 }
 
@@ -451,7 +507,7 @@ async fn host_key_algorithms(kind: PeerKind) {
             KeyKind::ALL.into_iter().filter(|k| *k != KeyKind::EcdsaP521).collect(),
             vec![KeyKind::EcdsaP521],
         ],
-        _ => vec![KeyKind::ALL.to_vec()],
+        _ => vec![kind.host_key_kinds().to_vec()],
     };
     for host_keys in key_sets {
         host_key_algorithms_with(kind, host_keys).await;
@@ -459,14 +515,23 @@ async fn host_key_algorithms(kind: PeerKind) {
 }
 
 async fn host_key_algorithms_with(kind: PeerKind, host_keys: Vec<KeyKind>) {
-    let algorithms: Vec<_> =
-        HostKeyAlgorithm::ALL.into_iter().filter(|a| host_keys.contains(&key_kind(*a))).collect();
+    // The algorithms of these keys, and those of kinds the peer cannot serve
+    // at all (tinysshd: all but ed25519), which must find no common algorithm.
+    let cannot_serve = |a: &HostKeyAlgorithm| !kind.host_key_kinds().contains(&key_kind(*a));
+    let algorithms: Vec<_> = HostKeyAlgorithm::ALL
+        .into_iter()
+        .filter(|a| {
+            host_keys.contains(&key_kind(*a)) || (host_keys.contains(&KeyKind::Ed25519) && cannot_serve(a))
+        })
+        .collect();
     let peer = Peer::start_with(kind, PeerOptions { host_keys, ..PeerOptions::default() });
     let dir = TempDir::new("peer-kh");
     for alg in algorithms {
-        // Only this algorithm, and only the key of its kind is trusted: the
-        // connection succeeds only if the peer signed with that key.
-        let mut o = options(&peer, peer.port(), &[key_kind(alg)], &dir);
+        // Only this algorithm, and only the key of its kind is trusted (the
+        // ed25519 key where the peer has none of its kind): the connection
+        // succeeds only if the peer signed with that key.
+        let trusted = if cannot_serve(&alg) { KeyKind::Ed25519 } else { key_kind(alg) };
+        let mut o = options(&peer, peer.port(), &[trusted], &dir);
         o.config.transport.host_key_algorithms = vec![alg];
         let result = within(30, "connect", Client::connect("127.0.0.1", peer.port(), o)).await;
         if host_key_algorithm_supported(kind, alg) {
@@ -488,6 +553,7 @@ async fn host_key_algorithms_with(kind: PeerKind, host_keys: Vec<KeyKind>) {
 /// 50 concurrent commands through a `Pool` of at most 5 connections with
 /// 10 channels each (sshd's default MaxSessions).
 async fn pooled_concurrent_commands(kind: PeerKind) {
+    needs(kind, kind.multiple_sessions(), "several sessions per connection");
     let peer = Peer::start(kind);
     let dir = TempDir::new("peer-kh");
     let pool = Pool::new(PoolConfig {
@@ -523,6 +589,7 @@ async fn pooled_concurrent_commands(kind: PeerKind) {
 /// reports the loss, dials again (re-authenticating), and its local forward
 /// carries data again through the new connection.
 async fn reconnecting_client_survives_a_cut(kind: PeerKind) {
+    needs(kind, kind.port_forwarding(), "port forwarding");
     let peer = Peer::start(kind);
     let dir = TempDir::new("peer-kh");
     let proxy = FaultProxy::start(peer.addr()).await.unwrap();
@@ -573,6 +640,7 @@ async fn reconnecting_client_survives_a_cut(kind: PeerKind) {
 /// port is taken at the moment the new connection asks for it: the refusal
 /// is retried, and the forward is in place once the port is free again.
 async fn reconnecting_client_restores_remote_forward(kind: PeerKind) {
+    needs(kind, kind.port_forwarding(), "port forwarding");
     let peer = Peer::start(kind);
     let dir = TempDir::new("peer-kh");
     let proxy = FaultProxy::start(peer.addr()).await.unwrap();
@@ -658,7 +726,7 @@ macro_rules! peer_tests {
     };
 }
 
-macro_rules! every_peer {
+macro_rules! every_full_peer {
     ($($test:ident),* $(,)?) => {
         peer_tests!(openssh, sansh_interop::peer::PeerKind::OpenSsh, [$($test),*]);
         peer_tests!(dropbear, sansh_interop::peer::PeerKind::Dropbear, [$($test),*]);
@@ -666,7 +734,7 @@ macro_rules! every_peer {
     };
 }
 
-every_peer!(
+every_full_peer!(
     exec_exit_codes_and_signals,
     publickey_and_password_authentication,
     sessions_side_by_side,
@@ -684,3 +752,54 @@ every_peer!(
     reconnecting_client_survives_a_cut,
     reconnecting_client_restores_remote_forward,
 );
+
+// tinysshd, where its capabilities (PeerKind::TinySsh) allow. Left out: the
+// idle session, parallel execs and the pool (one session per connection,
+// which ends with it), the PTY (tinysshd's pty race), -L and -R and the
+// ReconnectingClient tests (which check the forwards come back: no port
+// forwarding), server keepalive (it never probes). The keepalive test and a
+// -R refusal fail because of a sansh bug: `tinyssh_sansh_bugs` below. `sessions_side_by_side`
+// checks the second session is refused; the password in
+// `publickey_and_password_authentication` is refused without being asked.
+peer_tests!(
+    tinyssh,
+    sansh_interop::peer::PeerKind::TinySsh,
+    [
+        exec_exit_codes_and_signals,
+        publickey_and_password_authentication,
+        sessions_side_by_side,
+        stdin_streams_through_cat_and_sha256sum,
+        ciphers_and_kex_methods,
+        host_key_algorithms,
+    ]
+);
+
+/// A peer without port forwarding (tinysshd): the tcpip-forward request is
+/// refused, promptly. tinysshd answers it with UNIMPLEMENTED (RFC 4253
+/// §11.4) rather than REQUEST_FAILURE.
+async fn remote_forward_is_refused(kind: PeerKind) {
+    assert!(!kind.port_forwarding(), "{kind:?} forwards ports: see remote_forward_carries_data_both_ways");
+    let peer = Peer::start(kind);
+    let dir = TempDir::new("peer-kh");
+    let client = connect(&peer, &dir).await;
+    let result = within(10, "tcpip-forward", client.remote_forward("127.0.0.1", 0, "127.0.0.1", 9)).await;
+    assert!(result.is_err(), "{:?}\n{}", result.map(|f| f.bound_port()), peer.log());
+}
+
+/// Fail today because of a sansh bug; run with `--ignored`.
+mod tinyssh_sansh_bugs {
+    /// tinysshd answers keepalive@openssh.com with UNIMPLEMENTED: the link
+    /// stays up (any packet counts), but no probe counts as answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "sansh bug: a global request answered with UNIMPLEMENTED is never resolved"]
+    async fn keepalive_detects_a_black_holed_link() {
+        super::keepalive_detects_a_black_holed_link(sansh_interop::peer::PeerKind::TinySsh).await
+    }
+
+    /// The request never resolves: sansh waits for a REQUEST_SUCCESS/FAILURE.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "sansh bug: a global request answered with UNIMPLEMENTED is never resolved"]
+    async fn remote_forward_is_refused() {
+        super::remote_forward_is_refused(sansh_interop::peer::PeerKind::TinySsh).await
+    }
+}

@@ -341,8 +341,10 @@ fn main() {
         "{:<34} {:<30} {:>10} {:>14} {:>12}",
         "mode", "cipher", "packets/s", "client µs/pkt", "client core"
     );
-    let probes = KeepaliveConfig { probe_interval: Some(Duration::from_secs(1)), ..KeepaliveConfig::default() };
-    let ignores = KeepaliveConfig { ignore_interval: Some(Duration::from_secs(1)), ..KeepaliveConfig::default() };
+    let probes =
+        KeepaliveConfig { probe_interval: Some(Duration::from_secs(1)), ..KeepaliveConfig::default() };
+    let ignores =
+        KeepaliveConfig { ignore_interval: Some(Duration::from_secs(1)), ..KeepaliveConfig::default() };
     // (name, keepalive, connected all at once): connections are normally
     // set up at different times, so their timers are spread over the
     // interval and a probe's reply finds its connection still in cache.

@@ -401,6 +401,21 @@ impl Connection {
                     self.keepalive.on_probe_reply(seq, self.shared.now);
                     Step::Continue
                 }
+                Inbound::GlobalRequestUnimplemented(index) => {
+                    let t = &mut self.transport;
+                    let mut ctx = Ctx {
+                        out: &mut t.output,
+                        shared: &mut self.shared,
+                        session_id: t.session_id.unwrap_or_default(),
+                        server_sig_algs: t.peer_ext.server_sig_algs.as_deref(),
+                    };
+                    self.proto.global_request_unimplemented(index, &mut ctx);
+                    let now = self.shared.now;
+                    for seq in self.proto.answered_probes.drain(..) {
+                        self.keepalive.on_probe_reply(seq, now);
+                    }
+                    Step::Continue
+                }
                 Inbound::Disconnect { code, description } => {
                     self.close_with(CloseReason::PeerDisconnect { code, description }, None);
                     return Ok(());

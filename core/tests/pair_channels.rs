@@ -1414,3 +1414,64 @@ fn owned_and_borrowed_writes_interleave_in_order_across_the_window() {
     assert_eq!(received(&p, Role::Server, sch, None), expected);
     assert_eq!(p.client.channel_info(ch).unwrap().pending, 0);
 }
+
+/// A server that answers a global request with UNIMPLEMENTED, as TinySSH
+/// answers all of them: that answer resolves the request it names (a
+/// refusal), and the replies after it still go to theirs. TinySSH names
+/// the packet after the refused one (`tinyssh: true` plays that).
+fn global_request_answered_with_unimplemented(tinyssh: bool) {
+    use sansh::wire::msg;
+    let (client, mut server) = configs();
+    server.pass_unknown_requests = true;
+    if tinyssh {
+        server.transport.software_version = "tinyssh".into();
+    }
+    // The payloads the server received, oldest first: with strict kex the
+    // sequence numbers restart at each NEWKEYS, so a request's number is
+    // its position after the last one. The hostile server answers with raw
+    // packets (its own queue of requests to answer stays pending).
+    let log = Rc::new(RefCell::new(Vec::<Vec<u8>>::new()));
+    let mut p = Pair::new(client, server, LinkConfig::fragmenting(1500), 11).unwrap();
+    p.server.log_packets(true);
+    let mut auth = accept_policy("pw");
+    let mut nth = 0;
+    p.on_server_event = Some(Box::new(move |conn, e| {
+        auth(conn, e);
+        log.borrow_mut().extend(conn.take_packet_log().1);
+        if let Event::GlobalRequest { want_reply: true, .. } = e {
+            nth += 1;
+            let reply = match nth {
+                1 => {
+                    let log = log.borrow();
+                    let newkeys = log.iter().rposition(|m| m[0] == msg::NEWKEYS).unwrap();
+                    let after = log[newkeys + 1..].iter().position(|m| m[0] == msg::GLOBAL_REQUEST).unwrap();
+                    let seq = after as u32 + u32::from(tinyssh);
+                    let mut unimplemented = vec![msg::UNIMPLEMENTED];
+                    unimplemented.extend_from_slice(&seq.to_be_bytes());
+                    unimplemented
+                }
+                2 => vec![msg::REQUEST_FAILURE],
+                _ => vec![msg::REQUEST_SUCCESS],
+            };
+            conn.inject_payload(&reply);
+        }
+    }));
+    p.authenticate().unwrap();
+    let a = p.client.global_request("first@example.com", true, &[]).unwrap();
+    let b = p.client.global_request("second@example.com", true, b"x").unwrap();
+    let c = p.client.global_request("third@example.com", true, &[]).unwrap();
+    p.run_idle(limit(&p, 5));
+    assert_eq!(replies(&p), vec![(a, false), (b, false), (c, true)]);
+    assert!(!p.events(Role::Client).iter().any(|e| matches!(e, Event::Unimplemented { .. })));
+    assert!(!p.client.is_closed() && !p.server.is_closed());
+}
+
+#[test]
+fn a_global_request_answered_with_unimplemented_is_refused() {
+    global_request_answered_with_unimplemented(false);
+}
+
+#[test]
+fn tinyssh_naming_the_next_packet_in_unimplemented_is_understood() {
+    global_request_answered_with_unimplemented(true);
+}

@@ -442,12 +442,11 @@ peer_tests!(
     ]
 );
 
-/// Fails today because of a sansh bug; run with `--ignored`.
-mod tinyssh_sansh_bugs {
-    /// tinysshd answers the tcpip-forward request with UNIMPLEMENTED; sansh
-    /// keeps waiting for a REQUEST_SUCCESS/FAILURE that never comes.
+/// Written for peers without port forwarding: tinysshd only.
+mod tinyssh_only {
+    /// tinysshd answers the tcpip-forward request with UNIMPLEMENTED, which
+    /// sansh takes as the refusal.
     #[test]
-    #[ignore = "sansh bug: a global request answered with UNIMPLEMENTED is never resolved"]
     fn remote_forward_is_refused() {
         super::remote_forward_is_refused(sansh_interop::peer::PeerKind::TinySsh)
     }

@@ -757,8 +757,8 @@ every_full_peer!(
 // idle session, parallel execs and the pool (one session per connection,
 // which ends with it), the PTY (tinysshd's pty race), -L and -R and the
 // ReconnectingClient tests (which check the forwards come back: no port
-// forwarding), server keepalive (it never probes). The keepalive test and a
-// -R refusal fail because of a sansh bug: `tinyssh_sansh_bugs` below. `sessions_side_by_side`
+// forwarding), server keepalive (it never probes). The keepalive test (tinysshd
+// answers probes with UNIMPLEMENTED) and a -R refusal are in `tinyssh_only` below. `sessions_side_by_side`
 // checks the second session is refused; the password in
 // `publickey_and_password_authentication` is refused without being asked.
 peer_tests!(
@@ -786,19 +786,17 @@ async fn remote_forward_is_refused(kind: PeerKind) {
     assert!(result.is_err(), "{:?}\n{}", result.map(|f| f.bound_port()), peer.log());
 }
 
-/// Fail today because of a sansh bug; run with `--ignored`.
-mod tinyssh_sansh_bugs {
-    /// tinysshd answers keepalive@openssh.com with UNIMPLEMENTED: the link
-    /// stays up (any packet counts), but no probe counts as answered.
+/// Against tinysshd only (see above).
+mod tinyssh_only {
+    /// tinysshd answers keepalive@openssh.com with UNIMPLEMENTED: that
+    /// counts as the probe's answer.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "sansh bug: a global request answered with UNIMPLEMENTED is never resolved"]
     async fn keepalive_detects_a_black_holed_link() {
         super::keepalive_detects_a_black_holed_link(sansh_interop::peer::PeerKind::TinySsh).await
     }
 
-    /// The request never resolves: sansh waits for a REQUEST_SUCCESS/FAILURE.
+    /// The tcpip-forward request, answered with UNIMPLEMENTED, is refused.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "sansh bug: a global request answered with UNIMPLEMENTED is never resolved"]
     async fn remote_forward_is_refused() {
         super::remote_forward_is_refused(sansh_interop::peer::PeerKind::TinySsh).await
     }

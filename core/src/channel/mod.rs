@@ -435,6 +435,7 @@ impl ConnectionProtocol {
                         phase: "with no global request pending",
                     });
                 };
+                ctx.out.global_request_seqs.pop_front();
                 let (success, data) = if n == msg::REQUEST_SUCCESS {
                     (true, msg::parse::<msg::RequestSuccess>(payload)?.data)
                 } else {
@@ -874,6 +875,21 @@ impl ConnectionProtocol {
             }
         }
         Err(Error::UnknownId { what: "channel request awaiting a reply", id: request_id })
+    }
+
+    /// The peer answered the want-reply global request at `index` among
+    /// those pending with UNIMPLEMENTED (TinySSH answers every global
+    /// request so): it is refused. Replies come in order, so `index` is 0
+    /// unless the peer skipped one; those before it stay pending.
+    pub(crate) fn global_request_unimplemented(&mut self, index: usize, ctx: &mut Ctx<'_>) {
+        match self.pending_replies.remove(index) {
+            Some(ReplyTo::App(id)) => {
+                ctx.shared.events.push_back(Event::GlobalReply { id, success: false, data: Vec::new() })
+            }
+            // The peer is there and answered: as good as a refusal.
+            Some(ReplyTo::Probe(seq)) => self.answered_probes.push(seq),
+            None => {}
+        }
     }
 
     /// Sends a global request.

@@ -323,6 +323,12 @@ pub(crate) struct Output {
     /// `replying`), as opposed to what our application sent meanwhile.
     held_replies: usize,
     held: VecDeque<Vec<u8>>,
+    /// Sequence numbers our want-reply GLOBAL_REQUESTs went out with,
+    /// oldest first (one per entry of the connection protocol's pending
+    /// replies): a peer that answers one with UNIMPLEMENTED instead of
+    /// REQUEST_FAILURE (TinySSH does, for every global request) names it
+    /// by this number.
+    pub(crate) global_request_seqs: VecDeque<u32>,
 }
 
 impl Output {
@@ -443,6 +449,11 @@ impl Output {
     }
 
     fn account_sealed(&mut self, start: usize, rng: &mut Rng) {
+        // One byte compared per packet; only global requests read further.
+        let payload = &self.buf[start + packet::HEADER_LEN..];
+        if payload[0] == msg::GLOBAL_REQUEST && global_request_wants_reply(payload) {
+            self.global_request_seqs.push_back(self.sealer.seq);
+        }
         #[cfg(feature = "testing")]
         if let Some(log) = self.log.as_mut() {
             log.push(self.buf[start + packet::HEADER_LEN..].to_vec());
@@ -462,6 +473,14 @@ impl Output {
             self.seal(&p, rng);
         }
     }
+}
+
+/// Whether a GLOBAL_REQUEST payload (we built it) asks for a reply: the
+/// boolean after the request name.
+fn global_request_wants_reply(payload: &[u8]) -> bool {
+    let Some(len) = payload.get(1..5) else { return false };
+    let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+    payload.get(5 + len).is_some_and(|&b| b != 0)
 }
 
 /// A key exchange in progress.
@@ -611,6 +630,7 @@ impl Transport {
                 sealer: Sealer::new(),
                 holding: false,
                 held: VecDeque::new(),
+                global_request_seqs: VecDeque::new(),
                 held_cost: 0,
                 held_replies: 0,
                 replying: false,
@@ -833,6 +853,9 @@ impl Transport {
                 Handled::Done => {}
                 Handled::ServiceAccepted => return Ok(Some(Inbound::ServiceAccepted)),
                 Handled::ProbeReply(seq) => return Ok(Some(Inbound::ProbeReply(seq))),
+                Handled::GlobalRequestUnimplemented(index) => {
+                    return Ok(Some(Inbound::GlobalRequestUnimplemented(index)));
+                }
                 Handled::Upper => return Ok(Some(Inbound::Upper(range))),
                 Handled::Disconnect { code, description } => {
                     return Ok(Some(Inbound::Disconnect { code, description }));
@@ -947,6 +970,16 @@ impl Transport {
                 let seq = msg::parse::<msg::Unimplemented>(payload)?.seq;
                 if self.kex.as_ref().is_some_and(|k| !k.first && k.theirs.is_none() && k.ours_seq == seq) {
                     return Err(Error::RekeyRefused);
+                }
+                // The answer to one of our global requests: a refusal.
+                // TinySSH names the packet after the one it refuses (its
+                // receive counter has moved on by then, in every release up
+                // to 20260601 at least), so for it the number before counts.
+                let tinyssh = self.peer_version.as_deref().is_some_and(|v| v.starts_with("SSH-2.0-tinyssh"));
+                let named = |s: u32| s == seq || (tinyssh && s.wrapping_add(1) == seq);
+                if let Some(index) = self.output.global_request_seqs.iter().position(|&s| named(s)) {
+                    self.output.global_request_seqs.remove(index);
+                    return Ok(Handled::GlobalRequestUnimplemented(index));
                 }
                 shared.events.push_back(Event::Unimplemented { seq });
             }
@@ -1552,6 +1585,9 @@ pub(crate) enum Inbound {
     ServiceAccepted,
     /// The PONG answering our keepalive probe with this sequence number.
     ProbeReply(u64),
+    /// The peer answered our want-reply global request at this position
+    /// among those pending (0: the oldest) with UNIMPLEMENTED.
+    GlobalRequestUnimplemented(usize),
 }
 
 /// What `handle_packet` did.
@@ -1560,6 +1596,7 @@ enum Handled {
     Upper,
     ServiceAccepted,
     ProbeReply(u64),
+    GlobalRequestUnimplemented(usize),
     Disconnect { code: DisconnectCode, description: String },
 }
 

@@ -83,6 +83,8 @@ pub enum Event {
     /// Authentication succeeded (both roles): the connection is active.
     Authenticated { user: String, method: String },
     /// The peer answered our global request `id` (`data`: request-specific reply data).
+    /// A request the peer answered with SSH_MSG_UNIMPLEMENTED (TinySSH does
+    /// so for all) comes back as refused, with no data.
     GlobalReply { id: u64, success: bool, data: Vec<u8> },
     /// A global request the application may answer (`accept_global_request` /
     /// `reject_global_request` when `want_reply`). Requests the core does not
@@ -125,7 +127,8 @@ pub enum Event {
     Debug { always_display: bool, message: String },
     /// The peer answered our `ping` (OpenSSH's SSH_MSG_PONG).
     Pong { data: Vec<u8> },
-    /// The peer did not understand our packet with this sequence number.
+    /// The peer did not understand our packet with this sequence number
+    /// (except a want-reply global request: that one gets its `GlobalReply`).
     Unimplemented { seq: u32 },
     /// The connection ended. Emitted exactly once.
     Closed { reason: CloseReason },

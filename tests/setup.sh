@@ -30,6 +30,11 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# Debian's tinysshd enables a systemd socket on port 22 of every interface;
+# the tests run their own on 127.0.0.1, so where systemd runs, switch it off.
+if [ -d /run/systemd/system ] && systemctl is-enabled --quiet tinysshd.socket 2>/dev/null; then
+  systemctl disable --now tinysshd.socket >/dev/null 2>&1 || true
+fi
 # sshd's privilege-separation directory (the tests also create it).
 mkdir -p /run/sshd
 

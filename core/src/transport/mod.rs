@@ -480,7 +480,7 @@ impl Output {
 fn global_request_wants_reply(payload: &[u8]) -> bool {
     let Some(len) = payload.get(1..5) else { return false };
     let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
-    payload.get(5 + len).is_some_and(|&b| b != 0)
+    payload.get(5..).and_then(|rest| rest.get(len)).is_some_and(|&b| b != 0)
 }
 
 /// A key exchange in progress.

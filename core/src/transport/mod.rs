@@ -123,6 +123,13 @@ pub(crate) struct Input {
     opener: Opener,
     /// Stop decrypting until the application answers (host key check).
     paused: bool,
+    /// Whether `Spare` holds storages: `rewind` asks after every read, and
+    /// `Spare` lies among the cold fields (mirrored here, in padding).
+    spare_held: bool,
+    /// Tests: whether `Transport::log_in` is on (read here, in padding,
+    /// so that `testing` builds touch the lines release builds touch).
+    #[cfg(feature = "testing")]
+    pub(crate) logging: bool,
     bytes_since_kex: u64,
     packets_since_kex: u64,
 }
@@ -201,6 +208,7 @@ impl Input {
                     handles.remove(0);
                 }
                 handles.push(next.split_to(0));
+                self.spare_held = true;
                 next
             }
         };
@@ -212,20 +220,26 @@ impl Input {
     /// (it is all ours: what was handed out has been split off).
     fn rewind(&mut self, n: usize, spare: &mut Spare) {
         if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
             // Idle after a burst (the adapter reads small again): give the
             // storage back, so idle connections stay small. Not during bulk
             // reads, where freeing would only re-fault the pages.
             if n <= IDLE_READ && self.buf.capacity() > SHRINK_ABOVE {
                 self.buf = BytesMut::new();
             }
+            // Start over at the front, from its first cache-line boundary
+            // (the bytes before it go at the next `make_room`): a small
+            // packet then lands in one line of the storage, not two.
+            let skip = self.buf.as_ptr().align_offset(64);
+            let skip = if skip <= self.buf.len() { skip } else { 0 };
+            self.start = skip;
+            self.end = skip;
             if n > IDLE_READ {
                 spare.small_reads = 0;
-            } else if !spare.handles.is_empty() {
+            } else if self.spare_held {
                 spare.small_reads += 1;
                 if spare.small_reads >= IDLE_READS {
                     *spare = Spare::default();
+                    self.spare_held = false;
                 }
             }
         }
@@ -372,14 +386,22 @@ impl Output {
         self.sent = (self.sent + n).min(self.buf.len());
         if self.sent == self.buf.len() {
             let drained = self.buf.len();
-            self.buf.clear();
-            self.sent = 0;
             // Everything went out. A bulk sender keeps its buffer (freeing
             // it would re-grow and re-fault it on every flush); once flushes
             // are small again the burst is over: give the memory back.
             if self.buf.capacity() > SHRINK_ABOVE && drained < self.buf.capacity() / 8 {
                 self.buf = Vec::new();
+                self.sent = 0;
+                return;
             }
+            // The next packet starts on a cache-line boundary: the bytes
+            // before it stay (already written, so not touched again) and
+            // count as sent. An idle connection's keepalive packet then
+            // takes one line of the buffer instead of two.
+            let skip = self.buf.as_ptr().align_offset(64);
+            let skip = if skip <= drained { skip } else { 0 };
+            self.buf.truncate(skip);
+            self.sent = skip;
         } else if self.sent >= COMPACT_THRESHOLD && self.sent * 2 >= self.buf.len() {
             self.buf.drain(..self.sent);
             self.sent = 0;
@@ -540,7 +562,9 @@ pub(crate) struct Transport {
     kex_deadline: Option<Timestamp>,
     rekey_deadline: Option<Timestamp>,
     kex: Option<Box<KexRun>>,
-    pub(crate) peer_ext: PeerExtensions,
+    /// `peer_ext.ping`, here among the hot fields (each probe reads it;
+    /// the rest of `peer_ext` is cold).
+    pub(crate) peer_ping: bool,
     role: Role,
     /// Input is left unprocessed until our output drains (see
     /// `TransportConfig::max_queued_output` and `input_must_wait`).
@@ -549,9 +573,6 @@ pub(crate) struct Transport {
     strict: bool,
     pub(crate) upper: Upper,
     service: Service,
-    /// Tests: plaintext payloads received, when logging is on.
-    #[cfg(feature = "testing")]
-    pub(crate) log_in: Option<Vec<Vec<u8>>>,
     pub(crate) input: Input,
     pub(crate) output: Output,
     config: TransportConfig,
@@ -568,7 +589,12 @@ pub(crate) struct Transport {
     /// The inbound cipher derived by the current kex, installed on the peer's NEWKEYS.
     pending_in: Option<cipher::PacketCipher>,
     rekey_bytes: u64,
+    pub(crate) peer_ext: PeerExtensions,
     spare: Spare,
+    /// Tests: plaintext payloads received, when logging is on (last, so
+    /// that `testing` builds keep the hot fields where release builds do).
+    #[cfg(feature = "testing")]
+    pub(crate) log_in: Option<Vec<Vec<u8>>>,
 }
 
 impl Transport {
@@ -621,6 +647,9 @@ impl Transport {
                 end: 0,
                 opener: Opener::new(max_packet_len),
                 paused: false,
+                spare_held: false,
+                #[cfg(feature = "testing")]
+                logging: false,
                 bytes_since_kex: 0,
                 packets_since_kex: 0,
             },
@@ -656,6 +685,7 @@ impl Transport {
             pending_in: None,
             service: Service::None,
             peer_ext: PeerExtensions::default(),
+            peer_ping: false,
             #[cfg(feature = "testing")]
             log_in: None,
             kex_deadline: config.kex_timeout.map(|d| shared.now + d),
@@ -844,7 +874,9 @@ impl Transport {
             // handlers write to `output`.
             let buf = std::mem::take(&mut self.input.buf);
             #[cfg(feature = "testing")]
-            if let Some(log) = self.log_in.as_mut() {
+            if self.input.logging
+                && let Some(log) = self.log_in.as_mut()
+            {
                 log.push(buf[range.clone()].to_vec());
             }
             let result = self.handle_packet(&buf[range.clone()], opened.seq, shared);
@@ -1047,6 +1079,7 @@ impl Transport {
         shared
             .events
             .push_back(Event::ExtInfo { server_sig_algs: ext.server_sig_algs.clone(), ping: ext.ping });
+        self.peer_ping = ext.ping;
         self.peer_ext = ext;
         Ok(())
     }
@@ -1503,7 +1536,7 @@ impl Transport {
         if !self.first_kex_done {
             return Err(Error::InvalidState { what: "ping before the first key exchange completed" });
         }
-        if !self.peer_ext.ping {
+        if !self.peer_ping {
             return Err(Error::InvalidState { what: "ping: the peer did not offer ping@openssh.com" });
         }
         let mut p = Vec::with_capacity(data.len() + 5);
@@ -1556,6 +1589,7 @@ impl Transport {
         // the connection (an overflowing input must not stay allocated).
         self.input.buf = BytesMut::new();
         self.spare = Spare::default();
+        self.input.spare_held = false;
         self.input.start = 0;
         self.input.end = 0;
         self.input.paused = true;
@@ -1612,6 +1646,9 @@ mod tests {
             end: 0,
             opener: Opener::new(256 * 1024),
             paused: false,
+            spare_held: false,
+            #[cfg(feature = "testing")]
+            logging: false,
             bytes_since_kex: 0,
             packets_since_kex: 0,
         }

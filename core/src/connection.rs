@@ -1189,6 +1189,7 @@ mod tests {
         // The transport's deadlines, flags, input and output: five lines,
         // also in `testing` builds (their packet logs come after).
         assert_eq!(offset_of!(Connection, transport) % 64, 0);
-        assert!(Transport::HOT_LEN <= 5 * 64, "the transport's hot part takes {} bytes", Transport::HOT_LEN);
+        let hot = Transport::HOT_LEN;
+        assert!(hot <= 5 * 64, "the transport's hot part takes {hot} bytes");
     }
 }

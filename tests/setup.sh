@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Installs the real SSH peers the interop tests start on 127.0.0.1: OpenSSH's
 # sshd, dropbear, TinySSH's tinysshd (run by ucspi-tcp's tcpserver), and
-# asyncssh and paramiko (Python) in their own virtualenv.
+# asyncssh, paramiko and Twisted Conch (Python) in their own virtualenv.
 # Idempotent; needs root (CI and the dev machines run as root). Any failure
 # stops the script with a non-zero status.
 set -euo pipefail
 
-# Where the asyncssh and paramiko peers live; tests/src/asyncssh.rs and
-# tests/src/paramiko.rs look here too.
+# Where the asyncssh, paramiko and conch peers live; tests/src/asyncssh.rs,
+# tests/src/paramiko.rs and tests/src/conch.rs look here too.
 VENV=/opt/sansh-interop/venv
 # The asyncssh release the interop suites were written against.
 ASYNCSSH_SPEC='asyncssh==2.24.*'
 # And paramiko's (5.1: aes*-ctr, AES-GCM, every HMAC sansh has, strict kex).
 PARAMIKO_SPEC='paramiko==5.1.*'
+# And Twisted's, whose `twistd conch` is a peer (26.10: aes*-ctr with
+# hmac-sha2/sha1, curve25519, every host key kind); the [conch] extra brings
+# cryptography, bcrypt and appdirs.
+TWISTED_SPEC='twisted[conch]==26.10.*'
 
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
@@ -48,6 +52,12 @@ if ! "$VENV/bin/python" -c 'import paramiko, sys; sys.exit(not paramiko.__versio
   [ -x "$VENV/bin/python" ] || /usr/bin/python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q "$PARAMIKO_SPEC"
 fi
+if ! "$VENV/bin/python" -c 'import twisted, twisted.conch.ssh.transport, sys; sys.exit(not twisted.__version__.startswith("26.10."))' 2>/dev/null \
+  || [ ! -x "$VENV/bin/twistd" ]; then
+  echo "setup: installing $TWISTED_SPEC into $VENV"
+  [ -x "$VENV/bin/python" ] || /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q "$TWISTED_SPEC"
+fi
 
 echo "setup: sshd $(ssh -V 2>&1)"
 echo "setup: $(/usr/sbin/dropbear -V 2>&1 | head -n1)"
@@ -55,3 +65,4 @@ echo "setup: $(/usr/sbin/dropbear -V 2>&1 | head -n1)"
 echo "setup: tinysshd $(dpkg-query -W -f='${Version}' tinysshd), ucspi-tcp $(dpkg-query -W -f='${Version}' ucspi-tcp)"
 echo "setup: asyncssh $("$VENV/bin/python" -c 'import asyncssh; print(asyncssh.__version__)')"
 echo "setup: paramiko $("$VENV/bin/python" -c 'import paramiko; print(paramiko.__version__)')"
+echo "setup: twisted $("$VENV/bin/python" -c 'import twisted; print(twisted.__version__)')"

@@ -7,6 +7,7 @@
 pub mod asyncssh;
 pub mod authorized_keys;
 pub mod cli;
+pub mod conch;
 pub mod driver;
 pub mod dropbear;
 pub mod paramiko;

@@ -1,6 +1,6 @@
 //! One face for every real server the interop suites run against, so a test
 //! is written once and run per peer: OpenSSH's sshd, dropbear, asyncssh,
-//! tinysshd.
+//! tinysshd, Twisted Conch.
 //!
 //! Each peer runs on 127.0.0.1 with fresh host keys and lets [`TEST_USER`]
 //! in with the fresh key at [`Peer::client_key`] and, where
@@ -11,9 +11,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use sansh::CipherAlgorithm;
+use sansh::{CipherAlgorithm, MacAlgorithm};
 
 use crate::asyncssh::{AsyncSsh, AsyncSshOptions};
+use crate::conch::{Conch, ConchOptions};
 use crate::dropbear::{Dropbear, DropbearOptions};
 use crate::sshd::{KeyKind, Sshd, SshdOptions};
 use crate::tinyssh::TinySsh;
@@ -32,6 +33,10 @@ pub enum PeerKind {
     /// It lacks most of what the others have, by design: see the
     /// capabilities below.
     TinySsh,
+    /// Twisted Conch's `twistd conch` (Twisted 26.10, Python), which runs
+    /// commands as the system user. No chacha20-poly1305, no AES-GCM, no
+    /// probing of idle clients: see the capabilities below.
+    Conch,
 }
 
 impl PeerKind {
@@ -45,7 +50,27 @@ impl PeerKind {
             }
             // tinysshd 20230101 offers chacha20-poly1305@openssh.com only.
             PeerKind::TinySsh => &[CipherAlgorithm::ChaCha20Poly1305],
+            // conch 26.10: aes128/192/256-ctr (and CBC and 3DES, which sansh
+            // lacks), with hmac-sha2-256/512 or hmac-sha1 (no -etm MACs):
+            // no chacha20-poly1305, no AES-GCM.
+            PeerKind::Conch => {
+                &[CipherAlgorithm::Aes128Ctr, CipherAlgorithm::Aes192Ctr, CipherAlgorithm::Aes256Ctr]
+            }
             PeerKind::OpenSsh | PeerKind::AsyncSsh => &CipherAlgorithm::ALL,
+        }
+    }
+
+    /// The MACs among sansh's that this peer offers with its aes*-ctr
+    /// ciphers (tinysshd has none of those).
+    pub fn macs(self) -> &'static [MacAlgorithm] {
+        match self {
+            // conch 26.10: hmac-sha2-512, hmac-sha2-256, hmac-sha1 (and
+            // hmac-sha2-384, hmac-md5); no -etm@openssh.com variants.
+            PeerKind::Conch => &[MacAlgorithm::HmacSha256, MacAlgorithm::HmacSha512, MacAlgorithm::HmacSha1],
+            // dropbear 2022.83 (Debian's build): hmac-sha1, hmac-sha2-256.
+            PeerKind::Dropbear => &[MacAlgorithm::HmacSha256, MacAlgorithm::HmacSha1],
+            PeerKind::TinySsh => &[],
+            PeerKind::OpenSsh | PeerKind::AsyncSsh => &MacAlgorithm::ALL,
         }
     }
 
@@ -55,13 +80,15 @@ impl PeerKind {
         match self {
             // tinysshd signs with ssh-ed25519 only.
             PeerKind::TinySsh => &[KeyKind::Ed25519],
-            PeerKind::OpenSsh | PeerKind::Dropbear | PeerKind::AsyncSsh => &KeyKind::ALL,
+            // conch signs with each (RSA as rsa-sha2-512 or -256 too).
+            PeerKind::OpenSsh | PeerKind::Dropbear | PeerKind::AsyncSsh | PeerKind::Conch => &KeyKind::ALL,
         }
     }
 
     /// Whether it offers password authentication (else publickey only).
     pub fn password_auth(self) -> bool {
-        // tinysshd: publickey only, from ~/.ssh/authorized_keys.
+        // tinysshd: publickey only, from ~/.ssh/authorized_keys. (conch
+        // checks the password against the shadow database: see crate::conch.)
         self != PeerKind::TinySsh
     }
 
@@ -90,10 +117,37 @@ impl PeerKind {
         self != PeerKind::TinySsh
     }
 
+    /// Whether a command run with a PTY (pty-req, then exec) sees the size
+    /// the pty-req asked for. conch 26.10 sets it for a shell only: its
+    /// `execCommand` never applies the pty-req's size, so `stty size` says
+    /// `0 0` until a window-change (which it does apply).
+    pub fn pty_size_on_exec(self) -> bool {
+        self != PeerKind::Conch
+    }
+
+    /// Whether a connection to a remote forward's listener (`-R`) may be
+    /// half-closed: the connecting side sends FIN and still reads the
+    /// answer. conch 26.10 takes the FIN as the end of the connection
+    /// (its forwarding protocol is not half-closeable): it closes the
+    /// channel and drops what was still to come back. OpenSSH's ssh as the
+    /// client sees the same.
+    pub fn remote_forward_half_close(self) -> bool {
+        self != PeerKind::Conch
+    }
+
+    /// Whether a tcpip-forward request may ask for port 0 (the peer picks
+    /// one and says which). conch 26.10 fails on it with a TypeError
+    /// (`listener.getHost()[2]` in `twisted.conch.unix`, after it has bound
+    /// the port) and drops the connection without a DISCONNECT.
+    pub fn remote_forward_port_zero(self) -> bool {
+        self != PeerKind::Conch
+    }
+
     /// Whether it can probe an idle client ([`PeerOptions::server_keepalive_secs`]).
-    /// tinysshd has no such option.
+    /// Neither tinysshd nor `twistd conch` has such an option (conch only
+    /// answers a client's probes, with REQUEST_FAILURE).
     pub fn server_keepalive(self) -> bool {
-        self != PeerKind::TinySsh
+        !matches!(self, PeerKind::TinySsh | PeerKind::Conch)
     }
 }
 
@@ -103,7 +157,8 @@ pub struct PeerOptions {
     /// Host keys to generate and serve.
     pub host_keys: Vec<KeyKind>,
     /// The server probes an idle client every this many seconds
-    /// (sshd ClientAliveInterval, dropbear -K, asyncssh keepalive_interval).
+    /// (sshd ClientAliveInterval, dropbear -K, asyncssh keepalive_interval;
+    /// tinysshd and conch cannot).
     pub server_keepalive_secs: Option<u32>,
 }
 
@@ -119,6 +174,7 @@ enum Server {
     Dropbear(Dropbear),
     AsyncSsh(AsyncSsh),
     TinySsh(TinySsh),
+    Conch(Conch),
 }
 
 /// A running peer, stopped on drop.
@@ -176,6 +232,10 @@ impl Peer {
             )),
             // Its only host key kind (checked above) and no keepalive.
             PeerKind::TinySsh => Server::TinySsh(TinySsh::start(&public)),
+            // No keepalive (checked above).
+            PeerKind::Conch => {
+                Server::Conch(Conch::start(ConchOptions { host_keys: opts.host_keys }, &public))
+            }
         };
         Peer { kind, server, client_key: dir.path().join("id_ed25519"), _dir: dir }
     }
@@ -187,6 +247,7 @@ impl Peer {
             Server::Dropbear(s) => s.port,
             Server::AsyncSsh(s) => s.port,
             Server::TinySsh(s) => s.port,
+            Server::Conch(s) => s.port,
         }
     }
 
@@ -217,6 +278,7 @@ impl Peer {
             Server::Dropbear(s) => s.host_public_key(kind),
             Server::AsyncSsh(s) => s.host_public_key(kind),
             Server::TinySsh(s) => s.host_public_key(kind),
+            Server::Conch(s) => s.host_public_key(kind),
         }
     }
 
@@ -227,6 +289,7 @@ impl Peer {
             Server::Dropbear(s) => s.log(),
             Server::AsyncSsh(s) => s.log(),
             Server::TinySsh(s) => s.log(),
+            Server::Conch(s) => s.log(),
         }
     }
 }

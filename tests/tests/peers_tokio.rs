@@ -1,5 +1,5 @@
 //! The tokio adapter against every real peer (OpenSSH sshd, dropbear,
-//! asyncssh, tinysshd) on 127.0.0.1: each test is written once and run per
+//! asyncssh, tinysshd, Twisted Conch) on 127.0.0.1: each test is written once and run per
 //! peer (the modules at the bottom) where the peer's capabilities
 //! ([`PeerKind`]) allow. Exec and exit codes, exit signals, sessions side
 //! by side, stdin, PTY size and resize, -L and -R, keepalive both ways,
@@ -7,8 +7,8 @@
 //! authentication. Where a peer lacks something or gets it wrong (dropbear
 //! 2022.83: no AES-GCM, no rsa-sha2-512, no cancel-tcpip-forward, sessions
 //! closed before their command starts; tinysshd: one session per
-//! connection, ed25519 and chacha20-poly1305 only), the test checks what it
-//! does.
+//! connection, ed25519 and chacha20-poly1305 only; conch: aes*-ctr only, no
+//! probing of idle clients), the test checks what it does.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use sansh::tokio::{
 };
 use sansh::{
     CipherAlgorithm, CloseReason, Credential, Error, ExitStatus, HostKeyAlgorithm, Jitter, KexAlgorithm,
-    PoolConfig, Pty, ReconnectConfig,
+    MacAlgorithm, PoolConfig, Pty, ReconnectConfig,
 };
 use sansh_interop::peer::{Peer, PeerKind, PeerOptions, echo_server, test_data};
 use sansh_interop::sshd::KeyKind;
@@ -312,7 +312,10 @@ async fn pty_size_and_resize(kind: PeerKind) {
     // The size, then (after our resize, which the line we send follows) again.
     ch.exec("tty; echo $TERM; stty size; read line; stty size").await.unwrap();
     let mut out = Vec::new();
-    within(20, "first stty size", read_until(&mut ch, &mut out, "30 100\r\n")).await;
+    // conch applies the pty-req's size to a shell only (see
+    // PeerKind::pty_size_on_exec): a command sees no size until a resize.
+    let first = if kind.pty_size_on_exec() { "30 100\r\n" } else { "0 0\r\n" };
+    within(20, "first stty size", read_until(&mut ch, &mut out, first)).await;
     ch.resize(120, 40).await.unwrap();
     ch.write_all(b"go\n").await.unwrap();
     within(20, "stty size after the resize", read_until(&mut ch, &mut out, "40 120\r\n")).await;
@@ -323,13 +326,20 @@ async fn pty_size_and_resize(kind: PeerKind) {
 }
 
 /// Sends `len` bytes through `port` to the echo server behind it and checks
-/// they come back unchanged.
-async fn echo_round_trip(port: u16, len: usize) {
+/// they come back unchanged. With `half_close`, the sending side is shut
+/// down once all is written (as the write half's drop does), before the
+/// echo is read; else it stays open until then (for a remote forward of a
+/// peer without [`PeerKind::remote_forward_half_close`]).
+async fn echo_round_trip(port: u16, len: usize, half_close: bool) {
     let s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let (mut r, mut w) = s.into_split();
     let data = test_data(len);
     let expected = data.clone();
-    let writer = tokio::spawn(async move { w.write_all(&data).await.unwrap() });
+    let writer = tokio::spawn(async move {
+        w.write_all(&data).await.unwrap();
+        // Dropped here, the write half sends FIN.
+        if half_close { None } else { Some(w) }
+    });
     let mut back = vec![0u8; len];
     within(30, "echo round trip", r.read_exact(&mut back)).await.unwrap();
     writer.await.unwrap();
@@ -345,8 +355,8 @@ async fn local_forward_carries_data_both_ways(kind: PeerKind) {
     let fwd = client.local_forward("127.0.0.1:0".parse().unwrap(), "127.0.0.1", echo).await.unwrap();
     let port = fwd.local_addr().port();
     // Two connections at once, each its own direct-tcpip channel.
-    tokio::join!(echo_round_trip(port, 2_000_000), echo_round_trip(port, 300_000));
-    echo_round_trip(port, 10).await;
+    tokio::join!(echo_round_trip(port, 2_000_000, true), echo_round_trip(port, 300_000, true));
+    echo_round_trip(port, 10, true).await;
 }
 
 /// Waits until nothing listens on 127.0.0.1:`port` any more.
@@ -364,6 +374,7 @@ async fn remote_forward_carries_data_both_ways(kind: PeerKind) {
     let dir = TempDir::new("peer-kh");
     let client = connect(&peer, &dir).await;
     let echo = echo_server();
+    let half_close = kind.remote_forward_half_close();
     // A port we choose.
     let chosen = free_port();
     let fixed =
@@ -372,15 +383,23 @@ async fn remote_forward_carries_data_both_ways(kind: PeerKind) {
             .unwrap_or_else(|e| panic!("{e}\n{}", peer.log()));
     assert_eq!(fixed.bound_port(), u32::from(chosen));
     // The peer listens on this machine: connect to it directly.
-    tokio::join!(echo_round_trip(chosen, 2_000_000), echo_round_trip(chosen, 300_000));
-    // Port 0: the peer picks one and says which.
-    let any = within(10, "tcpip-forward", client.remote_forward("127.0.0.1", 0, "127.0.0.1", echo))
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", peer.log()));
-    let port = u16::try_from(any.bound_port()).unwrap();
-    assert_ne!(port, 0);
-    echo_round_trip(port, 300_000).await;
-    for (rf, port) in [(fixed, chosen), (any, port)] {
+    tokio::join!(
+        echo_round_trip(chosen, 2_000_000, half_close),
+        echo_round_trip(chosen, 300_000, half_close)
+    );
+    let mut forwards = vec![(fixed, chosen)];
+    // Port 0: the peer picks one and says which (not asked of conch, which
+    // drops the connection: see PeerKind::remote_forward_port_zero).
+    if kind.remote_forward_port_zero() {
+        let any = within(10, "tcpip-forward", client.remote_forward("127.0.0.1", 0, "127.0.0.1", echo))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", peer.log()));
+        let port = u16::try_from(any.bound_port()).unwrap();
+        assert_ne!(port, 0);
+        echo_round_trip(port, 300_000, half_close).await;
+        forwards.push((any, port));
+    }
+    for (rf, port) in forwards {
         let cancelled = within(10, "cancel-tcpip-forward", rf.cancel()).await;
         if kind == PeerKind::Dropbear {
             // dropbear 2022.83 cannot cancel a remote forwarding: its
@@ -388,7 +407,7 @@ async fn remote_forward_carries_data_both_ways(kind: PeerKind) {
             // for loopback listeners (fixed upstream after 2022.83), so it
             // refuses, and the port stays open until the connection ends.
             assert!(matches!(cancelled, Err(ClientError::Refused(_))), "{cancelled:?}");
-            echo_round_trip(port, 1000).await;
+            echo_round_trip(port, 1000, half_close).await;
         } else {
             cancelled.unwrap_or_else(|e| panic!("cancel {port}: {e}\n{}", peer.log()));
             wait_not_listening(port).await;
@@ -458,12 +477,12 @@ async fn ciphers_and_kex_methods(kind: PeerKind) {
             assert!(String::from_utf8_lossy(&out.stdout).starts_with(&expected), "{}", cipher.name());
             client.disconnect();
         } else {
-            // dropbear has no AES-GCM, tinysshd nothing but chacha20-poly1305:
-            // negotiation fails, saying what it offers.
+            // dropbear has no AES-GCM, tinysshd nothing but chacha20-poly1305,
+            // conch neither: negotiation fails, saying what it offers.
             match result {
                 Err(ClientError::Closed(CloseReason::Error(Error::NoCommonAlgorithm { server, .. }))) => {
                     assert!(!server.contains(cipher.name()), "{server}");
-                    assert!(server.contains("chacha20-poly1305@openssh.com"), "{server}");
+                    assert!(server.contains(kind.ciphers()[0].name()), "{server}");
                 }
                 other => panic!("{}: expected no common cipher, got {other:?}", cipher.name()),
             }
@@ -477,6 +496,39 @@ async fn ciphers_and_kex_methods(kind: PeerKind) {
             .unwrap_or_else(|e| panic!("{}: {e}\n{}", kex.name(), peer.log()));
         assert_eq!(within(20, "exec", client.exec("echo ok")).await.unwrap().stdout, b"ok\n");
         client.disconnect();
+    }
+}
+
+/// Each of our MACs with an aes*-ctr cipher: those the peer offers carry a
+/// command's input and output; the others find no common MAC.
+async fn ctr_macs(kind: PeerKind) {
+    let cipher = *kind
+        .ciphers()
+        .iter()
+        .find(|c| c.name().ends_with("-ctr"))
+        .unwrap_or_else(|| panic!("{kind:?} has no aes*-ctr cipher: leave this test out of its list"));
+    let peer = Peer::start(kind);
+    let dir = TempDir::new("peer-kh");
+    for mac in MacAlgorithm::ALL {
+        let mut o = options(&peer, peer.port(), &[KeyKind::Ed25519], &dir);
+        o.config.transport.ciphers = vec![cipher];
+        o.config.transport.macs = vec![mac];
+        let result = within(30, "connect", Client::connect("127.0.0.1", peer.port(), o)).await;
+        if kind.macs().contains(&mac) {
+            let client = result.unwrap_or_else(|e| panic!("{}: {e}\n{}", mac.name(), peer.log()));
+            let data = test_data(300_000);
+            let out = within(30, "exec", client.exec_with_input("sha256sum", &data)).await.unwrap();
+            let expected = format!("{:x}", Sha256::digest(&data));
+            assert!(String::from_utf8_lossy(&out.stdout).starts_with(&expected), "{}", mac.name());
+            client.disconnect();
+        } else {
+            match result {
+                Err(ClientError::Closed(CloseReason::Error(Error::NoCommonAlgorithm { server, .. }))) => {
+                    assert!(!server.contains(mac.name()), "{server}");
+                }
+                other => panic!("{}: expected no common MAC, got {other:?}", mac.name()),
+            }
+        }
     }
 }
 
@@ -614,7 +666,7 @@ async fn reconnecting_client_survives_a_cut(kind: PeerKind) {
         }
     });
     connected.await;
-    echo_round_trip(fwd.port(), 100_000).await;
+    echo_round_trip(fwd.port(), 100_000, true).await;
     proxy.set(FaultMode::Cut);
     proxy.set(FaultMode::Pass);
     let mut seen = Vec::new();
@@ -630,7 +682,7 @@ async fn reconnecting_client_survives_a_cut(kind: PeerKind) {
     })
     .await;
     assert!(matches!(seen.first(), Some(ReconnectEvent::Lost { .. })), "{seen:?}");
-    echo_round_trip(fwd.port(), 100_000).await;
+    echo_round_trip(fwd.port(), 100_000, true).await;
     assert_eq!(within(20, "exec", rc.exec("echo back")).await.unwrap().stdout, b"back\n");
     assert!(proxy.connections() >= 2);
     rc.stop();
@@ -665,7 +717,7 @@ async fn reconnecting_client_restores_remote_forward(kind: PeerKind) {
     within(10, "tcpip-forward", rc.remote_forward("127.0.0.1", u32::from(chosen), "127.0.0.1", echo))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", peer.log()));
-    echo_round_trip(chosen, 100_000).await;
+    echo_round_trip(chosen, 100_000, kind.remote_forward_half_close()).await;
 
     proxy.set(FaultMode::Cut);
     proxy.set(FaultMode::Pass);
@@ -707,7 +759,7 @@ async fn reconnecting_client_restores_remote_forward(kind: PeerKind) {
         }
     })
     .await;
-    echo_round_trip(chosen, 100_000).await;
+    echo_round_trip(chosen, 100_000, kind.remote_forward_half_close()).await;
     eprintln!("events: {seen:?}");
     rc.stop();
 }
@@ -747,17 +799,48 @@ every_full_peer!(
     keepalive_detects_a_black_holed_link,
     server_keepalive_probes_are_answered,
     ciphers_and_kex_methods,
+    ctr_macs,
     host_key_algorithms,
     pooled_concurrent_commands,
     reconnecting_client_survives_a_cut,
     reconnecting_client_restores_remote_forward,
 );
 
+// Twisted Conch, where its capabilities (PeerKind::Conch) allow: everything
+// but `server_keepalive_probes_are_answered` (conch cannot probe idle
+// clients). `ciphers_and_kex_methods` checks chacha20-poly1305 and AES-GCM
+// are refused, `ctr_macs` the -etm MACs; the PTY test expects no size
+// before the resize, the -R test no port 0 and no half-close (see
+// PeerKind::pty_size_on_exec, remote_forward_port_zero,
+// remote_forward_half_close).
+peer_tests!(
+    conch,
+    sansh_interop::peer::PeerKind::Conch,
+    [
+        exec_exit_codes_and_signals,
+        publickey_and_password_authentication,
+        sessions_side_by_side,
+        an_idle_session_outlives_other_commands,
+        parallel_execs_finish_or_fail_but_never_hang,
+        stdin_streams_through_cat_and_sha256sum,
+        pty_size_and_resize,
+        local_forward_carries_data_both_ways,
+        remote_forward_carries_data_both_ways,
+        keepalive_detects_a_black_holed_link,
+        ciphers_and_kex_methods,
+        ctr_macs,
+        host_key_algorithms,
+        pooled_concurrent_commands,
+        reconnecting_client_survives_a_cut,
+        reconnecting_client_restores_remote_forward,
+    ]
+);
+
 // tinysshd, where its capabilities (PeerKind::TinySsh) allow. Left out: the
 // idle session, parallel execs and the pool (one session per connection,
 // which ends with it), the PTY (tinysshd's pty race), -L and -R and the
 // ReconnectingClient tests (which check the forwards come back: no port
-// forwarding), server keepalive (it never probes). The keepalive test (tinysshd
+// forwarding), server keepalive (it never probes), `ctr_macs` (no aes*-ctr). The keepalive test (tinysshd
 // answers probes with UNIMPLEMENTED) and a -R refusal are in `tinyssh_only` below. `sessions_side_by_side`
 // checks the second session is refused; the password in
 // `publickey_and_password_authentication` is refused without being asked.
